@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * Receive path: rx_driver -> rx_netif -> rx_ip -> rx_transport -> rx_sockq, and rx_read.
+ *
+ * rx_driver -> rx_netif crosses a queue (backlog or GRO), so it is joined by skb pointer
+ * in a hash. From rx_netif to the socket queue the kernel runs one skb at a time on one
+ * CPU, so a per-CPU slot carries the chain without any hash operation. The chain is
+ * emitted once, when the socket queue takes it (or when the next skb reuses the slot).
+ * Reads are emitted per call; Rust joins them to queued data by socket (UDP: FIFO,
+ * TCP: sequence numbers), so GRO and coalescing do not break the join.
+ *
+ * Every point has several programs (tp_btf first, then raw_tp, netfilter or fentry);
+ * Rust enables exactly one per point after probing the kernel.
+ */
+#include "common.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Dummy instances so that the skeleton generates the Rust types. */
+struct rx_chain_event _rx_chain_event = {};
+struct rx_read_event _rx_read_event = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);   /* skb */
+	__type(value, __u64); /* rx_driver timestamp */
+} rx_drv SEC(".maps");
+
+enum slot_state { SLOT_EMPTY = 0, SLOT_OPEN = 1, SLOT_PASS = 2, SLOT_SKIP = 3 };
+
+struct rx_slot {
+	struct rx_chain_event ev;
+	__u32 state;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rx_slot);
+} rx_slot SEC(".maps");
+
+static __always_inline struct rx_slot *slot_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rx_slot, &zero);
+}
+
+/* A chain that passed the filters but never reached a socket queue still has spans. */
+static __always_inline void slot_flush(struct rx_slot *s)
+{
+	if (s->state == SLOT_PASS && s->ev.ts[RX_IP]) {
+		s->ev.flags |= CHAIN_FLUSHED;
+		emit(&s->ev, sizeof(s->ev));
+		count(CNT_CHAIN_FLUSHED);
+	}
+	s->state = SLOT_EMPTY;
+}
+
+static __always_inline void slot_open(struct rx_slot *s, __u64 skb, __u32 ifindex, __u32 netns)
+{
+	slot_flush(s);
+	__builtin_memset(&s->ev, 0, sizeof(s->ev));
+	s->ev.kind = EV_RX_CHAIN;
+	s->ev.cpu = bpf_get_smp_processor_id();
+	s->ev.skb = skb;
+	s->ev.ifindex = ifindex;
+	s->ev.netns = netns;
+	s->state = SLOT_OPEN;
+	if ((f_ifindex && ifindex != f_ifindex) || (f_netns && netns && netns != f_netns)) {
+		s->state = SLOT_SKIP;
+		count(CNT_FILTERED);
+	}
+}
+
+/* ---- core logic, one function per point; the hooks below only fetch arguments ---- */
+
+static __always_inline void on_driver(__u64 skb, __u32 ifindex)
+{
+	__u64 now;
+
+	if (f_ifindex && ifindex != f_ifindex)
+		return;
+	now = bpf_ktime_get_ns();
+	/* NOEXIST: the first driver-level sighting wins (GRO entry, then netif_receive_skb_entry).
+	 */
+	if (bpf_map_update_elem(&rx_drv, &skb, &now, BPF_NOEXIST) == -E2BIG)
+		count(CNT_DRV_MAP_FULL);
+}
+
+static __always_inline void on_netif(__u64 skb, __u32 ifindex, __u32 netns)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct rx_slot *s = slot_get();
+	__u64 *drv;
+
+	if (!s)
+		return;
+	slot_open(s, skb, ifindex, netns);
+	s->ev.ts[RX_NETIF] = now;
+	drv = bpf_map_lookup_elem(&rx_drv, &skb);
+	if (drv) {
+		s->ev.ts[RX_DRIVER] = *drv;
+		bpf_map_delete_elem(&rx_drv, &skb);
+	}
+}
+
+static __always_inline void on_ip(__u64 skb, unsigned char *head, __u16 nh, __be16 protocol,
+				  __u32 ifindex, __u32 netns)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct rx_slot *s = slot_get();
+
+	if (!s)
+		return;
+	if (s->state == SLOT_EMPTY || s->ev.skb != skb)
+		slot_open(s, skb, ifindex, netns); /* rx_netif not seen: start here */
+	if (s->state != SLOT_OPEN)
+		return;
+	if (parse_ip(head, nh, protocol, &s->ev.flow, &s->ev.payload, &s->ev.seq_end) ||
+	    !flow_wanted(&s->ev.flow)) {
+		s->state = SLOT_SKIP;
+		count(CNT_FILTERED);
+		return;
+	}
+	s->state = SLOT_PASS;
+	s->ev.ts[RX_IP] = now;
+}
+
+static __always_inline void on_transport(__u64 skb)
+{
+	struct rx_slot *s = slot_get();
+
+	if (s && s->state == SLOT_PASS && s->ev.skb == skb && !s->ev.ts[RX_TRANSPORT])
+		s->ev.ts[RX_TRANSPORT] = bpf_ktime_get_ns();
+}
+
+/* Does this socket own the chain's packet? (An unconnected UDP socket has no peer.) */
+static __always_inline bool sock_owns(const struct flow *sf, const struct flow *pf)
+{
+	if (sf->proto != pf->proto || sf->dport != pf->dport)
+		return false;
+	return sf->sport == 0 || sf->sport == pf->sport;
+}
+
+static __always_inline void on_sockq(const struct sock *sk)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct rx_chain_event *ev;
+	struct rx_slot *s;
+	struct flow sf = {};
+	__u32 rcv_nxt = 0;
+
+	/* A listener's data_ready announces a connection to accept, not data. */
+	if (!inet_l4_sock(sk) || BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+		return;
+	s = slot_get();
+	if (!s)
+		return;
+	sock_flow(sk, &sf);
+	if (sf.proto == IPPROTO_TCP)
+		rcv_nxt = BPF_CORE_READ((struct tcp_sock *)sk, rcv_nxt);
+
+	if (s->state == SLOT_PASS && s->ev.ts[RX_TRANSPORT] && sock_owns(&sf, &s->ev.flow) &&
+	    (sf.proto != IPPROTO_TCP || s->ev.seq_end == rcv_nxt)) {
+		s->ev.ts[RX_SOCKQ] = now;
+		s->ev.sk = (__u64)sk;
+		s->ev.seq_end = rcv_nxt;
+		emit(&s->ev, sizeof(s->ev));
+		s->state = SLOT_EMPTY;
+		return;
+	}
+
+	/* Data queued outside the softirq chain (TCP backlog, or rx_netif/rx_ip unseen). */
+	__u32 netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+
+	if ((f_netns && netns != f_netns) || !flow_wanted(&sf))
+		return;
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(CNT_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->kind = EV_RX_CHAIN;
+	ev->cpu = bpf_get_smp_processor_id();
+	ev->ts[RX_SOCKQ] = now;
+	ev->sk = (__u64)sk;
+	ev->flow = sf;
+	ev->netns = netns;
+	ev->seq_end = rcv_nxt;
+	ev->flags = CHAIN_FROM_SOCK;
+	bpf_ringbuf_submit(ev, rb_flags());
+	count(CNT_SOCKQ_UNJOINED);
+	count(CNT_EVENTS);
+}
+
+static __always_inline void on_read(struct sock *sk, int ret, int flags)
+{
+	struct rx_read_event *ev;
+	__u64 id;
+	struct flow sf = {};
+	__u32 netns;
+
+	if (ret <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)) || !inet_l4_sock(sk))
+		return;
+	id = bpf_get_current_pid_tgid();
+	if (!task_wanted(id >> 32))
+		return;
+	sock_flow(sk, &sf);
+	netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if ((f_netns && netns != f_netns) || (f_proto && sf.proto != f_proto) ||
+	    (f_port && sf.sport != f_port && sf.dport != f_port))
+		return;
+	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(CNT_LOST);
+		return;
+	}
+	ev->kind = EV_RX_READ;
+	ev->cpu = bpf_get_smp_processor_id();
+	ev->ts = bpf_ktime_get_ns();
+	ev->sk = (__u64)sk;
+	ev->pid = (__u32)id;
+	ev->tgid = id >> 32;
+	ev->bytes = ret;
+	ev->copied_seq =
+	    sf.proto == IPPROTO_TCP ? BPF_CORE_READ((struct tcp_sock *)sk, copied_seq) : 0;
+	ev->cgroup = bpf_get_current_cgroup_id();
+	ev->netns = netns;
+	ev->proto = sf.proto;
+	ev->family = sf.family;
+	ev->lport = sf.dport;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	bpf_ringbuf_submit(ev, rb_flags());
+	count(CNT_EVENTS);
+}
+
+/* ---- tp_btf: typed tracepoint arguments, direct (CO-RE relocated) loads ---- */
+
+static __always_inline __u32 dev_netns(struct net_device *dev)
+{
+	return dev ? dev->nd_net.net->ns.inum : 0;
+}
+
+SEC("tp_btf/netif_rx")
+int BPF_PROG(rx_driver_netif_rx, struct sk_buff *skb)
+{
+	on_driver((__u64)skb, skb->dev->ifindex);
+	return 0;
+}
+
+SEC("tp_btf/napi_gro_receive_entry")
+int BPF_PROG(rx_driver_gro, const struct sk_buff *skb)
+{
+	on_driver((__u64)skb, skb->dev->ifindex);
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb_entry")
+int BPF_PROG(rx_driver_receive_entry, const struct sk_buff *skb)
+{
+	on_driver((__u64)skb, skb->dev->ifindex);
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(rx_netif_tp_btf, struct sk_buff *skb)
+{
+	on_netif((__u64)skb, skb->dev->ifindex, dev_netns(skb->dev));
+	return 0;
+}
+
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(rx_sockq_tp_btf, const struct sock *sk)
+{
+	on_sockq(sk);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(rx_read_tp_btf, struct sock *sk, int ret, int flags)
+{
+	on_read(sk, ret, flags);
+	return 0;
+}
+
+/* ---- raw_tp: same tracepoints, untyped arguments, probe reads ---- */
+
+static __always_inline __u32 skb_ifindex(struct sk_buff *skb)
+{
+	return BPF_CORE_READ(skb, dev, ifindex);
+}
+
+SEC("raw_tp/netif_rx")
+int BPF_PROG(rx_driver_netif_rx_raw, struct sk_buff *skb)
+{
+	on_driver((__u64)skb, skb_ifindex(skb));
+	return 0;
+}
+
+SEC("raw_tp/napi_gro_receive_entry")
+int BPF_PROG(rx_driver_gro_raw, struct sk_buff *skb)
+{
+	on_driver((__u64)skb, skb_ifindex(skb));
+	return 0;
+}
+
+SEC("raw_tp/netif_receive_skb_entry")
+int BPF_PROG(rx_driver_receive_entry_raw, struct sk_buff *skb)
+{
+	on_driver((__u64)skb, skb_ifindex(skb));
+	return 0;
+}
+
+SEC("raw_tp/netif_receive_skb")
+int BPF_PROG(rx_netif_raw, struct sk_buff *skb)
+{
+	on_netif((__u64)skb, skb_ifindex(skb), BPF_CORE_READ(skb, dev, nd_net.net, ns.inum));
+	return 0;
+}
+
+SEC("raw_tp/sk_data_ready")
+int BPF_PROG(rx_sockq_raw, struct sock *sk)
+{
+	on_sockq(sk);
+	return 0;
+}
+
+SEC("raw_tp/sock_recv_length")
+int BPF_PROG(rx_read_raw, struct sock *sk, int ret, int flags)
+{
+	on_read(sk, ret, flags);
+	return 0;
+}
+
+/* ---- netfilter: first PRE_ROUTING position = rx_ip, last LOCAL_IN position = rx_transport ---- */
+
+SEC("netfilter")
+int rx_ip_nf(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+
+	on_ip((__u64)skb, skb->head, skb->network_header, skb->protocol, skb->dev->ifindex,
+	      dev_netns(skb->dev));
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int rx_transport_nf(struct bpf_nf_ctx *ctx)
+{
+	on_transport((__u64)ctx->skb);
+	return NF_ACCEPT;
+}
+
+/* ---- fentry fallbacks, for kernels without the netfilter BPF link (< 6.4) ---- */
+
+static __always_inline void on_ip_skb(struct sk_buff *skb)
+{
+	on_ip((__u64)skb, BPF_CORE_READ(skb, head), BPF_CORE_READ(skb, network_header),
+	      BPF_CORE_READ(skb, protocol), skb_ifindex(skb),
+	      BPF_CORE_READ(skb, dev, nd_net.net, ns.inum));
+}
+
+SEC("fentry/ip_rcv")
+int BPF_PROG(rx_ip_fentry4, struct sk_buff *skb)
+{
+	on_ip_skb(skb);
+	return 0;
+}
+
+SEC("fentry/ipv6_rcv")
+int BPF_PROG(rx_ip_fentry6, struct sk_buff *skb)
+{
+	on_ip_skb(skb);
+	return 0;
+}
+
+SEC("fentry/tcp_v4_rcv")
+int BPF_PROG(rx_transport_fentry_tcp4, struct sk_buff *skb)
+{
+	on_transport((__u64)skb);
+	return 0;
+}
+
+SEC("fentry/tcp_v6_rcv")
+int BPF_PROG(rx_transport_fentry_tcp6, struct sk_buff *skb)
+{
+	on_transport((__u64)skb);
+	return 0;
+}
+
+SEC("fentry/udp_rcv")
+int BPF_PROG(rx_transport_fentry_udp4, struct sk_buff *skb)
+{
+	on_transport((__u64)skb);
+	return 0;
+}
+
+SEC("fentry/udpv6_rcv")
+int BPF_PROG(rx_transport_fentry_udp6, struct sk_buff *skb)
+{
+	on_transport((__u64)skb);
+	return 0;
+}
+
+/* Referenced so that the skeleton generates these enums for Rust. */
+enum event_kind _event_kind = 0;
+enum rx_point _rx_point = 0;
+enum chain_flags _chain_flags = 0;
+enum counter _counter = 0;
+enum slot_state _slot_state = 0;
+struct rx_slot _rx_slot = {};

@@ -1,0 +1,544 @@
+//! `nsl-load`: a small, bounded traffic generator for netstack-lat's privileged
+//! integration tests and benchmarks (usually run via `ip netns exec NS nsl-load ...`).
+//!
+//! Receivers print `READY` once their socket is bound/listening so a test can start
+//! the sender without racing; every mode prints one JSON line on success.
+//! Every mode is bounded by a count and by `--timeout` (default 30 s).
+//!
+//! Exit codes: 0 success, 2 any error (bad arguments, socket failures), 3 timeout.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+const EXIT_ERROR: u8 = 2;
+const EXIT_TIMEOUT: i32 = 3;
+
+/// Largest UDP payload for each address family (65535 minus IP and UDP headers).
+const MAX_UDP4_PAYLOAD: usize = 65_507;
+const MAX_UDP6_PAYLOAD: usize = 65_527;
+/// Cap on TCP message sizes so a typo cannot allocate gigabytes.
+const MAX_TCP_MSG: usize = 16 << 20;
+
+#[derive(Parser)]
+#[command(
+    name = "nsl-load",
+    version,
+    about = "Bounded traffic generator for netstack-lat tests"
+)]
+struct Cli {
+    /// Give up after this many seconds (fractions allowed) and exit with code 3.
+    #[arg(long, global = true, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    timeout: Duration,
+
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Receive COUNT UDP datagrams, sleeping DELAY ms after each one is queued.
+    UdpRecv {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        #[arg(long = "delay-ms", value_name = "MS", default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// Accept one TCP connection and read COUNT messages of MSG_SIZE bytes.
+    TcpRecv {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        #[arg(long = "delay-ms", value_name = "MS", default_value_t = 0)]
+        delay_ms: u64,
+        #[arg(long = "msg-size", value_name = "BYTES", default_value_t = 64)]
+        msg_size: usize,
+    },
+    /// Send COUNT UDP datagrams of SIZE bytes.
+    UdpSend {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        #[arg(long = "interval-ms", value_name = "MS", default_value_t = 0)]
+        interval_ms: u64,
+        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        size: usize,
+        /// Local address to send from (default: any address, ephemeral port).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+    },
+    /// Connect over TCP and send COUNT messages of SIZE bytes.
+    TcpSend {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        #[arg(long = "interval-ms", value_name = "MS", default_value_t = 0)]
+        interval_ms: u64,
+        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        size: usize,
+    },
+    /// Send UDP datagrams as fast as possible for SECONDS or MAX_PACKETS attempts.
+    UdpFlood {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        seconds: Duration,
+        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        size: usize,
+        #[arg(long = "max-packets", value_name = "N", default_value_t = 50_000_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        max_packets: u64,
+    },
+    /// Count UDP datagrams for SECONDS, starting at the first one received.
+    UdpSink {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        seconds: Duration,
+    },
+}
+
+/// Positive, finite seconds; checked here because `Duration::from_secs_f64` panics.
+fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("'{s}' must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| format!("'{s}': {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    if let Err(e) = start_watchdog(cli.timeout) {
+        eprintln!("nsl-load: error: {e:#}");
+        return ExitCode::from(EXIT_ERROR);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nsl-load: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Help/version go to stdout as usual; usage errors become one line on stderr.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(EXIT_ERROR);
+    }
+    let text = e.render().to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    eprintln!("nsl-load: error: {line} (see --help)");
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// A detached thread bounds every blocking call (accept, connect, recv) at once,
+/// instead of threading deadlines through each of them.
+fn start_watchdog(timeout: Duration) -> Result<()> {
+    thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            thread::sleep(timeout);
+            eprintln!(
+                "nsl-load: error: timed out after {:.3} s",
+                timeout.as_secs_f64()
+            );
+            std::process::exit(EXIT_TIMEOUT);
+        })
+        .context("cannot start the timeout thread")?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::UdpRecv {
+            bind,
+            count,
+            delay_ms,
+        } => udp_recv(bind, count, delay_ms),
+        Cmd::TcpRecv {
+            bind,
+            count,
+            delay_ms,
+            msg_size,
+        } => {
+            check_tcp_size(msg_size, "--msg-size")?;
+            tcp_recv(bind, count, delay_ms, msg_size)
+        }
+        Cmd::UdpSend {
+            to,
+            count,
+            interval_ms,
+            size,
+            bind,
+        } => {
+            check_udp_size(size, &to)?;
+            udp_send(to, count, interval_ms, size, bind)
+        }
+        Cmd::TcpSend {
+            to,
+            count,
+            interval_ms,
+            size,
+        } => {
+            check_tcp_size(size, "--size")?;
+            tcp_send(to, count, interval_ms, size)
+        }
+        Cmd::UdpFlood {
+            to,
+            seconds,
+            size,
+            max_packets,
+        } => {
+            check_udp_size(size, &to)?;
+            check_within_timeout(seconds, cli.timeout)?;
+            udp_flood(to, seconds, size, max_packets)
+        }
+        Cmd::UdpSink { bind, seconds } => {
+            check_within_timeout(seconds, cli.timeout)?;
+            udp_sink(bind, seconds)
+        }
+    }
+}
+
+fn check_udp_size(size: usize, to: &SocketAddr) -> Result<()> {
+    let max = if to.is_ipv4() {
+        MAX_UDP4_PAYLOAD
+    } else {
+        MAX_UDP6_PAYLOAD
+    };
+    if size > max {
+        bail!("--size {size} exceeds the largest UDP payload for {to} ({max})");
+    }
+    Ok(())
+}
+
+fn check_tcp_size(size: usize, flag: &str) -> Result<()> {
+    if size == 0 || size > MAX_TCP_MSG {
+        bail!("{flag} must be between 1 and {MAX_TCP_MSG}, got {size}");
+    }
+    Ok(())
+}
+
+/// Otherwise the watchdog would kill a long run before it prints anything useful.
+fn check_within_timeout(seconds: Duration, timeout: Duration) -> Result<()> {
+    if seconds >= timeout {
+        bail!(
+            "--seconds {} must be less than --timeout {}",
+            seconds.as_secs_f64(),
+            timeout.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// One line on stdout; errors (e.g. a closed pipe) are reported, not panicked on.
+fn emit(line: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+fn ready() -> Result<()> {
+    emit("READY")
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 256) as u8).collect()
+}
+
+fn any_addr(like: &SocketAddr) -> SocketAddr {
+    match like {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+fn sleep_ms(ms: u64) {
+    if ms > 0 {
+        thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Block until `fd` is readable, so the data is already queued when we then sleep;
+/// that is what makes `--delay-ms` show up as socket-queue latency in the tracer.
+fn wait_readable(fd: RawFd) -> Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is a valid pollfd and we pass a count of exactly 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r > 0 {
+            if pfd.revents & libc::POLLNVAL != 0 {
+                bail!("poll: invalid socket");
+            }
+            return Ok(());
+        }
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(err).context("poll");
+            }
+        }
+    }
+}
+
+fn udp_recv(bind: SocketAddr, count: u64, delay_ms: u64) -> Result<()> {
+    let sock = UdpSocket::bind(bind).with_context(|| format!("cannot bind UDP {bind}"))?;
+    ready()?;
+    let mut buf = vec![0u8; 65536];
+    let mut bytes = 0u64;
+    for _ in 0..count {
+        wait_readable(sock.as_raw_fd())?;
+        sleep_ms(delay_ms);
+        let n = sock.recv(&mut buf).context("UDP recv")?;
+        bytes += n as u64;
+    }
+    emit(&json!({ "received": count, "bytes": bytes }).to_string())
+}
+
+fn tcp_recv(bind: SocketAddr, count: u64, delay_ms: u64, msg_size: usize) -> Result<()> {
+    let listener =
+        TcpListener::bind(bind).with_context(|| format!("cannot listen on TCP {bind}"))?;
+    ready()?;
+    let (mut stream, _peer) = listener.accept().context("TCP accept")?;
+    let mut buf = vec![0u8; msg_size];
+    for i in 0..count {
+        wait_readable(stream.as_raw_fd())?;
+        sleep_ms(delay_ms);
+        stream.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                anyhow::anyhow!("peer closed the connection after {i} of {count} messages")
+            } else {
+                anyhow::Error::new(e).context("TCP read")
+            }
+        })?;
+    }
+    let bytes = count * msg_size as u64;
+    emit(&json!({ "received": count, "bytes": bytes }).to_string())
+}
+
+fn udp_send(
+    to: SocketAddr,
+    count: u64,
+    interval_ms: u64,
+    size: usize,
+    bind: Option<SocketAddr>,
+) -> Result<()> {
+    let local = bind.unwrap_or_else(|| any_addr(&to));
+    let sock = UdpSocket::bind(local).with_context(|| format!("cannot bind UDP {local}"))?;
+    let data = payload(size);
+    for i in 0..count {
+        if i > 0 {
+            sleep_ms(interval_ms);
+        }
+        sock.send_to(&data, to)
+            .with_context(|| format!("UDP send to {to}"))?;
+    }
+    emit(&json!({ "sent": count }).to_string())
+}
+
+/// The server may still be starting (e.g. in another namespace), so retry refusals.
+fn connect_with_retry(to: SocketAddr) -> Result<TcpStream> {
+    const BUDGET: Duration = Duration::from_secs(5);
+    const RETRY: Duration = Duration::from_millis(50);
+    let deadline = Instant::now() + BUDGET;
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(RETRY);
+        match TcpStream::connect_timeout(&to, left) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if e.kind() == ErrorKind::ConnectionRefused
+                    && Instant::now() + RETRY < deadline =>
+            {
+                thread::sleep(RETRY);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot connect to TCP {to}")),
+        }
+    }
+}
+
+fn tcp_send(to: SocketAddr, count: u64, interval_ms: u64, size: usize) -> Result<()> {
+    let mut stream = connect_with_retry(to)?;
+    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    let data = payload(size);
+    for i in 0..count {
+        if i > 0 {
+            sleep_ms(interval_ms);
+        }
+        stream
+            .write_all(&data)
+            .with_context(|| format!("TCP write of message {i}"))?;
+    }
+    stream.shutdown(Shutdown::Write).context("TCP shutdown")?;
+    drain_until_close(&mut stream, Duration::from_secs(2));
+    emit(&json!({ "sent": count }).to_string())
+}
+
+/// Wait (bounded) for the peer's FIN so our data is delivered before we exit;
+/// a slow or resetting peer is not an error for the sender.
+fn drain_until_close(stream: &mut TcpStream, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn udp_flood(to: SocketAddr, seconds: Duration, size: usize, max_packets: u64) -> Result<()> {
+    // Checking the clock once per batch keeps it out of the hot loop.
+    const BATCH: u64 = 64;
+    let local = any_addr(&to);
+    let sock = UdpSocket::bind(local).with_context(|| format!("cannot bind UDP {local}"))?;
+    sock.connect(to)
+        .with_context(|| format!("cannot connect UDP to {to}"))?;
+    let data = payload(size);
+    let (mut sent, mut errors, mut attempts) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    let deadline = start + seconds;
+    while attempts < max_packets {
+        let batch = (max_packets - attempts).min(BATCH);
+        for _ in 0..batch {
+            match sock.send(&data) {
+                Ok(_) => sent += 1,
+                // Full qdisc/socket buffer, or ICMP unreachable from an absent sink:
+                // expected under flood, so count rather than abort.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECONNREFUSED)) => {
+                    errors += 1
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => errors += 1,
+                Err(e) => return Err(e).with_context(|| format!("UDP send to {to}")),
+            }
+        }
+        attempts += batch;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let out = json!({ "sent": sent, "errors": errors, "seconds": secs, "pps": rate(sent, secs) });
+    emit(&out.to_string())
+}
+
+fn udp_sink(bind: SocketAddr, seconds: Duration) -> Result<()> {
+    // 64 KiB split into 2 KiB slots for recvmmsg; larger datagrams are truncated,
+    // which is fine because the sink only counts them.
+    const SLOTS: usize = 32;
+    const SLOT_LEN: usize = 2048;
+    let sock = UdpSocket::bind(bind).with_context(|| format!("cannot bind UDP {bind}"))?;
+    // Lets a blocked receive return so the deadline is checked even when idle.
+    let mut tick = Duration::from_millis(100);
+    sock.set_read_timeout(Some(tick)).context("SO_RCVTIMEO")?;
+
+    let mut buf = vec![0u8; SLOTS * SLOT_LEN];
+    let mut iovs: Vec<libc::iovec> = buf
+        .chunks_mut(SLOT_LEN)
+        .map(|c| libc::iovec {
+            iov_base: c.as_mut_ptr().cast(),
+            iov_len: c.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: mmsghdr is plain C data; all-zero is a valid (empty) value.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+
+    ready()?;
+    let ready_at = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut received = 0u64;
+    loop {
+        // SAFETY: `hdrs` holds SLOTS headers whose iovecs point into `buf`, and both
+        // outlive the call; a null timeout makes SO_RCVTIMEO the only limit.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                SLOTS as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        let now = Instant::now();
+        if r > 0 {
+            received += r as u64;
+            first.get_or_insert(now);
+        } else if r < 0 {
+            let err = io::Error::last_os_error();
+            if !matches!(
+                err.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+            ) {
+                return Err(err).context("UDP recvmmsg");
+            }
+        }
+        let left = seconds.saturating_sub(now.duration_since(first.unwrap_or(ready_at)));
+        if left.is_zero() {
+            break;
+        }
+        // Shrink the timeout near the end so an idle tail does not stretch the
+        // window (and deflate pps) by up to a whole tick; 2 ms slack limits syscalls.
+        if left + Duration::from_millis(2) < tick {
+            tick = left.max(Duration::from_millis(1));
+            sock.set_read_timeout(Some(tick)).context("SO_RCVTIMEO")?;
+        }
+    }
+    let secs = first.unwrap_or(ready_at).elapsed().as_secs_f64();
+    let out = json!({ "received": received, "seconds": secs, "pps": rate(received, secs) });
+    emit(&out.to_string())
+}

@@ -1,0 +1,231 @@
+//! Command line: clap definitions and the small parsers behind them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netstack-lat",
+    version,
+    about = "Where time goes inside the Linux network stack: per packet, per stage, per connection",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// With no subcommand, the options of `trace` (so `netstack-lat --json` is `trace --json`).
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace receive-path latency per stage and per connection
+    Trace(TraceArgs),
+    /// Show which kernel hook serves each point on this kernel, or why none can
+    Probes(ProbesArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct TraceArgs {
+    /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print a live line every interval
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// JSON lines on stdout: {"type":"interval"} per interval, {"type":"summary"} last
+    #[arg(long)]
+    pub json: bool,
+    /// Also print one JSON line per packet timeline ({"type":"event"})
+    #[arg(long)]
+    pub events: bool,
+    /// With --events, keep one timeline in N
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: u64,
+    /// Only sockets read by this process (thread group id)
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only sockets read by processes with this command name (up to 15 characters)
+    #[arg(long)]
+    pub comm: Option<String>,
+    /// Only packets with this source or destination port
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only packets with a source or destination address in this CIDR (10.0.0.0/8, fd00::/64)
+    #[arg(long, value_parser = parse_cidr)]
+    pub addr: Option<Cidr>,
+    /// Only packets received on this interface (name, in the traced network namespace)
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Trace this network namespace (e.g. /run/netns/NAME) instead of the current one
+    #[arg(long)]
+    pub netns: Option<PathBuf>,
+    /// Only sockets read by processes in this cgroup v2 directory
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Only this transport protocol
+    #[arg(long, value_enum)]
+    pub proto: Option<Proto>,
+    /// Only IPv4
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// Connections shown in the summary, busiest first
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
+    /// Print libbpf's own messages
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProbesArgs {
+    /// One JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
+}
+
+/// An address prefix; `addr` is already masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    /// The 16-byte form the BPF filter compares (IPv4 in the first four bytes).
+    pub fn bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        match self.addr {
+            IpAddr::V4(a) => b[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => b = a.octets(),
+        }
+        b
+    }
+}
+
+pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    let bad = || {
+        format!("'{s}' is not an address or CIDR (examples: 10.0.0.0/24, fd00::/64, 192.168.1.5)")
+    };
+    let (a, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| bad())?)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    if len > max {
+        return Err(format!(
+            "prefix length {len} is too long for {a} (at most {max})"
+        ));
+    }
+    let masked = match addr {
+        IpAddr::V4(v) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            IpAddr::V4((u32::from(v) & m).into())
+        }
+        IpAddr::V6(v) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            IpAddr::V6((u128::from(v) & m).into())
+        }
+    };
+    Ok(Cidr { addr: masked, len })
+}
+
+/// "10s", "250ms", "2m", "1h", "1.5" (seconds), "900us".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" => v / 1e6,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{s}' (use us, ms, s, m or h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("'{s}' must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+    }
+
+    #[test]
+    fn cidrs() {
+        let c = parse_cidr("10.1.2.3/16").unwrap();
+        assert_eq!(c.addr.to_string(), "10.1.0.0");
+        assert_eq!(c.len, 16);
+        assert_eq!(&c.bytes()[..4], &[10, 1, 0, 0]);
+        assert_eq!(parse_cidr("192.168.1.5").unwrap().len, 32);
+        let v6 = parse_cidr("fd00::1/64").unwrap();
+        assert_eq!(v6.addr.to_string(), "fd00::");
+        assert!(parse_cidr("10.0.0.0/33").unwrap_err().contains("too long"));
+        assert!(parse_cidr("10.0.0/8")
+            .unwrap_err()
+            .contains("not an address"));
+        assert_eq!(parse_cidr("0.0.0.0/0").unwrap().len, 0);
+    }
+
+    #[test]
+    fn bare_json_means_trace() {
+        let cli = Cli::try_parse_from(["netstack-lat", "--json", "--duration", "3s"]).unwrap();
+        assert!(cli.command.is_none());
+        assert!(cli.trace.json);
+        let cli = Cli::try_parse_from(["netstack-lat", "trace", "--port", "9000", "-6"]).unwrap();
+        let Some(Command::Trace(t)) = cli.command else {
+            panic!("trace expected")
+        };
+        assert_eq!((t.port, t.ipv6), (Some(9000), true));
+        assert!(Cli::try_parse_from(["netstack-lat", "trace", "-4", "-6"]).is_err());
+    }
+}

@@ -1,0 +1,487 @@
+//! The frontend's join: chains (kernel timeline per skb, up to the socket queue) meet
+//! application reads by socket. UDP sockets are FIFO queues of datagrams, one per read;
+//! TCP data is matched by sequence number (rcv_nxt when queued vs copied_seq after the
+//! read), so GRO and coalescing in the receive queue cannot break the join.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::events::{Chain, Flow, Read, IPPROTO_TCP, RX_NETIF, RX_POINTS, RX_READ, RX_SOCKQ};
+use crate::hist::Hist;
+
+/// A span between two points, as indices into RX_POINTS.
+pub type SpanId = (usize, usize);
+
+pub fn span_name(id: SpanId) -> String {
+    format!("{}->{}", RX_POINTS[id.0], RX_POINTS[id.1])
+}
+
+/// Spans of a timeline: between each pair of consecutive points it passed, plus the
+/// total rx_netif->rx_read when both ends are known.
+pub fn spans_of(ts: &[u64; 6]) -> Vec<(SpanId, u64)> {
+    let mut out = Vec::with_capacity(6);
+    let mut prev: Option<usize> = None;
+    for (i, &t) in ts.iter().enumerate() {
+        if t == 0 {
+            continue;
+        }
+        if let Some(p) = prev {
+            out.push(((p, i), t.saturating_sub(ts[p])));
+        }
+        prev = Some(i);
+    }
+    if ts[RX_NETIF] != 0 && ts[RX_READ] != 0 && prev == Some(RX_READ) {
+        out.push((
+            (RX_NETIF, RX_READ),
+            ts[RX_READ].saturating_sub(ts[RX_NETIF]),
+        ));
+    }
+    out
+}
+
+/// TCP sequence order with wrap-around: is `a` at or before `b`?
+pub fn seq_le(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) >= 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Conn {
+    pub owner: Option<Owner>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub spans: BTreeMap<SpanId, Hist>,
+}
+
+/// Where the join loses or drops data; every field is shown to the user.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JoinStats {
+    pub chains: u64,
+    pub reads: u64,
+    /// Reads on sockets with no queued data we saw (data queued before the tool started).
+    pub reads_unmatched: u64,
+    /// Queued data never read before it aged out, or still unread at exit.
+    pub unread: u64,
+    /// Per-socket queue overflow (the application is far behind).
+    pub queue_evicted: u64,
+    /// Timelines not kept because their owner did not match --pid/--comm/--cgroup.
+    pub owner_filtered: u64,
+    /// Connections beyond the tracked limit, folded out of the per-connection table.
+    pub conns_dropped: u64,
+}
+
+struct Pending {
+    ts: [u64; 6],
+    flow: Flow,
+    end_seq: u32,
+    payload: u32,
+    /// Chain spans already recorded (owner known or no owner filter) at queue time.
+    recorded: bool,
+}
+
+#[derive(Default)]
+struct Sock {
+    proto: u8,
+    owner: Option<Owner>,
+    queue: VecDeque<Pending>,
+    last_seen: u64,
+}
+
+/// A completed packet timeline, for `--events`.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    pub ts: [u64; 6],
+    pub flow: Flow,
+    pub owner: Option<Owner>,
+    pub payload: u32,
+}
+
+pub struct Limits {
+    pub queue_per_socket: usize,
+    pub sockets: usize,
+    pub conns: usize,
+    /// Queued data older than this (ns) is counted unread and dropped.
+    pub max_age_ns: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            queue_per_socket: 65536,
+            sockets: 65536,
+            conns: 4096,
+            max_age_ns: 30_000_000_000,
+        }
+    }
+}
+
+/// Joins events into span histograms, overall and per connection.
+pub struct Correlator {
+    /// Only keep timelines read by this owner (set when --pid/--comm/--cgroup is given:
+    /// the BPF side then only reports reads of matching processes).
+    owner_filter: bool,
+    limits: Limits,
+    socks: HashMap<u64, Sock>,
+    pub spans: BTreeMap<SpanId, Hist>,
+    pub conns: HashMap<Flow, Conn>,
+    pub stats: JoinStats,
+    /// Completed timelines, drained by the caller when it wants `--events`.
+    pub timelines: Option<Vec<Timeline>>,
+}
+
+impl Correlator {
+    pub fn new(owner_filter: bool, limits: Limits, keep_timelines: bool) -> Self {
+        Correlator {
+            owner_filter,
+            limits,
+            socks: HashMap::new(),
+            spans: BTreeMap::new(),
+            conns: HashMap::new(),
+            stats: JoinStats::default(),
+            timelines: keep_timelines.then(Vec::new),
+        }
+    }
+
+    fn record(
+        &mut self,
+        flow: &Flow,
+        owner: Option<&Owner>,
+        spans: &[(SpanId, u64)],
+        payload: u32,
+    ) {
+        for &(id, v) in spans {
+            self.spans.entry(id).or_default().record(v);
+        }
+        if !self.conns.contains_key(flow) && self.conns.len() >= self.limits.conns {
+            self.stats.conns_dropped += 1;
+            return;
+        }
+        let c = self.conns.entry(*flow).or_default();
+        if let Some(o) = owner {
+            c.owner = Some(o.clone());
+        }
+        for &(id, v) in spans {
+            c.spans.entry(id).or_default().record(v);
+        }
+        if spans.iter().any(|(id, _)| id.1 != RX_READ) || spans.is_empty() {
+            c.packets += 1;
+            c.bytes += payload as u64;
+        }
+    }
+
+    fn push_timeline(&mut self, ts: [u64; 6], flow: Flow, owner: Option<Owner>, payload: u32) {
+        if let Some(t) = self.timelines.as_mut() {
+            t.push(Timeline {
+                ts,
+                flow,
+                owner,
+                payload,
+            });
+        }
+    }
+
+    pub fn on_chain(&mut self, c: &Chain) {
+        self.stats.chains += 1;
+        let queued = c.sk != 0 && c.ts[RX_SOCKQ] != 0;
+        let owner = if queued {
+            self.socks.get(&c.sk).and_then(|s| s.owner.clone())
+        } else {
+            self.conns.get(&c.flow).and_then(|k| k.owner.clone())
+        };
+        let record_now = !self.owner_filter || owner.is_some();
+        if record_now {
+            let spans = spans_of(&c.ts);
+            self.record(&c.flow, owner.as_ref(), &spans, c.payload);
+        }
+        if !queued {
+            if record_now {
+                self.push_timeline(c.ts, c.flow, owner, c.payload);
+            } else {
+                self.stats.owner_filtered += 1;
+            }
+            return;
+        }
+        if !self.socks.contains_key(&c.sk) && self.socks.len() >= self.limits.sockets {
+            self.evict_idlest_socket();
+        }
+        let sock = self.socks.entry(c.sk).or_default();
+        sock.proto = c.flow.proto;
+        sock.last_seen = c.ts[RX_SOCKQ];
+        if sock.queue.len() >= self.limits.queue_per_socket {
+            sock.queue.pop_front();
+            self.stats.queue_evicted += 1;
+        }
+        sock.queue.push_back(Pending {
+            ts: c.ts,
+            flow: c.flow,
+            end_seq: c.seq_end,
+            payload: c.payload,
+            recorded: record_now,
+        });
+    }
+
+    fn evict_idlest_socket(&mut self) {
+        if let Some((&sk, _)) = self.socks.iter().min_by_key(|(_, s)| s.last_seen) {
+            if let Some(s) = self.socks.remove(&sk) {
+                self.stats.unread += s.queue.len() as u64;
+            }
+        }
+    }
+
+    pub fn on_read(&mut self, r: &Read) {
+        self.stats.reads += 1;
+        let Some(sock) = self.socks.get_mut(&r.sk) else {
+            self.stats.reads_unmatched += 1;
+            return;
+        };
+        let owner = Owner {
+            tgid: r.tgid,
+            comm: r.comm.clone(),
+        };
+        sock.owner = Some(owner.clone());
+        sock.last_seen = r.ts;
+        let mut done = Vec::new();
+        if sock.proto == IPPROTO_TCP {
+            while sock
+                .queue
+                .front()
+                .is_some_and(|p| seq_le(p.end_seq, r.copied_seq))
+            {
+                done.extend(sock.queue.pop_front());
+            }
+        } else {
+            done.extend(sock.queue.pop_front());
+        }
+        if done.is_empty() {
+            self.stats.reads_unmatched += 1;
+        }
+        for mut p in done {
+            p.ts[RX_READ] = r.ts;
+            let spans = spans_of(&p.ts);
+            if p.recorded {
+                let read_spans: Vec<_> = spans
+                    .into_iter()
+                    .filter(|(id, _)| id.1 == RX_READ)
+                    .collect();
+                self.record(&p.flow, Some(&owner), &read_spans, p.payload);
+            } else {
+                self.record(&p.flow, Some(&owner), &spans, p.payload);
+            }
+            self.push_timeline(p.ts, p.flow, Some(owner.clone()), p.payload);
+        }
+    }
+
+    /// Drop queued data older than the age limit (now and ts in the BPF clock).
+    pub fn expire(&mut self, now: u64) {
+        let max_age = self.limits.max_age_ns;
+        let mut unread = 0;
+        self.socks.retain(|_, s| {
+            while s
+                .queue
+                .front()
+                .is_some_and(|p| now.saturating_sub(p.ts[RX_SOCKQ]) > max_age)
+            {
+                s.queue.pop_front();
+                unread += 1;
+            }
+            !(s.queue.is_empty() && now.saturating_sub(s.last_seen) > max_age)
+        });
+        self.stats.unread += unread;
+    }
+
+    /// At exit: data still queued is unread; chains not yet recorded are attributed if we can.
+    pub fn finish(&mut self) {
+        let socks: Vec<Sock> = self.socks.drain().map(|(_, s)| s).collect();
+        for s in socks {
+            for p in s.queue {
+                self.stats.unread += 1;
+                if !p.recorded {
+                    match &s.owner {
+                        Some(o) => {
+                            let spans = spans_of(&p.ts);
+                            let o = o.clone();
+                            self.record(&p.flow, Some(&o), &spans, p.payload);
+                        }
+                        None => self.stats.owner_filtered += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.socks.values().map(|s| s.queue.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{IPPROTO_UDP, RX_DRIVER};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn flow(proto: u8, sport: u16) -> Flow {
+        Flow {
+            proto,
+            saddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            sport,
+            daddr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            dport: 9000,
+        }
+    }
+
+    fn chain(proto: u8, sk: u64, t0: u64, seq_end: u32) -> Chain {
+        Chain {
+            ts: [t0 + 1000, t0 + 1010, t0 + 1030, t0 + 1060, t0 + 1100, 0],
+            sk,
+            flow: flow(proto, 40000),
+            ifindex: 2,
+            netns: 1,
+            payload: 100,
+            seq_end,
+            flags: 0,
+            cpu: 0,
+        }
+    }
+
+    fn read(sk: u64, ts: u64, copied_seq: u32, tgid: u32) -> Read {
+        Read {
+            ts,
+            sk,
+            pid: tgid,
+            tgid,
+            bytes: 100,
+            copied_seq,
+            cgroup: 0,
+            netns: 1,
+            proto: 0,
+            comm: format!("p{tgid}"),
+        }
+    }
+
+    fn count(c: &Correlator, a: usize, b: usize) -> u64 {
+        c.spans.get(&(a, b)).map_or(0, |h| h.count())
+    }
+
+    #[test]
+    fn spans_skip_missing_points() {
+        let ts = [0, 100, 0, 150, 200, 1200];
+        let s = spans_of(&ts);
+        assert_eq!(
+            s,
+            vec![((1, 3), 50), ((3, 4), 50), ((4, 5), 1000), ((1, 5), 1100)]
+        );
+        assert_eq!(span_name((4, 5)), "rx_sockq->rx_read");
+    }
+
+    #[test]
+    fn seq_compare_wraps() {
+        assert!(seq_le(5, 5));
+        assert!(seq_le(u32::MAX - 2, 3));
+        assert!(!seq_le(3, u32::MAX - 2));
+    }
+
+    #[test]
+    fn udp_reads_pop_one_datagram_each() {
+        let mut c = Correlator::new(false, Limits::default(), true);
+        for i in 0..3 {
+            c.on_chain(&chain(IPPROTO_UDP, 7, 1000 * i, 0));
+        }
+        c.on_read(&read(7, 5000, 0, 42));
+        c.on_read(&read(7, 6000, 0, 42));
+        assert_eq!(count(&c, RX_SOCKQ, RX_READ), 2);
+        assert_eq!(count(&c, RX_DRIVER, RX_NETIF), 3);
+        // FIFO: the first datagram (queued at 1100) was read at 5000.
+        assert_eq!(c.spans[&(RX_SOCKQ, RX_READ)].max(), 3900);
+        assert_eq!(c.pending(), 1);
+        c.finish();
+        assert_eq!(c.stats.unread, 1);
+        let tl = c.timelines.unwrap();
+        assert_eq!(tl.len(), 2);
+        assert_eq!(tl[0].owner.as_ref().unwrap().tgid, 42);
+    }
+
+    #[test]
+    fn tcp_read_completes_all_segments_below_copied_seq() {
+        let mut c = Correlator::new(false, Limits::default(), false);
+        c.on_chain(&chain(IPPROTO_TCP, 9, 0, 1100));
+        c.on_chain(&chain(IPPROTO_TCP, 9, 1000, 1200));
+        c.on_chain(&chain(IPPROTO_TCP, 9, 2000, 1300));
+        // One read copies up to 1200: two segments done, coalesced or not.
+        c.on_read(&read(9, 10_000, 1200, 1));
+        assert_eq!(count(&c, RX_SOCKQ, RX_READ), 2);
+        assert_eq!(count(&c, RX_NETIF, RX_READ), 2);
+        // A partial read that does not finish the third segment completes nothing.
+        c.on_read(&read(9, 11_000, 1250, 1));
+        assert_eq!(count(&c, RX_SOCKQ, RX_READ), 2);
+        c.on_read(&read(9, 12_000, 1300, 1));
+        assert_eq!(count(&c, RX_SOCKQ, RX_READ), 3);
+        assert_eq!(c.spans[&(RX_SOCKQ, RX_READ)].max(), 12_000 - 3100);
+    }
+
+    #[test]
+    fn owner_filter_defers_until_a_matching_read() {
+        let mut c = Correlator::new(true, Limits::default(), false);
+        c.on_chain(&chain(IPPROTO_UDP, 7, 0, 0));
+        c.on_chain(&chain(IPPROTO_UDP, 8, 0, 0)); // another process's socket: never read here
+        assert!(c.spans.is_empty());
+        c.on_read(&read(7, 500, 0, 42));
+        assert_eq!(count(&c, RX_DRIVER, RX_NETIF), 1);
+        assert_eq!(count(&c, RX_SOCKQ, RX_READ), 1);
+        c.finish();
+        assert_eq!(c.stats.owner_filtered, 1);
+        assert_eq!(count(&c, RX_DRIVER, RX_NETIF), 1);
+        let conn = &c.conns[&flow(IPPROTO_UDP, 40000)];
+        assert_eq!(conn.owner.as_ref().unwrap().comm, "p42");
+        assert_eq!(conn.packets, 1);
+    }
+
+    #[test]
+    fn unqueued_chains_count_but_wait_for_nothing() {
+        let mut c = Correlator::new(false, Limits::default(), false);
+        let mut ch = chain(IPPROTO_TCP, 0, 0, 0);
+        ch.ts[RX_SOCKQ] = 0;
+        c.on_chain(&ch);
+        assert_eq!(count(&c, 2, 3), 1);
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn queues_are_bounded_and_aged() {
+        let limits = Limits {
+            queue_per_socket: 2,
+            max_age_ns: 1000,
+            ..Limits::default()
+        };
+        let mut c = Correlator::new(false, limits, false);
+        for i in 0..4 {
+            c.on_chain(&chain(IPPROTO_UDP, 7, i, 0));
+        }
+        assert_eq!(c.stats.queue_evicted, 2);
+        c.expire(20_000);
+        assert_eq!(c.stats.unread, 2);
+        assert_eq!(c.pending(), 0);
+        c.on_read(&read(7, 20_001, 0, 1));
+        assert_eq!(c.stats.reads_unmatched, 1);
+    }
+
+    #[test]
+    fn connection_table_is_bounded() {
+        let limits = Limits {
+            conns: 1,
+            ..Limits::default()
+        };
+        let mut c = Correlator::new(false, limits, false);
+        let mut a = chain(IPPROTO_UDP, 7, 0, 0);
+        c.on_chain(&a);
+        a.flow.sport = 1;
+        c.on_chain(&a);
+        assert_eq!(c.conns.len(), 1);
+        assert_eq!(c.stats.conns_dropped, 1);
+        assert_eq!(count(&c, RX_DRIVER, RX_NETIF), 2);
+    }
+}

@@ -1,0 +1,296 @@
+//! Ring-buffer bytes -> typed events. The layouts are the skeleton's generated types
+//! (from bpf/netstack.h); this module only turns them into plain Rust values.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+use crate::bpf::rx::types;
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Receive points in path order; `rx_read` is stamped by the frontend's join.
+pub const RX_POINTS: [&str; 6] = [
+    "rx_driver",
+    "rx_netif",
+    "rx_ip",
+    "rx_transport",
+    "rx_sockq",
+    "rx_read",
+];
+pub const RX_DRIVER: usize = types::rx_point::RX_DRIVER.0 as usize;
+pub const RX_NETIF: usize = types::rx_point::RX_NETIF.0 as usize;
+pub const RX_SOCKQ: usize = types::rx_point::RX_SOCKQ.0 as usize;
+pub const RX_READ: usize = RX_SOCKQ + 1;
+const RX_KERNEL_POINTS: usize = types::rx_point::RX_NPOINTS.0 as usize;
+
+pub const CHAIN_FROM_SOCK: u32 = types::chain_flags::CHAIN_FROM_SOCK.0;
+pub const CHAIN_FLUSHED: u32 = types::chain_flags::CHAIN_FLUSHED.0;
+pub const CHAIN_AT_EXIT: u32 = types::chain_flags::CHAIN_AT_EXIT.0;
+
+/// A 5-tuple in packet direction (for RX: source = remote peer, destination = local).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Flow {
+    pub proto: u8,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+}
+
+impl Flow {
+    pub fn proto_name(&self) -> &'static str {
+        proto_name(self.proto)
+    }
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {}",
+            self.proto_name(),
+            sockaddr(self.saddr, self.sport),
+            sockaddr(self.daddr, self.dport)
+        )
+    }
+}
+
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        _ => "other",
+    }
+}
+
+fn sockaddr(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*raw))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    }
+}
+
+/// An skb's receive timeline up to the socket queue. `ts[i]` is 0 where point i was not seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chain {
+    pub ts: [u64; 6],
+    pub sk: u64,
+    pub flow: Flow,
+    pub ifindex: u32,
+    pub netns: u32,
+    pub payload: u32,
+    pub seq_end: u32,
+    pub flags: u32,
+    pub cpu: u32,
+}
+
+/// One application read (recvmsg/recvfrom/read) on an inet socket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Read {
+    pub ts: u64,
+    pub sk: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub bytes: i32,
+    pub copied_seq: u32,
+    pub cgroup: u64,
+    pub netns: u32,
+    pub proto: u8,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Chain(Chain),
+    Read(Read),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Short { kind: u32, len: usize },
+    UnknownKind(u32),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Short { kind, len } => {
+                write!(f, "event kind {kind}: {len} bytes is short")
+            }
+            DecodeError::UnknownKind(k) => write!(f, "unknown event kind {k}"),
+        }
+    }
+}
+
+pub fn comm_str(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+impl From<&types::rx_chain_event> for Chain {
+    fn from(e: &types::rx_chain_event) -> Self {
+        let mut ts = [0u64; 6];
+        ts[..RX_KERNEL_POINTS].copy_from_slice(&e.ts);
+        Chain {
+            ts,
+            sk: e.sk,
+            flow: Flow {
+                proto: e.flow.proto,
+                saddr: addr(e.flow.family, &e.flow.saddr),
+                sport: e.flow.sport,
+                daddr: addr(e.flow.family, &e.flow.daddr),
+                dport: e.flow.dport,
+            },
+            ifindex: e.ifindex,
+            netns: e.netns,
+            payload: e.payload,
+            seq_end: e.seq_end,
+            flags: e.flags,
+            cpu: e.cpu,
+        }
+    }
+}
+
+/// Decode one ring-buffer record.
+pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
+    let mut kind = 0u32;
+    plain::copy_from_bytes(&mut kind, data).map_err(|_| DecodeError::Short {
+        kind: 0,
+        len: data.len(),
+    })?;
+    match kind {
+        k if k == types::event_kind::EV_RX_CHAIN.0 => {
+            let mut e = types::rx_chain_event::default();
+            plain::copy_from_bytes(&mut e, data).map_err(|_| DecodeError::Short {
+                kind,
+                len: data.len(),
+            })?;
+            Ok(Event::Chain(Chain::from(&e)))
+        }
+        k if k == types::event_kind::EV_RX_READ.0 => {
+            let mut e = types::rx_read_event::default();
+            plain::copy_from_bytes(&mut e, data).map_err(|_| DecodeError::Short {
+                kind,
+                len: data.len(),
+            })?;
+            Ok(Event::Read(Read {
+                ts: e.ts,
+                sk: e.sk,
+                pid: e.pid,
+                tgid: e.tgid,
+                bytes: e.bytes,
+                copied_seq: e.copied_seq,
+                cgroup: e.cgroup,
+                netns: e.netns,
+                proto: e.proto,
+                comm: comm_str(&e.comm.map(|c| c as u8)),
+            }))
+        }
+        k => Err(DecodeError::UnknownKind(k)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn raw_chain(family: u8, proto: u8) -> types::rx_chain_event {
+        let mut e = types::rx_chain_event {
+            kind: types::event_kind::EV_RX_CHAIN.0,
+            cpu: 1,
+            ts: [100, 200, 300, 400, 500],
+            sk: 0xffff_8880_0000_1000,
+            ifindex: 7,
+            netns: 4026531840,
+            payload: 64,
+            seq_end: 1000,
+            ..Default::default()
+        };
+        e.flow.family = family;
+        e.flow.proto = proto;
+        e.flow.sport = 40000;
+        e.flow.dport = 9000;
+        e.flow.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.flow.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        if family == AF_INET6 {
+            e.flow.saddr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets();
+            e.flow.daddr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2).octets();
+        }
+        e
+    }
+
+    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: T is a generated repr(C) type of integers; reading its bytes is sound.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_ipv4_chain() {
+        let e = raw_chain(AF_INET, IPPROTO_UDP);
+        let Event::Chain(c) = decode(&bytes_of(&e)).unwrap() else {
+            panic!("not a chain")
+        };
+        assert_eq!(c.ts, [100, 200, 300, 400, 500, 0]);
+        assert_eq!(c.flow.to_string(), "udp 10.0.0.1:40000 -> 10.0.0.2:9000");
+        assert_eq!(c.payload, 64);
+    }
+
+    #[test]
+    fn decodes_ipv6_chain() {
+        let e = raw_chain(AF_INET6, IPPROTO_TCP);
+        let Event::Chain(c) = decode(&bytes_of(&e)).unwrap() else {
+            panic!("not a chain")
+        };
+        assert_eq!(c.flow.to_string(), "tcp [fd00::1]:40000 -> [fd00::2]:9000");
+    }
+
+    #[test]
+    fn decodes_read() {
+        let mut e = types::rx_read_event {
+            kind: types::event_kind::EV_RX_READ.0,
+            ts: 5,
+            sk: 9,
+            pid: 11,
+            tgid: 10,
+            bytes: 64,
+            proto: IPPROTO_TCP,
+            ..Default::default()
+        };
+        for (d, s) in e.comm.iter_mut().zip(b"server\0") {
+            *d = *s as _;
+        }
+        let Event::Read(r) = decode(&bytes_of(&e)).unwrap() else {
+            panic!("not a read")
+        };
+        assert_eq!(
+            (r.tgid, r.pid, r.bytes, r.comm.as_str()),
+            (10, 11, 64, "server")
+        );
+    }
+
+    #[test]
+    fn rejects_short_and_unknown() {
+        assert!(matches!(decode(&[1, 0]), Err(DecodeError::Short { .. })));
+        let e = raw_chain(AF_INET, IPPROTO_UDP);
+        let b = bytes_of(&e);
+        assert!(matches!(
+            decode(&b[..20]),
+            Err(DecodeError::Short { kind: 1, .. })
+        ));
+        assert_eq!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
+    }
+}

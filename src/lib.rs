@@ -1,0 +1,26 @@
+//! netstack-lat: where time goes inside the Linux network stack.
+//!
+//! CO-RE BPF programs (bpf/) stamp packets at each stage; this library loads them,
+//! joins their events into per-stage latencies and prints them. `main.rs` is a thin CLI.
+
+pub mod bpf;
+pub mod cli;
+pub mod correlate;
+pub mod error;
+pub mod events;
+pub mod hist;
+pub mod netns;
+pub mod output;
+pub mod probes;
+pub mod trace;
+
+use cli::{Cli, Command};
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Trace(a)) => trace::run(&a),
+        Some(Command::Probes(a)) => probes::run(&a),
+        None => trace::run(&cli.trace),
+    }
+}

@@ -1,0 +1,494 @@
+//! Which hook serves each point on this kernel, decided by probing, never assumed.
+//!
+//! Facts are gathered once (BTF types, a test load of an fentry program, the kprobe PMU);
+//! `plan_rx` is a pure function of those facts, so the choice is unit-tested without root.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::btf::types::{Func, Struct, Typedef};
+use libbpf_rs::btf::Btf;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use serde::Serialize;
+
+use crate::bpf::probe::ProbeSkelBuilder;
+use crate::error::UserError;
+
+pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    TpBtf,
+    RawTp,
+    Netfilter,
+    Fentry,
+    Kprobe,
+}
+
+impl fmt::Display for HookKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HookKind::TpBtf => "tp_btf",
+            HookKind::RawTp => "raw_tp",
+            HookKind::Netfilter => "netfilter",
+            HookKind::Fentry => "fentry",
+            HookKind::Kprobe => "kprobe",
+        })
+    }
+}
+
+/// What the running kernel offers, as far as the RX programs care.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Tracepoints with a `btf_trace_<name>` type (usable by tp_btf and raw_tp).
+    pub tracepoints: BTreeSet<String>,
+    /// Kernel functions present in BTF (fentry/kprobe targets).
+    pub funcs: BTreeSet<String>,
+    /// The netfilter BPF link (struct bpf_nf_ctx, Linux 6.4+).
+    pub netfilter_link: bool,
+    /// Ok, or why an fentry program cannot load here.
+    pub fentry: Result<(), String>,
+    /// Ok, or why kprobes cannot be used here.
+    pub kprobe: Result<(), String>,
+}
+
+impl Default for Facts {
+    fn default() -> Self {
+        Facts {
+            tracepoints: BTreeSet::new(),
+            funcs: BTreeSet::new(),
+            netfilter_link: false,
+            fentry: Err("not probed".into()),
+            kprobe: Err("not probed".into()),
+        }
+    }
+}
+
+/// The hook chosen for one point (or why there is none), with the alternatives considered.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PointPlan {
+    pub point: &'static str,
+    pub kind: Option<HookKind>,
+    pub hooks: Vec<String>,
+    pub reason: Option<String>,
+    pub alternatives: Vec<Alternative>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Alternative {
+    pub kind: HookKind,
+    pub hooks: Vec<String>,
+    /// None when this alternative would work too.
+    pub unavailable: Option<String>,
+}
+
+struct Candidate {
+    kind: HookKind,
+    /// Hooks of this candidate; `need_all` says whether each is required or any one suffices.
+    hooks: &'static [&'static str],
+    need_all: bool,
+}
+
+const fn c(kind: HookKind, hooks: &'static [&'static str], need_all: bool) -> Candidate {
+    Candidate {
+        kind,
+        hooks,
+        need_all,
+    }
+}
+
+const DRIVER_TP: &[&str] = &[
+    "netif_rx",
+    "napi_gro_receive_entry",
+    "netif_receive_skb_entry",
+];
+
+fn rx_candidates(point: &str) -> Vec<Candidate> {
+    use HookKind::*;
+    match point {
+        "rx_driver" => vec![c(TpBtf, DRIVER_TP, false), c(RawTp, DRIVER_TP, false)],
+        "rx_netif" => vec![
+            c(TpBtf, &["netif_receive_skb"], true),
+            c(RawTp, &["netif_receive_skb"], true),
+        ],
+        "rx_ip" => vec![
+            c(
+                Netfilter,
+                &["ipv4 PRE_ROUTING first", "ipv6 PRE_ROUTING first"],
+                true,
+            ),
+            c(Fentry, &["ip_rcv", "ipv6_rcv"], true),
+        ],
+        "rx_transport" => vec![
+            c(
+                Netfilter,
+                &["ipv4 LOCAL_IN last", "ipv6 LOCAL_IN last"],
+                true,
+            ),
+            c(
+                Fentry,
+                &["tcp_v4_rcv", "tcp_v6_rcv", "udp_rcv", "udpv6_rcv"],
+                true,
+            ),
+        ],
+        "rx_sockq" => vec![
+            c(TpBtf, &["sk_data_ready"], true),
+            c(RawTp, &["sk_data_ready"], true),
+        ],
+        "rx_read" => vec![
+            c(TpBtf, &["sock_recv_length"], true),
+            c(RawTp, &["sock_recv_length"], true),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+pub const RX_PLAN_POINTS: [&str; 6] = [
+    "rx_driver",
+    "rx_netif",
+    "rx_ip",
+    "rx_transport",
+    "rx_sockq",
+    "rx_read",
+];
+
+/// Why a candidate cannot serve here, or the hooks it would use.
+fn check(f: &Facts, cand: &Candidate) -> Result<Vec<String>, String> {
+    let present: Vec<&str> = match cand.kind {
+        HookKind::TpBtf | HookKind::RawTp => cand
+            .hooks
+            .iter()
+            .copied()
+            .filter(|h| f.tracepoints.contains(*h))
+            .collect(),
+        HookKind::Netfilter => {
+            if !f.netfilter_link {
+                return Err("no netfilter BPF link in this kernel (needs Linux 6.4+)".into());
+            }
+            cand.hooks.to_vec()
+        }
+        HookKind::Fentry | HookKind::Kprobe => {
+            let gate = if cand.kind == HookKind::Fentry {
+                &f.fentry
+            } else {
+                &f.kprobe
+            };
+            if let Err(e) = gate {
+                return Err(e.clone());
+            }
+            if cand.kind == HookKind::Kprobe {
+                return Err("kprobe programs for this point are not built yet".into());
+            }
+            cand.hooks
+                .iter()
+                .copied()
+                .filter(|h| f.funcs.contains(*h))
+                .collect()
+        }
+    };
+    let missing: Vec<&str> = cand
+        .hooks
+        .iter()
+        .copied()
+        .filter(|h| !present.contains(h))
+        .collect();
+    let what = match cand.kind {
+        HookKind::TpBtf | HookKind::RawTp => "tracepoint",
+        _ => "kernel function",
+    };
+    if present.is_empty() || (cand.need_all && !missing.is_empty()) {
+        return Err(format!("{what} {} not in this kernel", missing.join(", ")));
+    }
+    Ok(present.iter().map(|s| s.to_string()).collect())
+}
+
+/// Choose the first working candidate per point, in the order tracepoints, netfilter, fentry.
+pub fn plan_rx(f: &Facts) -> Vec<PointPlan> {
+    RX_PLAN_POINTS
+        .iter()
+        .map(|&point| {
+            let mut plan = PointPlan {
+                point,
+                kind: None,
+                hooks: Vec::new(),
+                reason: None,
+                alternatives: Vec::new(),
+            };
+            let mut reasons = Vec::new();
+            for cand in rx_candidates(point) {
+                match check(f, &cand) {
+                    Ok(hooks) if plan.kind.is_none() => {
+                        plan.kind = Some(cand.kind);
+                        plan.hooks = hooks;
+                    }
+                    Ok(hooks) => plan.alternatives.push(Alternative {
+                        kind: cand.kind,
+                        hooks,
+                        unavailable: None,
+                    }),
+                    Err(why) => {
+                        reasons.push(format!("{}: {why}", cand.kind));
+                        plan.alternatives.push(Alternative {
+                            kind: cand.kind,
+                            hooks: cand.hooks.iter().map(|s| s.to_string()).collect(),
+                            unavailable: Some(why),
+                        });
+                    }
+                }
+            }
+            if plan.kind.is_none() {
+                plan.reason = Some(reasons.join("; "));
+            }
+            plan
+        })
+        .collect()
+}
+
+/// Kernel identity for `probes` and error messages.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelInfo {
+    pub release: String,
+    pub btf_path: PathBuf,
+    pub btf: bool,
+    pub lockdown: String,
+    pub tracefs: bool,
+}
+
+pub fn kernel_info(btf_path: &Path) -> KernelInfo {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .ok()
+        .and_then(|s| {
+            let a = s.find('[')?;
+            let b = s.find(']')?;
+            Some(s[a + 1..b].to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    KernelInfo {
+        release,
+        btf_path: btf_path.to_path_buf(),
+        btf: btf_path.is_file(),
+        lockdown,
+        tracefs: Path::new("/sys/kernel/tracing/events").is_dir(),
+    }
+}
+
+/// The BTF to run against: an explicit path (flag or NETSTACK_LAT_BTF) or the kernel's own.
+pub fn btf_path(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("NETSTACK_LAT_BTF").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BTF))
+}
+
+pub fn require_btf(path: &Path) -> Result<(), UserError> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(UserError::new(format!(
+        "kernel BTF not found at {}: netstack-lat needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
+         (or pass --btf FILE / NETSTACK_LAT_BTF with this kernel's BTF)",
+        path.display()
+    )))
+}
+
+const FUNCS: &[&str] = &[
+    "ip_rcv",
+    "ipv6_rcv",
+    "tcp_v4_rcv",
+    "tcp_v6_rcv",
+    "udp_rcv",
+    "udpv6_rcv",
+];
+
+/// Gather facts from BTF and from test loads. Needs root for the fentry probe.
+pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
+    let btf = Btf::from_path(btf_path)
+        .map_err(|e| UserError::new(format!("cannot read BTF at {}: {e}", btf_path.display())))?;
+    let mut facts = Facts::default();
+    for &point in RX_PLAN_POINTS.iter() {
+        for cand in rx_candidates(point) {
+            if matches!(cand.kind, HookKind::TpBtf | HookKind::RawTp) {
+                for &h in cand.hooks {
+                    if btf
+                        .type_by_name::<Typedef>(&format!("btf_trace_{h}"))
+                        .is_some()
+                    {
+                        facts.tracepoints.insert(h.to_string());
+                    }
+                }
+            }
+        }
+    }
+    for &f in FUNCS {
+        if btf.type_by_name::<Func>(f).is_some() {
+            facts.funcs.insert(f.to_string());
+        }
+    }
+    facts.netfilter_link = btf.type_by_name::<Struct>("bpf_nf_ctx").is_some();
+    facts.fentry = probe_fentry(btf_path);
+    facts.kprobe = if Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        Ok(())
+    } else {
+        Err("kernel built without CONFIG_KPROBES (no kprobe PMU)".into())
+    };
+    Ok(facts)
+}
+
+/// Load a do-nothing fentry program: the only honest test (lockdown or LSMs may refuse it).
+fn probe_fentry(btf_path: &Path) -> Result<(), String> {
+    let mut obj = MaybeUninit::uninit();
+    let mut builder = ProbeSkelBuilder::default();
+    if btf_path != Path::new(DEFAULT_BTF) {
+        builder
+            .obj_builder
+            .btf_custom_path(btf_path)
+            .map_err(|e| e.to_string())?;
+    }
+    let open = builder.open(&mut obj).map_err(|e| e.to_string())?;
+    let loaded = open.load().map(drop);
+    loaded.map_err(|e| format!("fentry program load refused: {e}"))
+}
+
+/// `netstack-lat probes`: the hook per point on this kernel, or why none can serve it.
+pub fn run(args: &crate::cli::ProbesArgs) -> anyhow::Result<()> {
+    crate::error::require_root()?;
+    let btf = btf_path(args.btf.as_deref());
+    require_btf(&btf)?;
+    libbpf_rs::set_print(None);
+    let info = kernel_info(&btf);
+    let facts = gather(&btf)?;
+    let plan = plan_rx(&facts);
+    if args.json {
+        let v = serde_json::json!({
+            "kernel": info,
+            "fentry": facts.fentry.as_ref().err(),
+            "kprobe": facts.kprobe.as_ref().err(),
+            "netfilter_link": facts.netfilter_link,
+            "points": plan,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "kernel {}  BTF {} ({})  lockdown {}  tracefs {}",
+        info.release,
+        info.btf_path.display(),
+        if info.btf { "present" } else { "missing" },
+        info.lockdown,
+        if info.tracefs {
+            "mounted"
+        } else {
+            "not mounted"
+        }
+    );
+    println!("{:<14} {:<10} hooks / reason", "point", "hook");
+    for p in &plan {
+        match p.kind {
+            Some(k) => println!(
+                "{:<14} {:<10} {}",
+                p.point,
+                k.to_string(),
+                p.hooks.join(", ")
+            ),
+            None => println!(
+                "{:<14} {:<10} {}",
+                p.point,
+                "none",
+                p.reason.as_deref().unwrap_or("")
+            ),
+        }
+        for a in p.alternatives.iter() {
+            let state = a.unavailable.as_deref().unwrap_or("available");
+            println!("{:<14}   fallback {:<9} {}", "", a.kind.to_string(), state);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts_618() -> Facts {
+        Facts {
+            tracepoints: [
+                "netif_rx",
+                "napi_gro_receive_entry",
+                "netif_receive_skb_entry",
+                "netif_receive_skb",
+                "sk_data_ready",
+                "sock_recv_length",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            funcs: FUNCS.iter().map(|s| s.to_string()).collect(),
+            netfilter_link: true,
+            fentry: Err("fentry program load refused: EPERM".into()),
+            kprobe: Err("kernel built without CONFIG_KPROBES".into()),
+        }
+    }
+
+    fn kind_of(p: &[PointPlan], point: &str) -> Option<HookKind> {
+        p.iter().find(|x| x.point == point).unwrap().kind
+    }
+
+    #[test]
+    fn tracepoints_and_netfilter_first() {
+        let p = plan_rx(&facts_618());
+        assert_eq!(kind_of(&p, "rx_driver"), Some(HookKind::TpBtf));
+        assert_eq!(kind_of(&p, "rx_ip"), Some(HookKind::Netfilter));
+        assert_eq!(kind_of(&p, "rx_transport"), Some(HookKind::Netfilter));
+        assert_eq!(kind_of(&p, "rx_read"), Some(HookKind::TpBtf));
+        let ip = p.iter().find(|x| x.point == "rx_ip").unwrap();
+        assert!(ip.alternatives[0]
+            .unavailable
+            .as_deref()
+            .unwrap()
+            .contains("EPERM"));
+    }
+
+    #[test]
+    fn old_kernel_falls_back_to_fentry_or_says_why() {
+        let mut f = facts_618();
+        f.netfilter_link = false;
+        f.fentry = Ok(());
+        f.tracepoints.remove("sk_data_ready");
+        let p = plan_rx(&f);
+        assert_eq!(kind_of(&p, "rx_ip"), Some(HookKind::Fentry));
+        let sockq = p.iter().find(|x| x.point == "rx_sockq").unwrap();
+        assert_eq!(sockq.kind, None);
+        assert!(sockq
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("sk_data_ready not in this kernel"));
+    }
+
+    #[test]
+    fn driver_needs_only_one_of_its_tracepoints() {
+        let mut f = facts_618();
+        f.tracepoints.remove("napi_gro_receive_entry");
+        let p = plan_rx(&f);
+        let d = p.iter().find(|x| x.point == "rx_driver").unwrap();
+        assert_eq!(d.kind, Some(HookKind::TpBtf));
+        assert_eq!(d.hooks, vec!["netif_rx", "netif_receive_skb_entry"]);
+    }
+
+    #[test]
+    fn no_netfilter_and_no_fentry_means_no_ip_point() {
+        let mut f = facts_618();
+        f.netfilter_link = false;
+        let p = plan_rx(&f);
+        let ip = p.iter().find(|x| x.point == "rx_ip").unwrap();
+        assert_eq!(ip.kind, None);
+        let r = ip.reason.as_deref().unwrap();
+        assert!(r.contains("6.4") && r.contains("EPERM"), "{r}");
+    }
+}

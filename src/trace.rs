@@ -1,0 +1,553 @@
+//! `netstack-lat trace`: load the RX programs chosen by probing, attach them, run the
+//! ring-buffer loop until the duration ends or a signal arrives, then print the summary.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::mem::MaybeUninit;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, NetfilterOpts, RingBufferBuilder};
+
+use crate::bpf::rx::{types, OpenRxSkel, RxSkel, RxSkelBuilder};
+use crate::cli::{Proto, TraceArgs};
+use crate::correlate::{Correlator, Limits};
+use crate::error::{require_root, UserError};
+use crate::events::{self, Event, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use crate::netns;
+use crate::output::{self, IntervalReport, Summary};
+use crate::probes::{self, HookKind, PointPlan};
+
+/// Filters resolved against the system (pids, interfaces, namespaces, cgroups exist).
+#[derive(Debug, Default, Clone)]
+pub struct Filters {
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub ifindex: u32,
+    pub netns: u32,
+    pub cidr: Option<crate::cli::Cidr>,
+    pub tgid: u32,
+    pub comm: Option<String>,
+    pub cgroup: u64,
+}
+
+impl Filters {
+    /// Owner filters can only be applied at read time, by process.
+    pub fn by_owner(&self) -> bool {
+        self.tgid != 0 || self.comm.is_some() || self.cgroup != 0
+    }
+}
+
+/// Check every filter against the system; each failure is a one-line user error.
+/// Interface names are looked up in the traced namespace, so the caller enters it first.
+pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
+    let mut f = Filters {
+        port: a.port.unwrap_or(0),
+        proto: match a.proto {
+            Some(Proto::Tcp) => IPPROTO_TCP,
+            Some(Proto::Udp) => IPPROTO_UDP,
+            None => 0,
+        },
+        family: if a.ipv4 {
+            AF_INET
+        } else if a.ipv6 {
+            AF_INET6
+        } else {
+            0
+        },
+        cidr: a.addr,
+        ..Filters::default()
+    };
+    if a.port == Some(0) {
+        return Err(UserError::new(
+            "--port 0 matches nothing: give a port from 1 to 65535",
+        ));
+    }
+    if let Some(c) = &a.addr {
+        let fam = if c.addr.is_ipv4() { AF_INET } else { AF_INET6 };
+        if f.family != 0 && f.family != fam {
+            return Err(UserError::new(format!(
+                "--addr {} is not of the family chosen with -4/-6",
+                c.addr
+            )));
+        }
+    }
+    if let Some(pid) = a.pid {
+        if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(UserError::new(format!(
+                "unknown pid {pid}: no such process (check with `ps -p {pid}`)"
+            )));
+        }
+        f.tgid = pid;
+    }
+    if let Some(comm) = &a.comm {
+        if comm.is_empty() || comm.len() > 15 {
+            return Err(UserError::new(format!(
+                "--comm '{comm}' must be 1 to 15 bytes, as the kernel keeps command names"
+            )));
+        }
+        f.comm = Some(comm.clone());
+    }
+    if let Some(cg) = &a.cgroup {
+        let md = std::fs::metadata(cg).map_err(|e| {
+            UserError::new(format!(
+                "cannot use cgroup {}: {e} (give a cgroup v2 directory under /sys/fs/cgroup)",
+                cg.display()
+            ))
+        })?;
+        if !md.is_dir() {
+            return Err(UserError::new(format!(
+                "cgroup {} is not a directory: give a cgroup v2 directory under /sys/fs/cgroup",
+                cg.display()
+            )));
+        }
+        f.cgroup = md.ino();
+    }
+    f.netns = match &a.netns {
+        Some(p) => netns::inode(p)?,
+        None => 0,
+    };
+    if let Some(name) = &a.iface {
+        f.ifindex = netns::ifindex(name)?;
+    }
+    Ok(f)
+}
+
+fn set_filters(open: &mut OpenRxSkel<'_>, f: &Filters) -> Result<()> {
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("BPF object has no rodata")?;
+    ro.f_port = f.port;
+    ro.f_proto = f.proto;
+    ro.f_family = f.family;
+    ro.f_ifindex = f.ifindex;
+    ro.f_netns = f.netns;
+    if let Some(c) = &f.cidr {
+        ro.f_cidr_family = if c.addr.is_ipv4() { AF_INET } else { AF_INET6 };
+        ro.f_cidr_len = c.len;
+        ro.f_cidr_addr = c.bytes();
+    }
+    ro.f_tgid = f.tgid;
+    if let Some(comm) = &f.comm {
+        ro.f_comm_set = 1;
+        for (d, s) in ro.f_comm.iter_mut().zip(comm.bytes()) {
+            *d = s as i8;
+        }
+    }
+    ro.f_cgroup = f.cgroup;
+    Ok(())
+}
+
+/// Program names per point and hook kind (the skeleton's program fields).
+fn programs_for(point: &str, kind: HookKind) -> &'static [&'static str] {
+    use HookKind::*;
+    match (point, kind) {
+        ("rx_driver", TpBtf) => &[
+            "rx_driver_netif_rx",
+            "rx_driver_gro",
+            "rx_driver_receive_entry",
+        ],
+        ("rx_driver", RawTp) => &[
+            "rx_driver_netif_rx_raw",
+            "rx_driver_gro_raw",
+            "rx_driver_receive_entry_raw",
+        ],
+        ("rx_netif", TpBtf) => &["rx_netif_tp_btf"],
+        ("rx_netif", RawTp) => &["rx_netif_raw"],
+        ("rx_ip", Netfilter) => &["rx_ip_nf"],
+        ("rx_ip", Fentry) => &["rx_ip_fentry4", "rx_ip_fentry6"],
+        ("rx_transport", Netfilter) => &["rx_transport_nf"],
+        ("rx_transport", Fentry) => &[
+            "rx_transport_fentry_tcp4",
+            "rx_transport_fentry_tcp6",
+            "rx_transport_fentry_udp4",
+            "rx_transport_fentry_udp6",
+        ],
+        ("rx_sockq", TpBtf) => &["rx_sockq_tp_btf"],
+        ("rx_sockq", RawTp) => &["rx_sockq_raw"],
+        ("rx_read", TpBtf) => &["rx_read_tp_btf"],
+        ("rx_read", RawTp) => &["rx_read_raw"],
+        _ => &[],
+    }
+}
+
+/// Driver-level tracepoint that a program of rx_driver needs.
+fn driver_tracepoint(prog: &str) -> &'static str {
+    if prog.contains("gro") {
+        "napi_gro_receive_entry"
+    } else if prog.contains("receive_entry") {
+        "netif_receive_skb_entry"
+    } else {
+        "netif_rx"
+    }
+}
+
+/// The programs to load: exactly those of the chosen hook per point.
+fn chosen_programs(plan: &[PointPlan]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for p in plan {
+        let Some(kind) = p.kind else { continue };
+        for &prog in programs_for(p.point, kind) {
+            if p.point == "rx_driver" && !p.hooks.iter().any(|h| h == driver_tracepoint(prog)) {
+                continue;
+            }
+            out.push(prog);
+        }
+    }
+    out
+}
+
+fn now_monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC is what bpf_ktime_get_ns reads.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn sum_counter(skel: &RxSkel<'_>, idx: u32) -> u64 {
+    skel.maps
+        .counters
+        .lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .map(|cpus| {
+            cpus.iter()
+                .filter_map(|v| {
+                    v.get(..8)
+                        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct KernelCounters {
+    pub lost_events: u64,
+    pub events: u64,
+    pub driver_map_full: u64,
+    pub sockq_unjoined: u64,
+    pub chains_without_socket: u64,
+    pub filtered: u64,
+    pub driver_stamps_expired: u64,
+}
+
+fn read_counters(skel: &RxSkel<'_>, expired: u64) -> KernelCounters {
+    use types::counter as c;
+    KernelCounters {
+        lost_events: sum_counter(skel, c::CNT_LOST.0),
+        events: sum_counter(skel, c::CNT_EVENTS.0),
+        driver_map_full: sum_counter(skel, c::CNT_DRV_MAP_FULL.0),
+        sockq_unjoined: sum_counter(skel, c::CNT_SOCKQ_UNJOINED.0),
+        chains_without_socket: sum_counter(skel, c::CNT_CHAIN_FLUSHED.0),
+        filtered: sum_counter(skel, c::CNT_FILTERED.0),
+        driver_stamps_expired: expired,
+    }
+}
+
+/// Driver stamps whose skb never reached netif_receive_skb (GRO-merged, dropped): delete
+/// the old ones so the map cannot fill up, and count them.
+fn expire_driver_stamps(skel: &RxSkel<'_>, now: u64, max_age: u64) -> u64 {
+    let map = &skel.maps.rx_drv;
+    let mut stale = Vec::new();
+    for key in map.keys() {
+        if let Ok(Some(v)) = map.lookup(&key, MapFlags::ANY) {
+            let ts = u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8]));
+            if now.saturating_sub(ts) > max_age {
+                stale.push(key);
+            }
+        }
+    }
+    stale.iter().filter(|k| map.delete(k).is_ok()).count() as u64
+}
+
+/// Chains still in the per-CPU slots when we stop: they passed every point they will.
+fn drain_slots(skel: &RxSkel<'_>, corr: &mut Correlator) {
+    let Ok(Some(cpus)) = skel
+        .maps
+        .rx_slot
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+    else {
+        return;
+    };
+    for raw in cpus {
+        let mut slot = types::rx_slot::default();
+        if plain::copy_from_bytes(&mut slot, &raw).is_err() {
+            continue;
+        }
+        if slot.state == types::slot_state::SLOT_PASS.0
+            && slot.ev.ts[types::rx_point::RX_IP.0 as usize] != 0
+        {
+            let mut chain = events::Chain::from(&slot.ev);
+            chain.flags |= events::CHAIN_AT_EXIT;
+            corr.on_chain(&chain);
+        }
+    }
+}
+
+fn attach(
+    skel: &mut RxSkel<'_>,
+    plan: &[PointPlan],
+    netns_path: Option<&Path>,
+) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    let chosen = chosen_programs(plan);
+    for prog in skel.object().progs_mut() {
+        let name = prog.name().to_string_lossy().to_string();
+        if !chosen.contains(&name.as_str()) || name.ends_with("_nf") {
+            continue;
+        }
+        links.push(
+            prog.attach()
+                .with_context(|| format!("attaching BPF program {name}"))?,
+        );
+    }
+    // Netfilter hooks belong to a network namespace: register them inside the traced one.
+    let _inside = netns_path.map(netns::Entered::enter).transpose()?;
+    for p in plan.iter().filter(|p| p.kind == Some(HookKind::Netfilter)) {
+        let (prog, hooknum, priority) = match p.point {
+            // First and last allowed positions bracket every other netfilter hook.
+            "rx_ip" => (
+                &skel.progs.rx_ip_nf,
+                libbpf_rs::NF_INET_PRE_ROUTING,
+                i32::MIN + 1,
+            ),
+            "rx_transport" => (
+                &skel.progs.rx_transport_nf,
+                libbpf_rs::NF_INET_LOCAL_IN,
+                i32::MAX - 1,
+            ),
+            _ => continue,
+        };
+        for pf in [libc::NFPROTO_IPV4, libc::NFPROTO_IPV6] {
+            let opts = NetfilterOpts {
+                protocol_family: pf,
+                hooknum,
+                priority,
+                ..Default::default()
+            };
+            links.push(
+                prog.attach_netfilter_with_opts(opts)
+                    .with_context(|| format!("attaching {} to netfilter", p.point))?,
+            );
+        }
+    }
+    Ok(links)
+}
+
+pub fn run(args: &TraceArgs) -> Result<()> {
+    require_root()?;
+    let btf = probes::btf_path(args.btf.as_deref());
+    probes::require_btf(&btf)?;
+    if !args.verbose {
+        libbpf_rs::set_print(None);
+    }
+    let filters = {
+        let _inside = args
+            .netns
+            .as_deref()
+            .map(netns::Entered::enter)
+            .transpose()?;
+        resolve_filters(args)?
+    };
+    let facts = probes::gather(&btf)?;
+    let plan = probes::plan_rx(&facts);
+    for p in plan.iter().filter(|p| p.kind.is_none()) {
+        eprintln!(
+            "netstack-lat: {} is not traced on this kernel: {}",
+            p.point,
+            p.reason.as_deref().unwrap_or("no hook")
+        );
+    }
+    if !plan
+        .iter()
+        .any(|p| p.point == "rx_sockq" && p.kind.is_some())
+    {
+        return Err(UserError::new(
+            "this kernel has no hook for the socket-queue point (sock:sk_data_ready, Linux 6.6+): \
+             see `netstack-lat probes` for what is missing",
+        )
+        .into());
+    }
+
+    let mut obj = MaybeUninit::uninit();
+    let mut builder = RxSkelBuilder::default();
+    if btf != Path::new(probes::DEFAULT_BTF) {
+        builder.obj_builder.btf_custom_path(&btf)?;
+    }
+    let mut open = builder
+        .open(&mut obj)
+        .context("opening the RX BPF object")?;
+    set_filters(&mut open, &filters)?;
+    let chosen = chosen_programs(&plan);
+    for mut prog in open.open_object_mut().progs_mut() {
+        let name = prog.name().to_string_lossy().to_string();
+        prog.set_autoload(chosen.contains(&name.as_str()));
+    }
+    let mut skel = open.load().context("loading the RX BPF programs")?;
+    let links = attach(&mut skel, &plan, args.netns.as_deref())?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+
+    let corr = Rc::new(RefCell::new(Correlator::new(
+        filters.by_owner(),
+        Limits::default(),
+        args.events,
+    )));
+    let decode_errors = Rc::new(RefCell::new(0u64));
+    let mut rb = RingBufferBuilder::new();
+    {
+        let corr = Rc::clone(&corr);
+        let decode_errors = Rc::clone(&decode_errors);
+        rb.add(&skel.maps.events, move |data| {
+            match events::decode(data) {
+                Ok(Event::Chain(c)) => corr.borrow_mut().on_chain(&c),
+                Ok(Event::Read(r)) => corr.borrow_mut().on_read(&r),
+                Err(_) => *decode_errors.borrow_mut() += 1,
+            }
+            0
+        })?;
+    }
+    let rb = rb.build()?;
+
+    let started = Instant::now();
+    let ticker = crossbeam_channel::tick(args.interval);
+    let mut out = std::io::stdout().lock();
+    let mut expired = 0u64;
+    let mut last = IntervalReport::default();
+    let mut sampled = 0u64;
+    let interrupted = loop {
+        let remaining = args.duration.map(|d| d.saturating_sub(started.elapsed()));
+        if remaining == Some(Duration::ZERO) {
+            break false;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break true;
+        }
+        let wait = remaining.map_or(Duration::from_millis(100), |r| {
+            r.min(Duration::from_millis(100))
+        });
+        // Events are not woken one by one (BPF wakes us per batch): consume after every wait.
+        let _ = rb.poll(wait);
+        rb.consume().context("reading the ring buffer")?;
+        if args.events {
+            let drained = corr.borrow_mut().timelines.as_mut().map(std::mem::take);
+            for t in drained.into_iter().flatten() {
+                sampled += 1;
+                if (sampled - 1) % args.sample == 0 {
+                    writeln!(out, "{}", output::timeline_json(&t))?;
+                }
+            }
+        }
+        if ticker.try_recv().is_ok() {
+            let now = now_monotonic_ns();
+            expired += expire_driver_stamps(&skel, now, 2_000_000_000);
+            corr.borrow_mut().expire(now);
+            let k = read_counters(&skel, expired);
+            let c = corr.borrow();
+            let cur = IntervalReport::new(started.elapsed(), &c.stats, &k);
+            let line = cur.delta(&last, args.interval);
+            if args.json {
+                writeln!(out, "{}", line.to_json())?;
+            } else {
+                writeln!(out, "{}", line.human())?;
+            }
+            out.flush()?;
+            last = cur;
+        }
+    };
+    rb.consume().context("reading the ring buffer")?;
+    drain_slots(&skel, &mut corr.borrow_mut());
+    let counters = read_counters(&skel, expired);
+    drop(links);
+    let mut c = corr.borrow_mut();
+    c.finish();
+    if let Some(t) = c.timelines.as_mut().map(std::mem::take) {
+        for t in t {
+            sampled += 1;
+            if (sampled - 1) % args.sample == 0 {
+                writeln!(out, "{}", output::timeline_json(&t))?;
+            }
+        }
+    }
+    let summary = Summary::build(
+        started.elapsed(),
+        &c,
+        counters,
+        *decode_errors.borrow(),
+        &plan,
+        args.top,
+        interrupted,
+    );
+    if args.json {
+        writeln!(out, "{}", summary.to_json())?;
+    } else {
+        write!(out, "{}", summary.human())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::{plan_rx, Facts};
+
+    #[test]
+    fn only_the_chosen_hooks_load() {
+        let facts = Facts {
+            tracepoints: [
+                "netif_rx",
+                "netif_receive_skb",
+                "sk_data_ready",
+                "sock_recv_length",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            netfilter_link: true,
+            fentry: Err("EPERM".into()),
+            kprobe: Err("no".into()),
+            ..Facts::default()
+        };
+        let progs = chosen_programs(&plan_rx(&facts));
+        assert_eq!(
+            progs,
+            vec![
+                "rx_driver_netif_rx",
+                "rx_netif_tp_btf",
+                "rx_ip_nf",
+                "rx_transport_nf",
+                "rx_sockq_tp_btf",
+                "rx_read_tp_btf"
+            ]
+        );
+    }
+
+    #[test]
+    fn owner_filters_are_detected() {
+        assert!(!Filters::default().by_owner());
+        let f = Filters {
+            tgid: 5,
+            ..Filters::default()
+        };
+        assert!(f.by_owner());
+    }
+}
