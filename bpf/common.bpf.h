@@ -3,12 +3,12 @@
 #ifndef COMMON_BPF_H
 #define COMMON_BPF_H
 
-#include "netstack.h"
 #include "vmlinux.h"
-#include <bpf/bpf_core_read.h>
-#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "netstack.h"
 
 #define AF_INET	     2
 #define AF_INET6     10
