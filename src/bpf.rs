@@ -28,3 +28,14 @@ pub mod probe {
 }
 
 unsafe impl plain::Plain for rx::types::rx_slot {}
+
+#[allow(
+    clippy::all,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code,
+    unused_imports
+)]
+pub mod empty {
+    include!(concat!(env!("OUT_DIR"), "/empty.skel.rs"));
+}

@@ -27,6 +27,28 @@ pub enum Command {
     Trace(TraceArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
+    /// Benchmark helpers used by `make bench`
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Attach do-nothing programs on the hooks `trace` uses: the cost floor for bpf_stats
+    Empty {
+        /// How long to stay attached
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        duration: Duration,
+        /// Network namespace for the netfilter hooks (e.g. /run/netns/NAME)
+        #[arg(long)]
+        netns: Option<PathBuf>,
+    },
+    /// Decode and correlate synthetic events in memory; prints events/s
+    Frontend {
+        /// Number of synthetic events
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

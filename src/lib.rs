@@ -3,6 +3,7 @@
 //! CO-RE BPF programs (bpf/) stamp packets at each stage; this library loads them,
 //! joins their events into per-stage latencies and prints them. `main.rs` is a thin CLI.
 
+pub mod bench;
 pub mod bpf;
 pub mod cli;
 pub mod correlate;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Trace(a)) => trace::run(&a),
         Some(Command::Probes(a)) => probes::run(&a),
+        Some(Command::Bench(b)) => bench::run(&b),
         None => trace::run(&cli.trace),
     }
 }

@@ -399,6 +399,20 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     }
     let mut skel = open.load().context("loading the RX BPF programs")?;
     let links = attach(&mut skel, &plan, args.netns.as_deref())?;
+    let hooks: Vec<String> = plan
+        .iter()
+        .map(|p| {
+            format!(
+                "{}={}",
+                p.point,
+                p.kind.map_or("none".into(), |k| k.to_string())
+            )
+        })
+        .collect();
+    eprintln!(
+        "netstack-lat: tracing RX ({}); stop with Ctrl-C",
+        hooks.join(" ")
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

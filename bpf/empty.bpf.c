@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * The cost floor for `make bench`: do-nothing programs on exactly the hooks that
+ * `netstack-lat trace` attaches here. Each only counts its runs, so bpf_stats' ns/run
+ * of a traced program divided by that of its empty twin is the tool's own overhead.
+ * Names are empty_<traced program name>, so the bench pairs them.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#define NF_ACCEPT 1
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Runs of all programs together, read by Rust through the skeleton's bss. */
+__u64 hits = 0;
+
+static __always_inline void hit(void)
+{
+	__sync_fetch_and_add(&hits, 1);
+}
+
+SEC("tp_btf/netif_rx")
+int BPF_PROG(empty_rx_driver_netif_rx)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/napi_gro_receive_entry")
+int BPF_PROG(empty_rx_driver_gro)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb_entry")
+int BPF_PROG(empty_rx_driver_receive_entry)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(empty_rx_netif_tp_btf)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(empty_rx_sockq_tp_btf)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(empty_rx_read_tp_btf)
+{
+	hit();
+	return 0;
+}
+
+/* First PRE_ROUTING position, like rx_ip_nf. */
+SEC("netfilter")
+int empty_rx_ip_nf(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}
+
+/* Last LOCAL_IN position, like rx_transport_nf. */
+SEC("netfilter")
+int empty_rx_transport_nf(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}

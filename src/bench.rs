@@ -1,0 +1,353 @@
+//! `netstack-lat bench`: the helpers behind `make bench` (scripts/bench.sh).
+//!
+//! `empty` attaches do-nothing programs (bpf/empty.bpf.c) on the hooks `trace` uses, so
+//! bpf_stats shows each hook's cost floor; `frontend` times the user-space half of `trace`
+//! (decode and join) on synthetic ring-buffer records, with no kernel involved.
+
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, NetfilterOpts};
+use serde_json::json;
+
+use crate::bpf::empty::{EmptySkel, EmptySkelBuilder};
+use crate::bpf::rx::types;
+use crate::cli::BenchCommand;
+use crate::correlate::{Correlator, Limits};
+use crate::error::require_root;
+use crate::events::{self, Event, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use crate::netns;
+
+pub fn run(b: &BenchCommand) -> Result<()> {
+    match b {
+        BenchCommand::Empty { duration, netns } => empty(*duration, netns.as_deref()),
+        BenchCommand::Frontend { events } => frontend(*events),
+    }
+}
+
+// ---- bench empty ----
+
+fn empty(duration: Duration, netns_path: Option<&Path>) -> Result<()> {
+    require_root()?;
+    libbpf_rs::set_print(None);
+    let mut obj = MaybeUninit::uninit();
+    let open = EmptySkelBuilder::default()
+        .open(&mut obj)
+        .context("opening the empty BPF object")?;
+    let mut skel = open.load().context("loading the empty BPF programs")?;
+    let links = attach_empty(&mut skel, netns_path)?;
+    let started = Instant::now();
+    let interrupted = wait(duration)?;
+    let hits = read_hits(&skel);
+    let attached = links.len();
+    drop(links);
+    let out = json!({
+        "hits": hits,
+        "links": attached,
+        "seconds": started.elapsed().as_secs_f64(),
+        "interrupted": interrupted,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// Every tp_btf program globally, the netfilter ones at trace's positions inside the
+/// namespace (netfilter hooks are per network namespace).
+fn attach_empty(skel: &mut EmptySkel<'_>, netns_path: Option<&Path>) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    for prog in skel.object().progs_mut() {
+        let name = prog.name().to_string_lossy().to_string();
+        if name.ends_with("_nf") {
+            continue;
+        }
+        links.push(
+            prog.attach()
+                .with_context(|| format!("attaching BPF program {name}"))?,
+        );
+    }
+    let _inside = netns_path.map(netns::Entered::enter).transpose()?;
+    let hooks = [
+        (
+            &skel.progs.empty_rx_ip_nf,
+            libbpf_rs::NF_INET_PRE_ROUTING,
+            i32::MIN + 1,
+        ),
+        (
+            &skel.progs.empty_rx_transport_nf,
+            libbpf_rs::NF_INET_LOCAL_IN,
+            i32::MAX - 1,
+        ),
+    ];
+    for (prog, hooknum, priority) in hooks {
+        for pf in [libc::NFPROTO_IPV4, libc::NFPROTO_IPV6] {
+            let opts = NetfilterOpts {
+                protocol_family: pf,
+                hooknum,
+                priority,
+                ..Default::default()
+            };
+            links.push(
+                prog.attach_netfilter_with_opts(opts)
+                    .context("attaching an empty program to netfilter")?,
+            );
+        }
+    }
+    Ok(links)
+}
+
+/// Sleep until the duration ends (false) or SIGINT/SIGTERM arrives (true).
+fn wait(duration: Duration) -> Result<bool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let left = duration.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    Ok(true)
+}
+
+fn read_hits(skel: &EmptySkel<'_>) -> u64 {
+    skel.maps.bss_data.as_deref().map_or(0, |bss| {
+        // SAFETY: a valid reference into the mmapped .bss; the kernel writes it
+        // concurrently, so read it as memory the compiler cannot cache.
+        unsafe { std::ptr::read_volatile(&bss.hits) }
+    })
+}
+
+// ---- bench frontend ----
+
+/// Sockets the synthetic traffic is spread over (a quarter each UDP/TCP, IPv4/IPv6).
+const SOCKETS: usize = 1000;
+/// Reads trail their chains by this many packets, so socket queues are not always empty.
+const READ_LAG: usize = 32;
+/// Time between synthetic packets (ns).
+const PACKET_GAP: u64 = 500;
+
+/// Raw ring-buffer records, back to back; record i ends at `ends[i]`.
+#[derive(Default)]
+struct Records {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    limit: usize,
+}
+
+impl Records {
+    fn push<T: plain::Plain>(&mut self, rec: &T) {
+        if self.ends.len() >= self.limit {
+            return;
+        }
+        // SAFETY: the generated event structs are repr(C) integers and arrays with their
+        // padding spelled out as fields, so every byte is initialized.
+        self.data.extend_from_slice(unsafe { plain::as_bytes(rec) });
+        self.ends.push(self.data.len());
+    }
+
+    fn full(&self) -> bool {
+        self.ends.len() >= self.limit
+    }
+}
+
+/// One synthetic packet: which socket it is for and where its sequence space ends.
+#[derive(Clone, Copy)]
+struct Packet {
+    sock: usize,
+    ts: u64,
+    seq_end: u32,
+}
+
+fn is_tcp(sock: usize) -> bool {
+    sock % 2 == 1
+}
+
+fn is_v6(sock: usize) -> bool {
+    sock % 4 >= 2
+}
+
+fn payload(sock: usize) -> u32 {
+    if is_tcp(sock) {
+        1448
+    } else {
+        64
+    }
+}
+
+fn sk_addr(sock: usize) -> u64 {
+    0xffff_8880_1000_0000 + sock as u64 * 0x800
+}
+
+fn synth_flow(sock: usize) -> types::flow {
+    let mut f = types::flow {
+        sport: 30000 + sock as u16,
+        dport: 9999,
+        family: if is_v6(sock) { AF_INET6 } else { AF_INET },
+        proto: if is_tcp(sock) {
+            IPPROTO_TCP
+        } else {
+            IPPROTO_UDP
+        },
+        ..Default::default()
+    };
+    if is_v6(sock) {
+        f.saddr = std::net::Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1).octets();
+        f.daddr = std::net::Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2).octets();
+    } else {
+        f.saddr[..4].copy_from_slice(&[10, 77, 0, 1]);
+        f.daddr[..4].copy_from_slice(&[10, 77, 0, 2]);
+    }
+    f
+}
+
+fn chain_record(p: &Packet) -> types::rx_chain_event {
+    let t = p.ts;
+    types::rx_chain_event {
+        kind: types::event_kind::EV_RX_CHAIN.0,
+        cpu: (p.sock % 2) as u32,
+        ts: [t, t + 1800, t + 2500, t + 3400, t + 4100],
+        skb: 0xffff_8881_0000_0000 + (t & 0xffff_ff00),
+        sk: sk_addr(p.sock),
+        flow: synth_flow(p.sock),
+        ifindex: 2,
+        netns: 4026532000,
+        payload: payload(p.sock),
+        seq_end: if is_tcp(p.sock) { p.seq_end } else { 0 },
+        ..Default::default()
+    }
+}
+
+fn read_record(p: &Packet, now: u64) -> types::rx_read_event {
+    let mut e = types::rx_read_event {
+        kind: types::event_kind::EV_RX_READ.0,
+        cpu: 1,
+        ts: now,
+        sk: sk_addr(p.sock),
+        pid: 4242,
+        tgid: 4242,
+        bytes: payload(p.sock) as i32,
+        copied_seq: if is_tcp(p.sock) { p.seq_end } else { 0 },
+        cgroup: 1,
+        netns: 4026532000,
+        proto: if is_tcp(p.sock) {
+            IPPROTO_TCP
+        } else {
+            IPPROTO_UDP
+        },
+        family: if is_v6(p.sock) { AF_INET6 } else { AF_INET },
+        lport: 9999,
+        ..Default::default()
+    };
+    for (d, s) in e.comm.iter_mut().zip(b"server") {
+        *d = *s as _;
+    }
+    e
+}
+
+/// xorshift64: sockets are picked pseudo-randomly but reproducibly.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// `events` records: per packet one chain, then (READ_LAG packets later) its read.
+fn synth(events: usize) -> Records {
+    let mut recs = Records {
+        limit: events,
+        ..Default::default()
+    };
+    let mut seqs: Vec<u32> = (0..SOCKETS)
+        .map(|s| (s as u32).wrapping_mul(2_654_435_761))
+        .collect();
+    let mut unread = std::collections::VecDeque::with_capacity(READ_LAG + 1);
+    let (mut rng, mut now) = (0x9e37_79b9_7f4a_7c15u64, 1_000_000_000u64);
+    while !recs.full() {
+        let sock = (next_random(&mut rng) % SOCKETS as u64) as usize;
+        seqs[sock] = seqs[sock].wrapping_add(payload(sock));
+        let p = Packet {
+            sock,
+            ts: now,
+            seq_end: seqs[sock],
+        };
+        recs.push(&chain_record(&p));
+        unread.push_back(p);
+        if unread.len() > READ_LAG {
+            let r = unread.pop_front().expect("queue is not empty");
+            recs.push(&read_record(&r, now + 6000));
+        }
+        now += PACKET_GAP;
+    }
+    recs
+}
+
+/// Decode and join every record, as trace's ring-buffer callback does.
+fn replay(recs: &Records) -> (Correlator, u64) {
+    let mut corr = Correlator::new(false, Limits::default(), false);
+    let (mut start, mut errors) = (0usize, 0u64);
+    for &end in &recs.ends {
+        match events::decode(&recs.data[start..end]) {
+            Ok(Event::Chain(c)) => corr.on_chain(&c),
+            Ok(Event::Read(r)) => corr.on_read(&r),
+            Err(_) => errors += 1,
+        }
+        start = end;
+    }
+    (corr, errors)
+}
+
+fn frontend(events: u64) -> Result<()> {
+    let n = usize::try_from(events).context("--events is too large for this machine")?;
+    let recs = synth(n);
+    let started = Instant::now();
+    let (corr, errors) = replay(&recs);
+    let seconds = started.elapsed().as_secs_f64();
+    std::hint::black_box(&corr.stats);
+    anyhow::ensure!(errors == 0, "{errors} synthetic records did not decode");
+    let rate = if seconds > 0.0 {
+        events as f64 / seconds
+    } else {
+        0.0
+    };
+    println!(
+        "{}",
+        json!({"events": events, "seconds": seconds, "events_per_s": rate})
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synth_makes_exactly_the_records_asked_for() {
+        for n in [0, 1, 7, 100] {
+            assert_eq!(synth(n).ends.len(), n);
+        }
+    }
+
+    #[test]
+    fn synthetic_records_decode_and_join() {
+        let recs = synth(20_000);
+        let (corr, errors) = replay(&recs);
+        assert_eq!(errors, 0);
+        assert_eq!(corr.stats.chains + corr.stats.reads, 20_000);
+        // Every read but those of the last few packets finds its data.
+        assert_eq!(corr.stats.reads_unmatched, 0);
+        assert_eq!(corr.pending(), READ_LAG);
+        let tcp = corr.conns.keys().filter(|f| f.proto == IPPROTO_TCP).count();
+        let udp = corr.conns.keys().filter(|f| f.proto == IPPROTO_UDP).count();
+        assert!(tcp > 400 && udp > 400, "tcp {tcp} udp {udp}");
+    }
+}

@@ -1,0 +1,103 @@
+//! Bad input: one line on stderr naming the problem and the fix, exit code 2, no panic.
+
+mod common;
+
+use std::process::Command;
+
+use common::{root_or_skip, TOOL};
+
+fn expect_user_error(cmd: &mut Command, needle: &str) {
+    let out = cmd.output().expect("spawn netstack-lat");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code for {cmd:?}; stderr: {err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected for {cmd:?}, got: {err}");
+    assert!(
+        lines[0].contains(needle),
+        "{needle:?} not in {:?}",
+        lines[0]
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+fn tool(args: &[&str]) -> Command {
+    let mut c = Command::new(TOOL);
+    c.args(args);
+    c
+}
+
+#[test]
+fn malformed_flags_need_no_root() {
+    expect_user_error(&mut tool(&["trace", "--addr", "10.0.0.0/33"]), "too long");
+    expect_user_error(
+        &mut tool(&["trace", "--addr", "not-an-ip"]),
+        "not an address",
+    );
+    expect_user_error(
+        &mut tool(&["trace", "--duration", "soon"]),
+        "not a duration",
+    );
+    expect_user_error(&mut tool(&["trace", "--proto", "sctp"]), "sctp");
+    expect_user_error(&mut tool(&["trace", "-4", "-6"]), "cannot be used");
+    expect_user_error(&mut tool(&["--no-such-flag"]), "--no-such-flag");
+}
+
+#[test]
+fn not_root() {
+    if !root_or_skip("not_root (needs root to drop privileges with setpriv)") {
+        return;
+    }
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        TOOL,
+        "trace",
+    ]);
+    expect_user_error(&mut c, "must run as root");
+}
+
+#[test]
+fn unknown_interface_pid_netns_and_missing_btf() {
+    if !root_or_skip("unknown_interface_pid_netns_and_missing_btf") {
+        return;
+    }
+    expect_user_error(
+        &mut tool(&["trace", "--iface", "nosuch0", "--duration", "1"]),
+        "unknown interface 'nosuch0'",
+    );
+    expect_user_error(
+        &mut tool(&["trace", "--pid", "999999999", "--duration", "1"]),
+        "unknown pid 999999999",
+    );
+    expect_user_error(
+        &mut tool(&["trace", "--netns", "/run/netns/nosuch", "--duration", "1"]),
+        "cannot open network namespace",
+    );
+    expect_user_error(
+        &mut tool(&[
+            "trace",
+            "--cgroup",
+            "/sys/fs/cgroup/nosuch",
+            "--duration",
+            "1",
+        ]),
+        "cgroup",
+    );
+    let mut c = tool(&["trace", "--duration", "1"]);
+    c.env("NETSTACK_LAT_BTF", "/nonexistent/vmlinux");
+    expect_user_error(&mut c, "BTF not found");
+    expect_user_error(
+        &mut tool(&["probes", "--btf", "/nonexistent/vmlinux"]),
+        "BTF not found",
+    );
+}

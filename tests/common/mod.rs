@@ -1,0 +1,298 @@
+//! Shared helpers for the privileged tests: namespaces joined by veth, the tool and the
+//! traffic generator as child processes, and cleanup that runs even when a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOOL: &str = env!("CARGO_BIN_EXE_netstack-lat");
+pub const LOAD: &str = env!("CARGO_BIN_EXE_nsl-load");
+
+/// Privileged tests skip (and say so) when not root; a plain `cargo test` never needs root.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping {test}: needs root (CAP_BPF, CAP_NET_ADMIN)");
+    }
+    root
+}
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Two namespaces, `a` (client, 10.x.0.1 / fdxx::1) and `b` (server, .2 / ::2), joined by
+/// a veth pair. Dropping it deletes both namespaces, which removes the veth pair too.
+pub struct Topo {
+    pub a: String,
+    pub b: String,
+    pub a4: String,
+    pub b4: String,
+    pub a6: String,
+    pub b6: String,
+}
+
+impl Topo {
+    pub fn new() -> Topo {
+        let n = std::process::id() % 10000 * 10 + SEQ.fetch_add(1, Ordering::Relaxed);
+        let octet = 1 + n % 200;
+        let t = Topo {
+            a: format!("nslt-a-{n}"),
+            b: format!("nslt-b-{n}"),
+            a4: format!("10.201.{octet}.1"),
+            b4: format!("10.201.{octet}.2"),
+            a6: format!("fd77:{octet:x}::1"),
+            b6: format!("fd77:{octet:x}::2"),
+        };
+        let (va, vb) = (format!("va{n}"), format!("vb{n}"));
+        let mac = |side: u32| format!("02:00:{:02x}:{:02x}:00:{side:02x}", n >> 8 & 0xff, n & 0xff);
+        let (ma, mb) = (mac(1), mac(2));
+        sh(&["ip", "netns", "add", &t.a]);
+        sh(&["ip", "netns", "add", &t.b]);
+        sh(&[
+            "ip", "link", "add", &va, "address", &ma, "netns", &t.a, "type", "veth", "peer",
+            "name", &vb, "address", &mb, "netns", &t.b,
+        ]);
+        for (ns, dev, v4, v6) in [(&t.a, &va, &t.a4, &t.a6), (&t.b, &vb, &t.b4, &t.b6)] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // Permanent neighbours: no ARP/ND wait, which would queue the first packets and
+        // release them as a burst (a real delay, but not the one a test controls).
+        for (ns, dev, peer4, peer6, peer_mac) in [
+            (&t.a, &va, &t.b4, &t.b6, &mb),
+            (&t.b, &vb, &t.a4, &t.a6, &ma),
+        ] {
+            for addr in [peer4, peer6] {
+                sh(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ]);
+            }
+        }
+        t
+    }
+
+    pub fn netns_path(&self, ns: &str) -> String {
+        format!("/run/netns/{ns}")
+    }
+
+    /// The server's address for IPv4 or IPv6, as IP:PORT.
+    pub fn server(&self, v6: bool, port: u16) -> String {
+        if v6 {
+            format!("[{}]:{port}", self.b6)
+        } else {
+            format!("{}:{port}", self.b4)
+        }
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A child process killed on drop, so a failing assertion leaves nothing running.
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for exit (bounded) and return (status code, stdout, stderr).
+    pub fn finish(mut self, limit: Duration) -> (Option<i32>, String, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                let mut out = String::new();
+                let mut err = String::new();
+                if let Some(mut o) = self.child.stdout.take() {
+                    let _ = o.read_to_string(&mut out);
+                }
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (st.code(), out, err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the generator inside a namespace; `ip netns exec` execs, so the pid is the generator's.
+pub fn load_in(ns: &str, args: &[&str]) -> Proc {
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, LOAD])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nsl-load");
+    Proc {
+        child,
+        what: format!("nsl-load {args:?}"),
+    }
+}
+
+/// Wait until a child prints `READY` (servers print it once bound).
+pub fn wait_ready(p: &mut Proc) {
+    let out = p.child.stdout.take().expect("piped stdout");
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read READY");
+    assert_eq!(line.trim(), "READY", "{} did not start", p.what);
+    // Keep the rest readable for finish().
+    p.child.stdout = None;
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = r.read_to_string(&mut rest);
+    });
+}
+
+/// Start `netstack-lat` with args and wait until it says it is tracing (or fail with its stderr).
+pub fn tool(args: &[&str]) -> Proc {
+    let mut child = Command::new(TOOL)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netstack-lat");
+    let err = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(err);
+        let mut all = String::new();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("tracing") {
+                let _ = tx.send(Ok(()));
+            }
+            all.push_str(&line);
+            line.clear();
+        }
+        let _ = tx.send(Err(all));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(())) => {}
+        Ok(Err(stderr)) => panic!("netstack-lat exited before tracing: {stderr}"),
+        Err(_) => panic!("netstack-lat did not start tracing within 60 s"),
+    }
+    Proc {
+        child,
+        what: format!("netstack-lat {args:?}"),
+    }
+}
+
+/// Stop the tool with SIGINT and return its summary line.
+pub fn stop_summary(p: Proc) -> Value {
+    p.signal(libc::SIGINT);
+    let (code, out, _) = p.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "netstack-lat exit status; stdout: {out}");
+    summary_of(&out)
+}
+
+pub fn summary_of(out: &str) -> Value {
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"summary\""))
+        .unwrap_or_else(|| panic!("no summary line in: {out}"));
+    serde_json::from_str(last).expect("summary is JSON")
+}
+
+pub fn span<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v["spans"].as_array()?.iter().find(|s| s["name"] == name)
+}
+
+pub fn span_count(v: &Value, name: &str) -> u64 {
+    span(v, name).and_then(|s| s["count"].as_u64()).unwrap_or(0)
+}
+
+/// Program and link ids, as bpftool sees them.
+pub fn bpf_ids(kind: &str) -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args([kind, "show", "--json"])
+        .output()
+        .expect("bpftool");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+    let mut ids: Vec<u64> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["id"].as_u64()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}

@@ -1,0 +1,350 @@
+//! Privileged RX tests: real BPF, real namespaces, real packets, ground truth we control.
+//! Run serially (`--test-threads=1`): they share the kernel.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const STAGE_SPANS: [&str; 4] = [
+    "rx_driver->rx_netif",
+    "rx_netif->rx_ip",
+    "rx_ip->rx_transport",
+    "rx_transport->rx_sockq",
+];
+
+/// A server that waits until data is readable, sleeps D, then reads; a client that sends
+/// every 2*D. rx_sockq->rx_read must be about D, and every stage before it short.
+fn delayed_reader(proto: &str, v6: bool) {
+    const D_MS: u64 = 50;
+    const K: usize = 8;
+    let t = Topo::new();
+    let port = if v6 { 9106 } else { 9104 } + u16::from(proto == "tcp");
+    let port_s = port.to_string();
+    let netns = t.netns_path(&t.b);
+    let tool = tool(&[
+        "trace",
+        "--netns",
+        &netns,
+        "--port",
+        &port_s,
+        "--json",
+        "--interval",
+        "500ms",
+    ]);
+    let server = t.server(v6, port);
+    let k = K.to_string();
+    let d = D_MS.to_string();
+    let interval = (2 * D_MS).to_string();
+    let mut srv = load_in(
+        &t.b,
+        &[
+            &format!("{proto}-recv"),
+            "--bind",
+            &server,
+            "--count",
+            &k,
+            "--delay-ms",
+            &d,
+        ],
+    );
+    wait_ready(&mut srv);
+    let cli = load_in(
+        &t.a,
+        &[
+            &format!("{proto}-send"),
+            "--to",
+            &server,
+            "--count",
+            &k,
+            "--interval-ms",
+            &interval,
+        ],
+    );
+    let (code, _, err) = srv.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "server: {err}");
+    let (code, _, err) = cli.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "client: {err}");
+    let v = stop_summary(tool);
+
+    let read = span(&v, "rx_sockq->rx_read").unwrap_or_else(|| panic!("no rx_sockq->rx_read: {v}"));
+    let p50 = read["p50_ns"].as_u64().unwrap() as f64;
+    let d = (D_MS * 1_000_000) as f64;
+    assert!(
+        (0.9 * d..=1.3 * d).contains(&p50),
+        "{proto} v6={v6}: rx_sockq->rx_read p50 {p50} ns not within [0.9, 1.3] x {d} ns: {read}"
+    );
+    assert!(read["count"].as_u64().unwrap() >= K as u64, "{read}");
+    for name in STAGE_SPANS {
+        let s =
+            span(&v, name).unwrap_or_else(|| panic!("{proto} v6={v6}: span {name} missing: {v}"));
+        let p99 = s["p99_ns"].as_u64().unwrap();
+        assert!(
+            p99 < 5_000_000,
+            "{proto} v6={v6}: {name} p99 {p99} ns >= 5 ms: {s}"
+        );
+    }
+}
+
+#[test]
+fn delayed_reader_udp_ipv4() {
+    if root_or_skip("delayed_reader_udp_ipv4") {
+        delayed_reader("udp", false);
+    }
+}
+
+#[test]
+fn delayed_reader_udp_ipv6() {
+    if root_or_skip("delayed_reader_udp_ipv6") {
+        delayed_reader("udp", true);
+    }
+}
+
+#[test]
+fn delayed_reader_tcp_ipv4() {
+    if root_or_skip("delayed_reader_tcp_ipv4") {
+        delayed_reader("tcp", false);
+    }
+}
+
+#[test]
+fn delayed_reader_tcp_ipv6() {
+    if root_or_skip("delayed_reader_tcp_ipv6") {
+        delayed_reader("tcp", true);
+    }
+}
+
+/// The connection row of the flow to `dport` (RX direction: destination = our server).
+fn conn(v: &Value, dport: u16) -> Option<&Value> {
+    v["connections"]
+        .as_array()?
+        .iter()
+        .find(|c| c["dport"] == dport)
+}
+
+/// K datagrams give K samples on every span of the flow, or the shortfall is accounted for.
+fn counts(loopback: bool) {
+    const K: u64 = 300;
+    let t = Topo::new();
+    let port = if loopback { 9121 } else { 9120 };
+    let server = if loopback {
+        format!("127.0.0.1:{port}")
+    } else {
+        t.server(false, port)
+    };
+    let client_ns = if loopback { &t.b } else { &t.a };
+    let netns = t.netns_path(&t.b);
+    let tool = tool(&[
+        "trace",
+        "--netns",
+        &netns,
+        "--port",
+        &port.to_string(),
+        "--json",
+    ]);
+    let k = K.to_string();
+    let mut srv = load_in(&t.b, &["udp-recv", "--bind", &server, "--count", &k]);
+    wait_ready(&mut srv);
+    let cli = load_in(
+        client_ns,
+        &[
+            "udp-send",
+            "--to",
+            &server,
+            "--count",
+            &k,
+            "--interval-ms",
+            "1",
+        ],
+    );
+    assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
+    assert_eq!(
+        srv.finish(Duration::from_secs(30)).0,
+        Some(0),
+        "server got all K"
+    );
+    let v = stop_summary(tool);
+
+    let c = conn(&v, port).unwrap_or_else(|| panic!("no connection row for port {port}: {v}"));
+    let lost = v["lost_events"].as_u64().unwrap();
+    let unjoined = v["kernel"]["sockq_unjoined"].as_u64().unwrap();
+    assert_eq!(c["packets"], K, "packets of the flow: {c}");
+    for name in STAGE_SPANS
+        .iter()
+        .chain(&["rx_sockq->rx_read", "rx_netif->rx_read"])
+    {
+        let n = c["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == *name)
+            .and_then(|s| s["count"].as_u64())
+            .unwrap_or(0);
+        // Any shortfall must be explained by counted loss, never silent.
+        assert!(
+            n == K || (n + lost + unjoined >= K && lost + unjoined > 0),
+            "loopback={loopback}: span {name} has {n} of {K} samples, lost {lost}, unjoined {unjoined}: {c}"
+        );
+    }
+    assert_eq!(lost, 0, "no ring-buffer loss expected at this rate");
+}
+
+#[test]
+fn counts_udp_veth() {
+    if root_or_skip("counts_udp_veth") {
+        counts(false);
+    }
+}
+
+#[test]
+fn counts_udp_loopback() {
+    if root_or_skip("counts_udp_loopback") {
+        counts(true);
+    }
+}
+
+/// Two flows on two ports from two processes: --port and --pid each keep exactly one.
+#[test]
+fn filters_port_and_pid() {
+    if !root_or_skip("filters_port_and_pid") {
+        return;
+    }
+    const K: u64 = 40;
+    let t = Topo::new();
+    let netns = t.netns_path(&t.b);
+    let k = K.to_string();
+    let (p1, p2) = (9131u16, 9132u16);
+    let run = |filter: &[&str]| -> Value {
+        let mut r1 = load_in(
+            &t.b,
+            &["udp-recv", "--bind", &t.server(false, p1), "--count", &k],
+        );
+        let mut r2 = load_in(
+            &t.b,
+            &["udp-recv", "--bind", &t.server(false, p2), "--count", &k],
+        );
+        wait_ready(&mut r1);
+        wait_ready(&mut r2);
+        let pid2 = r2.pid().to_string();
+        let mut args = vec!["trace", "--netns", &netns, "--json"];
+        let filter: Vec<String> = filter.iter().map(|f| f.replace("PID2", &pid2)).collect();
+        args.extend(filter.iter().map(String::as_str));
+        let tool = tool(&args);
+        let s1 = load_in(
+            &t.a,
+            &[
+                "udp-send",
+                "--to",
+                &t.server(false, p1),
+                "--count",
+                &k,
+                "--interval-ms",
+                "2",
+            ],
+        );
+        let s2 = load_in(
+            &t.a,
+            &[
+                "udp-send",
+                "--to",
+                &t.server(false, p2),
+                "--count",
+                &k,
+                "--interval-ms",
+                "2",
+            ],
+        );
+        for p in [s1, s2, r1, r2] {
+            assert_eq!(p.finish(Duration::from_secs(30)).0, Some(0));
+        }
+        stop_summary(tool)
+    };
+
+    let v = run(&["--port", "9131"]);
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 1, "--port keeps one flow: {v}");
+    assert_eq!(conns[0]["dport"], p1);
+    assert_eq!(span_count(&v, "rx_sockq->rx_read"), K);
+
+    let v = run(&["--pid", "PID2"]);
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 1, "--pid keeps one flow: {v}");
+    assert_eq!(conns[0]["dport"], p2);
+    assert_eq!(span_count(&v, "rx_sockq->rx_read"), K);
+}
+
+/// However the tool ends, bpftool shows the same programs and links as before.
+#[test]
+fn clean_exit_all_endings() {
+    if !root_or_skip("clean_exit_all_endings") {
+        return;
+    }
+    let t = Topo::new();
+    let netns = t.netns_path(&t.b);
+    let before = (bpf_ids("prog"), bpf_ids("link"));
+    for ending in ["duration", "SIGINT", "SIGTERM", "SIGKILL"] {
+        let mut args = vec!["trace", "--netns", netns.as_str(), "--json"];
+        if ending == "duration" {
+            args.extend(["--duration", "2s"]);
+        }
+        let p = tool(&args);
+        assert!(
+            bpf_ids("prog").len() > before.0.len(),
+            "programs are loaded while tracing"
+        );
+        assert!(
+            bpf_ids("link").len() > before.1.len(),
+            "links exist while tracing"
+        );
+        // Some traffic while attached, so the exit path has events in flight.
+        let mut srv = load_in(
+            &t.b,
+            &[
+                "udp-recv",
+                "--bind",
+                &t.server(false, 9141),
+                "--count",
+                "20",
+            ],
+        );
+        wait_ready(&mut srv);
+        let cli = load_in(
+            &t.a,
+            &["udp-send", "--to", &t.server(false, 9141), "--count", "20"],
+        );
+        let _ = cli.finish(Duration::from_secs(10));
+        let _ = srv.finish(Duration::from_secs(10));
+        let code = match ending {
+            "duration" => p.finish(Duration::from_secs(20)).0,
+            "SIGINT" | "SIGTERM" => {
+                p.signal(if ending == "SIGINT" {
+                    libc::SIGINT
+                } else {
+                    libc::SIGTERM
+                });
+                let (code, out, _) = p.finish(Duration::from_secs(20));
+                summary_of(&out);
+                code
+            }
+            _ => {
+                p.signal(libc::SIGKILL);
+                p.finish(Duration::from_secs(20)).0
+            }
+        };
+        if ending != "SIGKILL" {
+            assert_eq!(code, Some(0), "{ending}: exit status");
+        }
+        // The kernel releases programs after the last fd closes (RCU): allow a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while (bpf_ids("prog"), bpf_ids("link")) != before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            (bpf_ids("prog"), bpf_ids("link")),
+            before,
+            "{ending}: BPF state left behind"
+        );
+    }
+}
