@@ -17,6 +17,14 @@ fn main() {
         }
     };
     if let Err(e) = netstack_lat::run(cli) {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         let code = netstack_lat::error::exit_code(&e);
         let msg = netstack_lat::error::message(&e);
         eprintln!("netstack-lat: error: {msg}");

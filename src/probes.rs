@@ -268,7 +268,7 @@ pub fn kernel_info(btf_path: &Path) -> KernelInfo {
             let b = s.find(']')?;
             Some(s[a + 1..b].to_string())
         })
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|| "unknown (securityfs not mounted)".into());
     KernelInfo {
         release,
         btf_path: btf_path.to_path_buf(),

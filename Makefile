@@ -1,0 +1,56 @@
+# netstack-lat: `make run` and `make test` are all a newcomer needs; both install what is missing.
+
+CARGO ?= cargo
+ARGS ?= --duration 10
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+# Root needs no sudo (CI runs as root); everyone else does, for BPF.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+ARCH := $(shell uname -m)
+BIN := target/release/netstack-lat
+STATIC_TARGET := x86_64-unknown-linux-gnu
+
+.PHONY: all deps build run test static bench lint vmlinux clean
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+build: deps
+	$(CARGO) build --release
+
+# make run ARGS="--json --port 443"
+run: deps build
+	$(SUDO) ./$(BIN) trace $(ARGS)
+
+# Unit tests, then the privileged integration tests: one at a time, they share the kernel.
+# Those skip (and say why) when not run as root.
+test: deps
+	$(CARGO) test --release --lib --bins
+	$(CARGO) test --release --test '*' -- --test-threads=1
+
+static: deps
+	LIBBPF_SYS_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu \
+	RUSTFLAGS="-C target-feature=+crt-static" \
+	$(CARGO) build --release --features static --target $(STATIC_TARGET)
+	file target/$(STATIC_TARGET)/release/netstack-lat
+
+bench: deps build
+	bash scripts/bench.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+
+# Regenerate the committed vmlinux.h from the running kernel (see vmlinux/README.md).
+vmlinux:
+	mkdir -p vmlinux/$(ARCH)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux/$(ARCH)/vmlinux.h.tmp \
+		|| { rm -f vmlinux/$(ARCH)/vmlinux.h.tmp; exit 1; }
+	mv vmlinux/$(ARCH)/vmlinux.h.tmp vmlinux/$(ARCH)/vmlinux.h
+
+clean:
+	$(CARGO) clean
