@@ -19,7 +19,6 @@
 #define NF_ACCEPT    1
 #define MSG_PEEK     2
 #define MSG_ERRQUEUE 0x2000
-#define E2BIG	     7
 
 /* Filters, written by Rust through rodata before load; 0 means "any". */
 const volatile __u16 f_port = 0;
@@ -37,9 +36,23 @@ const volatile __u64 f_cgroup = 0;
 /* Wake the reader only once this much is queued: one wakeup per batch, not per event. */
 const volatile __u64 wake_bytes = 64 * 1024;
 
-struct {
+/*
+ * One ring buffer per CPU: with a single shared buffer, the softirq CPU (chains) and the
+ * reader's CPU (reads) contend on its producer lock, which cost ~100 ns per event here.
+ * Rust sizes the outer array to the possible CPUs and creates the inner buffers.
+ */
+#define RB_BYTES (1 << 20)
+
+struct rb_inner {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20);
+	__uint(max_entries, RB_BYTES);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct rb_inner);
 } events SEC(".maps");
 
 struct {
@@ -57,19 +70,46 @@ static __always_inline void count(__u32 idx)
 		(*v)++;
 }
 
-static __always_inline long rb_flags(void)
+static __always_inline void *rb_get(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake_bytes ? BPF_RB_FORCE_WAKEUP
-									   : BPF_RB_NO_WAKEUP;
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&events, &cpu);
 }
 
-/* Copy an event to the ring buffer; a full buffer is counted, never silent. */
+static __always_inline long rb_flags(void *rb)
+{
+	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) >= wake_bytes ? BPF_RB_FORCE_WAKEUP
+								      : BPF_RB_NO_WAKEUP;
+}
+
+/* Copy an event to this CPU's ring buffer; a full buffer is counted, never silent. */
 static __always_inline void emit(void *ev, __u64 size)
 {
-	if (bpf_ringbuf_output(&events, ev, size, rb_flags()))
+	void *rb = rb_get();
+
+	if (!rb || bpf_ringbuf_output(rb, ev, size, rb_flags(rb)))
 		count(CNT_LOST);
 	else
 		count(CNT_EVENTS);
+}
+
+/* Reserve in this CPU's ring buffer; submit with rb_submit. NULL (counted) when full. */
+static __always_inline void *rb_reserve(void **rbp, __u64 size)
+{
+	void *rb = rb_get();
+	void *ev = rb ? bpf_ringbuf_reserve(rb, size, 0) : NULL;
+
+	if (!ev)
+		count(CNT_LOST);
+	*rbp = rb;
+	return ev;
+}
+
+static __always_inline void rb_submit(void *rb, void *ev)
+{
+	bpf_ringbuf_submit(ev, rb_flags(rb));
+	count(CNT_EVENTS);
 }
 
 /* Our own header layouts: plain byte copies, so no CO-RE relocation is involved. */
@@ -104,6 +144,20 @@ struct nsl_l4 {
 	__u8 tcp_flags; /* TCP only */
 };
 
+/* IP + TCP/UDP headers as one copy: one probe read covers IPv4 (no options) and IPv6. */
+struct nsl_hdrs {
+	union {
+		struct {
+			struct nsl_ip4 ip4;
+			struct nsl_l4 l4_after_ip4;
+		};
+		struct {
+			struct nsl_ip6 ip6;
+			struct nsl_l4 l4_after_ip6;
+		};
+	};
+};
+
 /*
  * Parse the IP and TCP/UDP headers at skb->head + network_header.
  * Returns 0 for TCP/UDP with the flow, payload length and TCP end sequence filled in.
@@ -111,49 +165,48 @@ struct nsl_l4 {
 static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protocol, struct flow *f,
 				    __u32 *payload, __u32 *seq_end)
 {
-	struct nsl_l4 l4 = {};
-	__u32 l4off, l4len;
+	struct nsl_hdrs h;
+	struct nsl_l4 *l4;
+	__u32 l4len;
 
+	if (bpf_probe_read_kernel(&h, sizeof(h), head + nh))
+		return -1;
 	if (protocol == bpf_htons(ETH_P_IP)) {
-		struct nsl_ip4 ip;
+		__u32 ihl = (h.ip4.vihl & 0x0f) * 4;
 
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
-			return -1;
-		if (ip.frag_off & bpf_htons(0x1fff))
+		if (h.ip4.frag_off & bpf_htons(0x1fff))
 			return -1; /* not the first fragment: no ports */
 		f->family = AF_INET;
-		f->proto = ip.proto;
-		__builtin_memcpy(f->saddr, ip.saddr, 4);
-		__builtin_memcpy(f->daddr, ip.daddr, 4);
-		l4off = nh + (ip.vihl & 0x0f) * 4;
-		l4len = bpf_ntohs(ip.tot_len) - (ip.vihl & 0x0f) * 4;
-	} else if (protocol == bpf_htons(ETH_P_IPV6)) {
-		struct nsl_ip6 ip6;
-
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+		f->proto = h.ip4.proto;
+		__builtin_memcpy(f->saddr, h.ip4.saddr, 4);
+		__builtin_memcpy(f->daddr, h.ip4.daddr, 4);
+		l4len = bpf_ntohs(h.ip4.tot_len) - ihl;
+		l4 = &h.l4_after_ip4;
+		/* IP options move the transport header: read it again where it is. */
+		if (ihl != sizeof(struct nsl_ip4) &&
+		    bpf_probe_read_kernel(l4, sizeof(*l4), head + nh + ihl))
 			return -1;
+	} else if (protocol == bpf_htons(ETH_P_IPV6)) {
 		f->family = AF_INET6;
-		f->proto = ip6.nexthdr; /* extension headers are not walked */
-		__builtin_memcpy(f->saddr, ip6.saddr, 16);
-		__builtin_memcpy(f->daddr, ip6.daddr, 16);
-		l4off = nh + sizeof(ip6);
-		l4len = bpf_ntohs(ip6.payload_len);
+		f->proto = h.ip6.nexthdr; /* extension headers are not walked */
+		__builtin_memcpy(f->saddr, h.ip6.saddr, 16);
+		__builtin_memcpy(f->daddr, h.ip6.daddr, 16);
+		l4len = bpf_ntohs(h.ip6.payload_len);
+		l4 = &h.l4_after_ip6;
 	} else {
 		return -1;
 	}
 	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
 		return -1;
-	if (bpf_probe_read_kernel(&l4, sizeof(l4), head + l4off))
-		return -1;
-	f->sport = bpf_ntohs(l4.sport);
-	f->dport = bpf_ntohs(l4.dport);
+	f->sport = bpf_ntohs(l4->sport);
+	f->dport = bpf_ntohs(l4->dport);
 	if (f->proto == IPPROTO_TCP) {
-		__u32 hl = (l4.doff_res >> 4) * 4;
+		__u32 hl = (l4->doff_res >> 4) * 4;
 
 		*payload = l4len > hl ? l4len - hl : 0;
 		/* SYN and FIN take one sequence number each. */
-		*seq_end =
-		    bpf_ntohl(l4.seq) + *payload + (l4.tcp_flags & 1) + ((l4.tcp_flags >> 1) & 1);
+		*seq_end = bpf_ntohl(l4->seq) + *payload + (l4->tcp_flags & 1) +
+			   ((l4->tcp_flags >> 1) & 1);
 	} else {
 		*payload = l4len > 8 ? l4len - 8 : 0;
 		*seq_end = 0;
@@ -219,33 +272,48 @@ static __always_inline bool task_wanted(__u32 tgid)
 	return true;
 }
 
-/* A socket's flow as the receiver sees it: remote = source, local = destination. */
-static __always_inline void sock_flow(const struct sock *sk, struct flow *f)
+/*
+ * Socket fields through bpf_core_cast: the verifier turns these into plain loads with an
+ * exception-table fixup, far cheaper than a bpf_probe_read_kernel call per field, and the
+ * same code serves tp_btf (trusted) and raw_tp (untrusted) arguments.
+ */
+static __always_inline struct sock *sock_ro(const void *sk)
 {
-	f->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	f->proto = BPF_CORE_READ(sk, sk_protocol);
-	f->sport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	f->dport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (f->family == AF_INET) {
-		__be32 s = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+	return bpf_core_cast(sk, struct sock);
+}
 
-		__builtin_memcpy(f->saddr, &s, 4);
-		__builtin_memcpy(f->daddr, &d, 4);
+static __always_inline __u32 sock_netns(const struct sock *s)
+{
+	return s->__sk_common.skc_net.net->ns.inum;
+}
+
+/* A socket's flow as the receiver sees it: remote = source, local = destination. */
+static __always_inline void sock_flow(const struct sock *s, struct flow *f)
+{
+	f->family = s->__sk_common.skc_family;
+	f->proto = s->sk_protocol;
+	f->sport = bpf_ntohs(s->__sk_common.skc_dport);
+	f->dport = s->__sk_common.skc_num;
+	if (f->family == AF_INET) {
+		__be32 sa = s->__sk_common.skc_daddr;
+		__be32 da = s->__sk_common.skc_rcv_saddr;
+
+		__builtin_memcpy(f->saddr, &sa, 4);
+		__builtin_memcpy(f->daddr, &da, 4);
 	} else {
-		BPF_CORE_READ_INTO(&f->saddr, sk, __sk_common.skc_v6_daddr);
-		BPF_CORE_READ_INTO(&f->daddr, sk, __sk_common.skc_v6_rcv_saddr);
+		__builtin_memcpy(f->saddr, &s->__sk_common.skc_v6_daddr, 16);
+		__builtin_memcpy(f->daddr, &s->__sk_common.skc_v6_rcv_saddr, 16);
 	}
 }
 
-static __always_inline bool inet_l4_sock(const struct sock *sk)
+static __always_inline bool inet_l4_sock(const struct sock *s)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = s->__sk_common.skc_family;
 	__u16 proto;
 
 	if (family != AF_INET && family != AF_INET6)
 		return false;
-	proto = BPF_CORE_READ(sk, sk_protocol);
+	proto = s->sk_protocol;
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 

@@ -76,7 +76,7 @@ struct rx_read_event {
 /* Per-CPU counters, summed by Rust; index into the `counters` array map. */
 enum counter {
 	CNT_LOST = 0,		/* ring buffer full: event dropped */
-	CNT_DRV_MAP_FULL = 1,	/* rx_driver stamp could not be stored */
+	CNT_DRV_MISS = 1,	/* rx_netif without a cached rx_driver stamp */
 	CNT_SOCKQ_UNJOINED = 2, /* sockq event whose skb was not in flight on this CPU */
 	CNT_CHAIN_FLUSHED = 3,	/* chains that ended before a socket queue */
 	CNT_FILTERED = 4,	/* packets dropped by the BPF-side filters */

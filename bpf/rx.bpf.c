@@ -2,12 +2,14 @@
 /*
  * Receive path: rx_driver -> rx_netif -> rx_ip -> rx_transport -> rx_sockq, and rx_read.
  *
- * rx_driver -> rx_netif crosses a queue (backlog or GRO), so it is joined by skb pointer
- * in a hash. From rx_netif to the socket queue the kernel runs one skb at a time on one
- * CPU, so a per-CPU slot carries the chain without any hash operation. The chain is
- * emitted once, when the socket queue takes it (or when the next skb reuses the slot).
- * Reads are emitted per call; Rust joins them to queued data by socket (UDP: FIFO,
- * TCP: sequence numbers), so GRO and coalescing do not break the join.
+ * rx_driver -> rx_netif crosses a queue (backlog or GRO) that is drained on the CPU that
+ * filled it (unless RPS steers it elsewhere), so it is joined by skb pointer in a per-CPU
+ * direct-mapped cache: no hash operation, nothing to expire, a miss is merely counted.
+ * From rx_netif to the socket queue the kernel runs one skb at a time on one CPU, so a
+ * per-CPU slot carries the chain. The chain is emitted once, when the socket queue takes
+ * it (or when the next skb reuses the slot). Reads are emitted per call, only on sockets
+ * that had traced data queued (an LRU set marks them); Rust joins them to queued data
+ * by socket (UDP: FIFO, TCP: sequence numbers), so GRO and coalescing do not break it.
  *
  * Every point has several programs (tp_btf first, then raw_tp, netfilter or fentry);
  * Rust enables exactly one per point after probing the kernel.
@@ -20,12 +22,79 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 struct rx_chain_event _rx_chain_event = {};
 struct rx_read_event _rx_read_event = {};
 
+#define DRV_CACHE 512 /* more than a NAPI budget (64) of skbs in flight per CPU */
+
+struct drv_cache {
+	__u64 skb[DRV_CACHE];
+	__u64 ts[DRV_CACHE];
+	__u64 scratch;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);   /* skb */
-	__type(value, __u64); /* rx_driver timestamp */
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct drv_cache);
 } rx_drv SEC(".maps");
+
+/*
+ * Sockets that had traced data queued: reads on any other socket cost one lookup. An LRU
+ * hash, not socket storage: sk_storage_get measured ~100 ns a call here, this ~20 ns;
+ * a reused socket address at worst reports reads the frontend cannot match (counted).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} rx_socks SEC(".maps");
+
+/*
+ * The verifier allows no arithmetic on a kernel pointer; a store to map memory and a
+ * load back (two instructions) make it a plain number to hash.
+ */
+static __always_inline __u64 as_scalar(struct drv_cache *c, const void *p)
+{
+	*(volatile __u64 *)&c->scratch = (__u64)p;
+	return *(volatile __u64 *)&c->scratch;
+}
+
+static __always_inline __u32 drv_index(__u64 skb)
+{
+	/* skbs come from a slab of 256-byte objects: drop the low bits, fold the rest. */
+	return ((skb >> 8) ^ (skb >> 17)) & (DRV_CACHE - 1);
+}
+
+static __always_inline struct drv_cache *drv_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rx_drv, &zero);
+}
+
+static __always_inline void sock_mark(const void *sk)
+{
+	struct drv_cache *c = drv_get();
+	__u8 one = 1;
+	__u64 key;
+
+	if (!c)
+		return;
+	key = as_scalar(c, sk);
+	if (!bpf_map_lookup_elem(&rx_socks, &key))
+		bpf_map_update_elem(&rx_socks, &key, &one, BPF_ANY);
+}
+
+static __always_inline bool sock_marked(const void *sk)
+{
+	struct drv_cache *c = drv_get();
+	__u64 key;
+
+	if (!c)
+		return false;
+	key = as_scalar(c, sk);
+	return bpf_map_lookup_elem(&rx_socks, &key) != NULL;
+}
 
 enum slot_state { SLOT_EMPTY = 0, SLOT_OPEN = 1, SLOT_PASS = 2, SLOT_SKIP = 3 };
 
@@ -78,33 +147,45 @@ static __always_inline void slot_open(struct rx_slot *s, __u64 skb, __u32 ifinde
 
 /* ---- core logic, one function per point; the hooks below only fetch arguments ---- */
 
-static __always_inline void on_driver(__u64 skb, __u32 ifindex)
+static __always_inline void on_driver(const void *skbp, __u32 ifindex)
 {
-	__u64 now;
+	struct drv_cache *c;
+	__u64 skb;
+	__u32 i;
 
 	if (f_ifindex && ifindex != f_ifindex)
 		return;
-	now = bpf_ktime_get_ns();
-	/* NOEXIST: the first driver-level sighting wins (GRO entry, then netif_receive_skb_entry).
-	 */
-	if (bpf_map_update_elem(&rx_drv, &skb, &now, BPF_NOEXIST) == -E2BIG)
-		count(CNT_DRV_MAP_FULL);
+	c = drv_get();
+	if (!c)
+		return;
+	skb = as_scalar(c, skbp);
+	i = drv_index(skb);
+	/* The first driver-level sighting wins (GRO entry, then netif_receive_skb_entry). */
+	if (c->skb[i] == skb)
+		return;
+	c->skb[i] = skb;
+	c->ts[i] = bpf_ktime_get_ns();
 }
 
-static __always_inline void on_netif(__u64 skb, __u32 ifindex, __u32 netns)
+static __always_inline void on_netif(const void *skbp, __u32 ifindex, __u32 netns)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct rx_slot *s = slot_get();
-	__u64 *drv;
+	struct drv_cache *drv = drv_get();
+	__u64 skb;
+	__u32 i;
 
-	if (!s)
+	if (!s || !drv)
 		return;
+	skb = as_scalar(drv, skbp);
 	slot_open(s, skb, ifindex, netns);
 	s->ev.ts[RX_NETIF] = now;
-	drv = bpf_map_lookup_elem(&rx_drv, &skb);
-	if (drv) {
-		s->ev.ts[RX_DRIVER] = *drv;
-		bpf_map_delete_elem(&rx_drv, &skb);
+	i = drv_index(skb);
+	if (drv->skb[i] == skb) {
+		s->ev.ts[RX_DRIVER] = drv->ts[i];
+		drv->skb[i] = 0;
+	} else {
+		count(CNT_DRV_MISS);
 	}
 }
 
@@ -138,52 +219,52 @@ static __always_inline void on_transport(__u64 skb)
 		s->ev.ts[RX_TRANSPORT] = bpf_ktime_get_ns();
 }
 
-/* Does this socket own the chain's packet? (An unconnected UDP socket has no peer.) */
-static __always_inline bool sock_owns(const struct flow *sf, const struct flow *pf)
-{
-	if (sf->proto != pf->proto || sf->dport != pf->dport)
-		return false;
-	return sf->sport == 0 || sf->sport == pf->sport;
-}
-
-static __always_inline void on_sockq(const struct sock *sk)
+/* sk_data_ready: emit the chain joined to its socket, and mark the socket for rx_read. */
+static __always_inline void on_sockq(const void *sk)
 {
 	__u64 now = bpf_ktime_get_ns();
+	struct sock *sko = sock_ro(sk);
 	struct rx_chain_event *ev;
 	struct rx_slot *s;
 	struct flow sf = {};
+	void *rb;
 	__u32 rcv_nxt = 0;
+	__u16 proto;
 
 	/* A listener's data_ready announces a connection to accept, not data. */
-	if (!inet_l4_sock(sk) || BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+	if (!inet_l4_sock(sko) || sko->__sk_common.skc_state == TCP_LISTEN)
 		return;
 	s = slot_get();
 	if (!s)
 		return;
-	sock_flow(sk, &sf);
-	if (sf.proto == IPPROTO_TCP)
-		rcv_nxt = BPF_CORE_READ((struct tcp_sock *)sk, rcv_nxt);
+	proto = sko->sk_protocol;
+	if (proto == IPPROTO_TCP)
+		rcv_nxt = bpf_core_cast(sk, struct tcp_sock)->rcv_nxt;
 
-	if (s->state == SLOT_PASS && s->ev.ts[RX_TRANSPORT] && sock_owns(&sf, &s->ev.flow) &&
-	    (sf.proto != IPPROTO_TCP || s->ev.seq_end == rcv_nxt)) {
+	/* The usual case: the skb in flight on this CPU is the one being queued. */
+	if (s->state == SLOT_PASS && s->ev.ts[RX_TRANSPORT] && s->ev.flow.proto == proto &&
+	    s->ev.flow.dport == sko->__sk_common.skc_num &&
+	    (!sko->__sk_common.skc_dport ||
+	     s->ev.flow.sport == bpf_ntohs(sko->__sk_common.skc_dport)) &&
+	    (proto != IPPROTO_TCP || s->ev.seq_end == rcv_nxt)) {
 		s->ev.ts[RX_SOCKQ] = now;
 		s->ev.sk = (__u64)sk;
 		s->ev.seq_end = rcv_nxt;
 		emit(&s->ev, sizeof(s->ev));
 		s->state = SLOT_EMPTY;
+		sock_mark(sk);
 		return;
 	}
 
 	/* Data queued outside the softirq chain (TCP backlog, or rx_netif/rx_ip unseen). */
-	__u32 netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	__u32 netns = sock_netns(sko);
 
+	sock_flow(sko, &sf);
 	if ((f_netns && netns != f_netns) || !flow_wanted(&sf))
 		return;
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		count(CNT_LOST);
+	ev = rb_reserve(&rb, sizeof(*ev));
+	if (!ev)
 		return;
-	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->kind = EV_RX_CHAIN;
 	ev->cpu = bpf_get_smp_processor_id();
@@ -193,33 +274,31 @@ static __always_inline void on_sockq(const struct sock *sk)
 	ev->netns = netns;
 	ev->seq_end = rcv_nxt;
 	ev->flags = CHAIN_FROM_SOCK;
-	bpf_ringbuf_submit(ev, rb_flags());
+	rb_submit(rb, ev);
 	count(CNT_SOCKQ_UNJOINED);
-	count(CNT_EVENTS);
+	sock_mark(sk);
 }
 
-static __always_inline void on_read(struct sock *sk, int ret, int flags)
+/* sock_recv_length: one event per read on a socket that had traced data queued. */
+static __always_inline void on_read(const void *sk, int ret, int flags)
 {
+	struct sock *sko = sock_ro(sk);
 	struct rx_read_event *ev;
+	void *rb;
 	__u64 id;
-	struct flow sf = {};
-	__u32 netns;
+	__u16 proto;
 
-	if (ret <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)) || !inet_l4_sock(sk))
+	if (ret <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)))
+		return;
+	if (!sock_marked(sk))
 		return;
 	id = bpf_get_current_pid_tgid();
 	if (!task_wanted(id >> 32))
 		return;
-	sock_flow(sk, &sf);
-	netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	if ((f_netns && netns != f_netns) || (f_proto && sf.proto != f_proto) ||
-	    (f_port && sf.sport != f_port && sf.dport != f_port))
+	ev = rb_reserve(&rb, sizeof(*ev));
+	if (!ev)
 		return;
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		count(CNT_LOST);
-		return;
-	}
+	proto = sko->sk_protocol;
 	ev->kind = EV_RX_READ;
 	ev->cpu = bpf_get_smp_processor_id();
 	ev->ts = bpf_ktime_get_ns();
@@ -227,16 +306,14 @@ static __always_inline void on_read(struct sock *sk, int ret, int flags)
 	ev->pid = (__u32)id;
 	ev->tgid = id >> 32;
 	ev->bytes = ret;
-	ev->copied_seq =
-	    sf.proto == IPPROTO_TCP ? BPF_CORE_READ((struct tcp_sock *)sk, copied_seq) : 0;
-	ev->cgroup = bpf_get_current_cgroup_id();
-	ev->netns = netns;
-	ev->proto = sf.proto;
-	ev->family = sf.family;
-	ev->lport = sf.dport;
+	ev->copied_seq = proto == IPPROTO_TCP ? bpf_core_cast(sk, struct tcp_sock)->copied_seq : 0;
+	ev->cgroup = f_cgroup; /* the filter already matched it; no helper call otherwise */
+	ev->netns = 0;
+	ev->proto = proto;
+	ev->family = sko->__sk_common.skc_family;
+	ev->lport = sko->__sk_common.skc_num;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-	bpf_ringbuf_submit(ev, rb_flags());
-	count(CNT_EVENTS);
+	rb_submit(rb, ev);
 }
 
 /* ---- tp_btf: typed tracepoint arguments, direct (CO-RE relocated) loads ---- */
@@ -249,28 +326,28 @@ static __always_inline __u32 dev_netns(struct net_device *dev)
 SEC("tp_btf/netif_rx")
 int BPF_PROG(rx_driver_netif_rx, struct sk_buff *skb)
 {
-	on_driver((__u64)skb, skb->dev->ifindex);
+	on_driver(skb, skb->dev->ifindex);
 	return 0;
 }
 
 SEC("tp_btf/napi_gro_receive_entry")
 int BPF_PROG(rx_driver_gro, const struct sk_buff *skb)
 {
-	on_driver((__u64)skb, skb->dev->ifindex);
+	on_driver(skb, skb->dev->ifindex);
 	return 0;
 }
 
 SEC("tp_btf/netif_receive_skb_entry")
 int BPF_PROG(rx_driver_receive_entry, const struct sk_buff *skb)
 {
-	on_driver((__u64)skb, skb->dev->ifindex);
+	on_driver(skb, skb->dev->ifindex);
 	return 0;
 }
 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(rx_netif_tp_btf, struct sk_buff *skb)
 {
-	on_netif((__u64)skb, skb->dev->ifindex, dev_netns(skb->dev));
+	on_netif(skb, skb->dev->ifindex, dev_netns(skb->dev));
 	return 0;
 }
 
@@ -298,28 +375,28 @@ static __always_inline __u32 skb_ifindex(struct sk_buff *skb)
 SEC("raw_tp/netif_rx")
 int BPF_PROG(rx_driver_netif_rx_raw, struct sk_buff *skb)
 {
-	on_driver((__u64)skb, skb_ifindex(skb));
+	on_driver(skb, skb_ifindex(skb));
 	return 0;
 }
 
 SEC("raw_tp/napi_gro_receive_entry")
 int BPF_PROG(rx_driver_gro_raw, struct sk_buff *skb)
 {
-	on_driver((__u64)skb, skb_ifindex(skb));
+	on_driver(skb, skb_ifindex(skb));
 	return 0;
 }
 
 SEC("raw_tp/netif_receive_skb_entry")
 int BPF_PROG(rx_driver_receive_entry_raw, struct sk_buff *skb)
 {
-	on_driver((__u64)skb, skb_ifindex(skb));
+	on_driver(skb, skb_ifindex(skb));
 	return 0;
 }
 
 SEC("raw_tp/netif_receive_skb")
 int BPF_PROG(rx_netif_raw, struct sk_buff *skb)
 {
-	on_netif((__u64)skb, skb_ifindex(skb), BPF_CORE_READ(skb, dev, nd_net.net, ns.inum));
+	on_netif(skb, skb_ifindex(skb), BPF_CORE_READ(skb, dev, nd_net.net, ns.inum));
 	return 0;
 }
 

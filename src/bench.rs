@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::reorder::{self, Reorder};
+
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, NetfilterOpts};
@@ -291,18 +293,30 @@ fn synth(events: usize) -> Records {
     recs
 }
 
-/// Decode and join every record, as trace's ring-buffer callback does.
+/// Decode, reorder and join every record, as trace's ring-buffer loop does (a release
+/// per batch of records, holding back the newest HOLD_NS).
 fn replay(recs: &Records) -> (Correlator, u64) {
     let mut corr = Correlator::new(false, Limits::default(), false);
-    let (mut start, mut errors) = (0usize, 0u64);
-    for &end in &recs.ends {
+    let mut held = Reorder::default();
+    let (mut start, mut errors, mut newest) = (0usize, 0u64, 0u64);
+    let mut join = |ev: Event| match ev {
+        Event::Chain(c) => corr.on_chain(&c),
+        Event::Read(r) => corr.on_read(&r),
+    };
+    for (i, &end) in recs.ends.iter().enumerate() {
         match events::decode(&recs.data[start..end]) {
-            Ok(Event::Chain(c)) => corr.on_chain(&c),
-            Ok(Event::Read(r)) => corr.on_read(&r),
+            Ok(ev) => {
+                newest = newest.max(ev.order_ts());
+                held.push(ev);
+            }
             Err(_) => errors += 1,
         }
         start = end;
+        if i % 1024 == 1023 {
+            held.release(newest.saturating_sub(reorder::HOLD_NS), &mut join);
+        }
     }
+    held.release(u64::MAX, &mut join);
     (corr, errors)
 }
 

@@ -118,6 +118,17 @@ pub enum Event {
     Read(Read),
 }
 
+impl Event {
+    /// When the event was emitted: the time order the join needs across CPUs.
+    pub fn order_ts(&self) -> u64 {
+        match self {
+            Event::Chain(c) if c.ts[RX_SOCKQ] != 0 => c.ts[RX_SOCKQ],
+            Event::Chain(c) => c.ts.iter().copied().max().unwrap_or(0),
+            Event::Read(r) => r.ts,
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
     Short { kind: u32, len: usize },

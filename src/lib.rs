@@ -13,6 +13,7 @@ pub mod hist;
 pub mod netns;
 pub mod output;
 pub mod probes;
+pub mod reorder;
 pub mod trace;
 
 use cli::{Cli, Command};

@@ -290,15 +290,14 @@ impl Summary {
             s,
             "\nAccounting: lost events {}, unread at exit/aged {}, reads without queued data {}, \
              queue evictions {}, chains without a socket {}, sockq without its skb {}, \
-             driver stamps expired {}, driver map full {}, owner-filtered {}, decode errors {}",
+             netif without driver stamp {}, owner-filtered {}, decode errors {}",
             k.lost_events,
             j.unread,
             j.reads_unmatched,
             j.queue_evicted,
             k.chains_without_socket,
             k.sockq_unjoined,
-            k.driver_stamps_expired,
-            k.driver_map_full,
+            k.driver_miss,
             j.owner_filtered,
             self.decode_errors
         );

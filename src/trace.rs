@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, NetfilterOpts, RingBufferBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, MapType, NetfilterOpts, RingBufferBuilder};
+use std::os::fd::{AsFd, AsRawFd};
 
 use crate::bpf::rx::{types, OpenRxSkel, RxSkel, RxSkelBuilder};
 use crate::cli::{Proto, TraceArgs};
@@ -23,6 +24,7 @@ use crate::events::{self, Event, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::netns;
 use crate::output::{self, IntervalReport, Summary};
 use crate::probes::{self, HookKind, PointPlan};
+use crate::reorder::{self, Reorder};
 
 /// Filters resolved against the system (pids, interfaces, namespaces, cgroups exist).
 #[derive(Debug, Default, Clone)]
@@ -238,40 +240,24 @@ fn sum_counter(skel: &RxSkel<'_>, idx: u32) -> u64 {
 pub struct KernelCounters {
     pub lost_events: u64,
     pub events: u64,
-    pub driver_map_full: u64,
+    /// rx_netif saw an skb with no cached rx_driver stamp (RPS to another CPU, cache slot
+    /// reused, or a path without a driver tracepoint).
+    pub driver_miss: u64,
     pub sockq_unjoined: u64,
     pub chains_without_socket: u64,
     pub filtered: u64,
-    pub driver_stamps_expired: u64,
 }
 
-fn read_counters(skel: &RxSkel<'_>, expired: u64) -> KernelCounters {
+fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
     use types::counter as c;
     KernelCounters {
         lost_events: sum_counter(skel, c::CNT_LOST.0),
         events: sum_counter(skel, c::CNT_EVENTS.0),
-        driver_map_full: sum_counter(skel, c::CNT_DRV_MAP_FULL.0),
+        driver_miss: sum_counter(skel, c::CNT_DRV_MISS.0),
         sockq_unjoined: sum_counter(skel, c::CNT_SOCKQ_UNJOINED.0),
         chains_without_socket: sum_counter(skel, c::CNT_CHAIN_FLUSHED.0),
         filtered: sum_counter(skel, c::CNT_FILTERED.0),
-        driver_stamps_expired: expired,
     }
-}
-
-/// Driver stamps whose skb never reached netif_receive_skb (GRO-merged, dropped): delete
-/// the old ones so the map cannot fill up, and count them.
-fn expire_driver_stamps(skel: &RxSkel<'_>, now: u64, max_age: u64) -> u64 {
-    let map = &skel.maps.rx_drv;
-    let mut stale = Vec::new();
-    for key in map.keys() {
-        if let Ok(Some(v)) = map.lookup(&key, MapFlags::ANY) {
-            let ts = u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8]));
-            if now.saturating_sub(ts) > max_age {
-                stale.push(key);
-            }
-        }
-    }
-    stale.iter().filter(|k| map.delete(k).is_ok()).count() as u64
 }
 
 /// Chains still in the per-CPU slots when we stop: they passed every point they will.
@@ -348,6 +334,114 @@ fn attach(
     Ok(links)
 }
 
+/// One ring buffer per possible CPU, consumed into a reorder stage (see reorder.rs).
+struct PerCpuRings<'a> {
+    rb: libbpf_rs::RingBuffer<'a>,
+    held: Rc<RefCell<Reorder>>,
+    decode_errors: Rc<RefCell<u64>>,
+    _maps: Vec<MapHandle>,
+}
+
+impl<'a> PerCpuRings<'a> {
+    fn install(skel: &RxSkel<'_>) -> Result<PerCpuRings<'a>> {
+        let ncpu = libbpf_rs::num_possible_cpus()?;
+        let held = Rc::new(RefCell::new(Reorder::default()));
+        let decode_errors = Rc::new(RefCell::new(0u64));
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let mut maps = Vec::with_capacity(ncpu);
+        for cpu in 0..ncpu as u32 {
+            let m = MapHandle::create(
+                MapType::RingBuf,
+                Some(format!("nsl_rb{cpu}")),
+                0,
+                0,
+                RING_BYTES,
+                &opts,
+            )
+            .context("creating a per-CPU ring buffer")?;
+            let fd = m.as_fd().as_raw_fd();
+            skel.maps
+                .events
+                .update(&cpu.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+                .context("installing a per-CPU ring buffer")?;
+            maps.push(m);
+        }
+        let mut b = RingBufferBuilder::new();
+        for m in &maps {
+            let held = Rc::clone(&held);
+            let errs = Rc::clone(&decode_errors);
+            b.add(m, move |data| {
+                match events::decode(data) {
+                    Ok(ev) => held.borrow_mut().push(ev),
+                    Err(_) => *errs.borrow_mut() += 1,
+                }
+                0
+            })?;
+        }
+        let rb = b.build()?;
+        Ok(PerCpuRings {
+            rb,
+            held,
+            decode_errors,
+            _maps: maps,
+        })
+    }
+
+    /// Wait for a batch (BPF wakes us per batch, not per event), then read every ring.
+    fn poll(&self, wait: Duration) -> Result<()> {
+        if !wait.is_zero() {
+            let _ = self.rb.poll(wait);
+        }
+        self.rb.consume().context("reading the ring buffers")?;
+        Ok(())
+    }
+
+    fn release(&self, watermark: u64, corr: &mut Correlator) {
+        self.held.borrow_mut().release(watermark, |ev| match ev {
+            Event::Chain(c) => corr.on_chain(&c),
+            Event::Read(r) => corr.on_read(&r),
+        });
+    }
+
+    fn decode_errors(&self) -> u64 {
+        *self.decode_errors.borrow()
+    }
+}
+
+/// `--events` output: completed timelines, one JSON line each, keeping 1 in `sample`.
+struct TimelineWriter {
+    sample: u64,
+    seen: u64,
+}
+
+impl TimelineWriter {
+    fn new(sample: u64) -> Self {
+        TimelineWriter { sample, seen: 0 }
+    }
+
+    fn write(&mut self, out: &mut impl Write, corr: &mut Correlator) -> Result<()> {
+        for t in corr
+            .timelines
+            .as_mut()
+            .map(std::mem::take)
+            .into_iter()
+            .flatten()
+        {
+            self.seen += 1;
+            if (self.seen - 1) % self.sample == 0 {
+                writeln!(out, "{}", output::timeline_json(&t))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes per CPU ring buffer (a power-of-two number of pages).
+const RING_BYTES: u32 = 1 << 20;
+
 pub fn run(args: &TraceArgs) -> Result<()> {
     require_root()?;
     let btf = probes::btf_path(args.btf.as_deref());
@@ -392,12 +486,17 @@ pub fn run(args: &TraceArgs) -> Result<()> {
         .open(&mut obj)
         .context("opening the RX BPF object")?;
     set_filters(&mut open, &filters)?;
+    open.maps
+        .events
+        .set_max_entries(libbpf_rs::num_possible_cpus()? as u32)?;
     let chosen = chosen_programs(&plan);
     for mut prog in open.open_object_mut().progs_mut() {
         let name = prog.name().to_string_lossy().to_string();
         prog.set_autoload(chosen.contains(&name.as_str()));
     }
     let mut skel = open.load().context("loading the RX BPF programs")?;
+    // Rings first: a program attached before its ring exists would count events as lost.
+    let rings = PerCpuRings::install(&skel)?;
     let links = attach(&mut skel, &plan, args.netns.as_deref())?;
     let hooks: Vec<String> = plan
         .iter()
@@ -420,33 +519,12 @@ pub fn run(args: &TraceArgs) -> Result<()> {
             .context("installing signal handlers")?;
     }
 
-    let corr = Rc::new(RefCell::new(Correlator::new(
-        filters.by_owner(),
-        Limits::default(),
-        args.events,
-    )));
-    let decode_errors = Rc::new(RefCell::new(0u64));
-    let mut rb = RingBufferBuilder::new();
-    {
-        let corr = Rc::clone(&corr);
-        let decode_errors = Rc::clone(&decode_errors);
-        rb.add(&skel.maps.events, move |data| {
-            match events::decode(data) {
-                Ok(Event::Chain(c)) => corr.borrow_mut().on_chain(&c),
-                Ok(Event::Read(r)) => corr.borrow_mut().on_read(&r),
-                Err(_) => *decode_errors.borrow_mut() += 1,
-            }
-            0
-        })?;
-    }
-    let rb = rb.build()?;
-
+    let mut corr = Correlator::new(filters.by_owner(), Limits::default(), args.events);
     let started = Instant::now();
     let ticker = crossbeam_channel::tick(args.interval);
     let mut out = std::io::stdout().lock();
-    let mut expired = 0u64;
     let mut last = IntervalReport::default();
-    let mut sampled = 0u64;
+    let mut timelines = TimelineWriter::new(args.sample);
     let interrupted = loop {
         let remaining = args.duration.map(|d| d.saturating_sub(started.elapsed()));
         if remaining == Some(Duration::ZERO) {
@@ -458,25 +536,14 @@ pub fn run(args: &TraceArgs) -> Result<()> {
         let wait = remaining.map_or(Duration::from_millis(100), |r| {
             r.min(Duration::from_millis(100))
         });
-        // Events are not woken one by one (BPF wakes us per batch): consume after every wait.
-        let _ = rb.poll(wait);
-        rb.consume().context("reading the ring buffer")?;
-        if args.events {
-            let drained = corr.borrow_mut().timelines.as_mut().map(std::mem::take);
-            for t in drained.into_iter().flatten() {
-                sampled += 1;
-                if (sampled - 1) % args.sample == 0 {
-                    writeln!(out, "{}", output::timeline_json(&t))?;
-                }
-            }
-        }
+        rings.poll(wait)?;
+        let now = now_monotonic_ns();
+        rings.release(now.saturating_sub(reorder::HOLD_NS), &mut corr);
+        timelines.write(&mut out, &mut corr)?;
         if ticker.try_recv().is_ok() {
-            let now = now_monotonic_ns();
-            expired += expire_driver_stamps(&skel, now, 2_000_000_000);
-            corr.borrow_mut().expire(now);
-            let k = read_counters(&skel, expired);
-            let c = corr.borrow();
-            let cur = IntervalReport::new(started.elapsed(), &c.stats, &k);
+            corr.expire(now.saturating_sub(reorder::HOLD_NS));
+            let k = read_counters(&skel);
+            let cur = IntervalReport::new(started.elapsed(), &corr.stats, &k);
             let line = cur.delta(&last, args.interval);
             if args.json {
                 writeln!(out, "{}", line.to_json())?;
@@ -487,25 +554,19 @@ pub fn run(args: &TraceArgs) -> Result<()> {
             last = cur;
         }
     };
-    rb.consume().context("reading the ring buffer")?;
-    drain_slots(&skel, &mut corr.borrow_mut());
-    let counters = read_counters(&skel, expired);
+    rings.poll(Duration::ZERO)?;
+    rings.release(u64::MAX, &mut corr);
+    drain_slots(&skel, &mut corr);
+    let counters = read_counters(&skel);
     drop(links);
-    let mut c = corr.borrow_mut();
-    c.finish();
-    if let Some(t) = c.timelines.as_mut().map(std::mem::take) {
-        for t in t {
-            sampled += 1;
-            if (sampled - 1) % args.sample == 0 {
-                writeln!(out, "{}", output::timeline_json(&t))?;
-            }
-        }
-    }
+    corr.finish();
+    timelines.write(&mut out, &mut corr)?;
+    let c = &corr;
     let summary = Summary::build(
         started.elapsed(),
-        &c,
+        c,
         counters,
-        *decode_errors.borrow(),
+        rings.decode_errors(),
         &plan,
         args.top,
         interrupted,

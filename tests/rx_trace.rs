@@ -170,7 +170,11 @@ fn counts(loopback: bool) {
     let c = conn(&v, port).unwrap_or_else(|| panic!("no connection row for port {port}: {v}"));
     let lost = v["lost_events"].as_u64().unwrap();
     let unjoined = v["kernel"]["sockq_unjoined"].as_u64().unwrap();
-    assert_eq!(c["packets"], K, "packets of the flow: {c}");
+    assert_eq!(
+        c["packets"], K,
+        "packets of the flow: {c}; join {}; kernel {}",
+        v["join"], v["kernel"]
+    );
     for name in STAGE_SPANS
         .iter()
         .chain(&["rx_sockq->rx_read", "rx_netif->rx_read"])
