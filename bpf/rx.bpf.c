@@ -28,6 +28,10 @@ struct drv_cache {
 	__u64 skb[DRV_CACHE];
 	__u64 ts[DRV_CACHE];
 	__u64 scratch;
+	/* Last socket marked / found marked on this CPU: consecutive packets and reads are
+	 * mostly on the same socket, so the LRU lookup is skipped for them. */
+	__u64 last_marked;
+	__u64 last_found;
 };
 
 struct {
@@ -81,8 +85,11 @@ static __always_inline void sock_mark(const void *sk)
 	if (!c)
 		return;
 	key = as_scalar(c, sk);
+	if (c->last_marked == key)
+		return;
 	if (!bpf_map_lookup_elem(&rx_socks, &key))
 		bpf_map_update_elem(&rx_socks, &key, &one, BPF_ANY);
+	c->last_marked = key;
 }
 
 static __always_inline bool sock_marked(const void *sk)
@@ -93,7 +100,12 @@ static __always_inline bool sock_marked(const void *sk)
 	if (!c)
 		return false;
 	key = as_scalar(c, sk);
-	return bpf_map_lookup_elem(&rx_socks, &key) != NULL;
+	if (c->last_found == key)
+		return true;
+	if (!bpf_map_lookup_elem(&rx_socks, &key))
+		return false;
+	c->last_found = key;
+	return true;
 }
 
 enum slot_state { SLOT_EMPTY = 0, SLOT_OPEN = 1, SLOT_PASS = 2, SLOT_SKIP = 3 };

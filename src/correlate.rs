@@ -4,8 +4,54 @@
 //! read), so GRO and coalescing in the receive queue cannot break the join.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::events::{Chain, Flow, Read, IPPROTO_TCP, RX_NETIF, RX_POINTS, RX_READ, RX_SOCKQ};
+use crate::events::{Chain, Comm, Flow, Read, IPPROTO_TCP, RX_NETIF, RX_POINTS, RX_READ, RX_SOCKQ};
+
+/// A fast non-cryptographic hasher (the Fx multiply-rotate scheme) for the per-event maps:
+/// keys are kernel addresses and 5-tuples of our own traffic, not attacker-chosen strings.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        }
+        for &b in chunks.remainder() {
+            self.add(b as u64);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 use crate::hist::Hist;
 
 /// A span between two points, as indices into RX_POINTS.
@@ -43,10 +89,10 @@ pub fn seq_le(a: u32, b: u32) -> bool {
     (b.wrapping_sub(a) as i32) >= 0
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
     pub tgid: u32,
-    pub comm: String,
+    pub comm: Comm,
 }
 
 #[derive(Debug, Default)]
@@ -125,9 +171,9 @@ pub struct Correlator {
     /// the BPF side then only reports reads of matching processes).
     owner_filter: bool,
     limits: Limits,
-    socks: HashMap<u64, Sock>,
+    socks: FxMap<u64, Sock>,
     pub spans: BTreeMap<SpanId, Hist>,
-    pub conns: HashMap<Flow, Conn>,
+    pub conns: FxMap<Flow, Conn>,
     pub stats: JoinStats,
     /// Completed timelines, drained by the caller when it wants `--events`.
     pub timelines: Option<Vec<Timeline>>,
@@ -138,9 +184,9 @@ impl Correlator {
         Correlator {
             owner_filter,
             limits,
-            socks: HashMap::new(),
+            socks: FxMap::default(),
             spans: BTreeMap::new(),
-            conns: HashMap::new(),
+            conns: FxMap::default(),
             stats: JoinStats::default(),
             timelines: keep_timelines.then(Vec::new),
         }
@@ -162,7 +208,7 @@ impl Correlator {
         }
         let c = self.conns.entry(*flow).or_default();
         if let Some(o) = owner {
-            c.owner = Some(o.clone());
+            c.owner = Some(*o);
         }
         for &(id, v) in spans {
             c.spans.entry(id).or_default().record(v);
@@ -188,9 +234,9 @@ impl Correlator {
         self.stats.chains += 1;
         let queued = c.sk != 0 && c.ts[RX_SOCKQ] != 0;
         let owner = if queued {
-            self.socks.get(&c.sk).and_then(|s| s.owner.clone())
+            self.socks.get(&c.sk).and_then(|s| s.owner)
         } else {
-            self.conns.get(&c.flow).and_then(|k| k.owner.clone())
+            self.conns.get(&c.flow).and_then(|k| k.owner)
         };
         let record_now = !self.owner_filter || owner.is_some();
         if record_now {
@@ -240,9 +286,9 @@ impl Correlator {
         };
         let owner = Owner {
             tgid: r.tgid,
-            comm: r.comm.clone(),
+            comm: r.comm,
         };
-        sock.owner = Some(owner.clone());
+        sock.owner = Some(owner);
         sock.last_seen = r.ts;
         let mut done = Vec::new();
         if sock.proto == IPPROTO_TCP {
@@ -271,7 +317,7 @@ impl Correlator {
             } else {
                 self.record(&p.flow, Some(&owner), &spans, p.payload);
             }
-            self.push_timeline(p.ts, p.flow, Some(owner.clone()), p.payload);
+            self.push_timeline(p.ts, p.flow, Some(owner), p.payload);
         }
     }
 
@@ -303,7 +349,7 @@ impl Correlator {
                     match &s.owner {
                         Some(o) => {
                             let spans = spans_of(&p.ts);
-                            let o = o.clone();
+                            let o = *o;
                             self.record(&p.flow, Some(&o), &spans, p.payload);
                         }
                         None => self.stats.owner_filtered += 1,
@@ -359,7 +405,7 @@ mod tests {
             cgroup: 0,
             netns: 1,
             proto: 0,
-            comm: format!("p{tgid}"),
+            comm: Comm::from(format!("p{tgid}").as_str()),
         }
     }
 
@@ -436,7 +482,7 @@ mod tests {
         assert_eq!(c.stats.owner_filtered, 1);
         assert_eq!(count(&c, RX_DRIVER, RX_NETIF), 1);
         let conn = &c.conns[&flow(IPPROTO_UDP, 40000)];
-        assert_eq!(conn.owner.as_ref().unwrap().comm, "p42");
+        assert_eq!(conn.owner.as_ref().unwrap().comm.to_string(), "p42");
         assert_eq!(conn.packets, 1);
     }
 

@@ -97,6 +97,45 @@ pub struct Chain {
     pub cpu: u32,
 }
 
+/// A task's command name as the kernel keeps it: fixed size, so decoding a read event
+/// allocates nothing.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    pub fn from_raw(raw: &[i8; 16]) -> Self {
+        Comm(raw.map(|c| c as u8))
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Self {
+        let mut c = [0u8; 16];
+        for (d, b) in c.iter_mut().take(15).zip(s.bytes()) {
+            *d = b;
+        }
+        Comm(c)
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&comm_str(&self.0))
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 /// One application read (recvmsg/recvfrom/read) on an inet socket.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Read {
@@ -109,7 +148,7 @@ pub struct Read {
     pub cgroup: u64,
     pub netns: u32,
     pub proto: u8,
-    pub comm: String,
+    pub comm: Comm,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -207,7 +246,7 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 cgroup: e.cgroup,
                 netns: e.netns,
                 proto: e.proto,
-                comm: comm_str(&e.comm.map(|c| c as u8)),
+                comm: Comm::from_raw(&e.comm),
             }))
         }
         k => Err(DecodeError::UnknownKind(k)),
@@ -288,7 +327,7 @@ pub(crate) mod tests {
             panic!("not a read")
         };
         assert_eq!(
-            (r.tgid, r.pid, r.bytes, r.comm.as_str()),
+            (r.tgid, r.pid, r.bytes, r.comm.to_string().as_str()),
             (10, 11, 64, "server")
         );
     }

@@ -2,69 +2,43 @@
 //! read on one CPU can be consumed before the chain it completes from another; events
 //! wait here until they are older than a watermark, then leave oldest first.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
-
 use crate::events::Event;
 
 /// How long an event waits for older ones from other CPUs (ns). BPF programs take
 /// microseconds between reading the clock and submitting; this leaves a wide margin.
 pub const HOLD_NS: u64 = 5_000_000;
 
-struct Held {
-    ts: u64,
-    seq: u64,
-    ev: Event,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, o: &Self) -> bool {
-        (self.ts, self.seq) == (o.ts, o.seq)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.ts, self.seq).cmp(&(o.ts, o.seq))
-    }
-}
-
+/// Events waiting for release. A batch sort, not a heap: each CPU's buffer arrives in
+/// order, so the batch is a few sorted runs, which the standard (run-detecting, stable)
+/// sort merges in about linear time.
 #[derive(Default)]
 pub struct Reorder {
-    heap: BinaryHeap<Reverse<Held>>,
-    seq: u64,
+    pending: Vec<(u64, Event)>,
 }
 
 impl Reorder {
     pub fn push(&mut self, ev: Event) {
-        self.seq += 1;
-        self.heap.push(Reverse(Held {
-            ts: ev.order_ts(),
-            seq: self.seq,
-            ev,
-        }));
+        self.pending.push((ev.order_ts(), ev));
     }
 
-    /// Hand every event at or before `watermark` to `f`, oldest first.
+    /// Hand every event at or before `watermark` to `f`, oldest first (ties keep arrival order).
     pub fn release(&mut self, watermark: u64, mut f: impl FnMut(Event)) {
-        while self.heap.peek().is_some_and(|Reverse(h)| h.ts <= watermark) {
-            if let Some(Reverse(h)) = self.heap.pop() {
-                f(h.ev);
-            }
+        // Often already in order (one busy CPU): checking is far cheaper than moving events.
+        if !self.pending.is_sorted_by_key(|e| e.0) {
+            self.pending.sort_by_key(|e| e.0);
+        }
+        let n = self.pending.partition_point(|e| e.0 <= watermark);
+        for (_, ev) in self.pending.drain(..n) {
+            f(ev);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.pending.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.pending.is_empty()
     }
 }
 
@@ -84,7 +58,7 @@ mod tests {
             cgroup: 0,
             netns: 0,
             proto: 17,
-            comm: String::new(),
+            comm: Default::default(),
         })
     }
 
