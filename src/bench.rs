@@ -297,7 +297,7 @@ fn synth(events: usize) -> Records {
 /// per batch of records, holding back the newest HOLD_NS).
 fn replay(recs: &Records) -> (Correlator, u64) {
     let mut corr = Correlator::new(false, Limits::default(), false);
-    let mut held = Reorder::default();
+    let mut held = Reorder::new(1);
     let (mut start, mut errors, mut newest) = (0usize, 0u64, 0u64);
     let mut join = |ev: Event| match ev {
         Event::Chain(c) => corr.on_chain(&c),
@@ -307,7 +307,7 @@ fn replay(recs: &Records) -> (Correlator, u64) {
         match events::decode(&recs.data[start..end]) {
             Ok(ev) => {
                 newest = newest.max(ev.order_ts());
-                held.push(ev);
+                held.push(0, ev);
             }
             Err(_) => errors += 1,
         }

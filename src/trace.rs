@@ -345,7 +345,7 @@ struct PerCpuRings<'a> {
 impl<'a> PerCpuRings<'a> {
     fn install(skel: &RxSkel<'_>) -> Result<PerCpuRings<'a>> {
         let ncpu = libbpf_rs::num_possible_cpus()?;
-        let held = Rc::new(RefCell::new(Reorder::default()));
+        let held = Rc::new(RefCell::new(Reorder::new(ncpu)));
         let decode_errors = Rc::new(RefCell::new(0u64));
         let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
@@ -358,7 +358,7 @@ impl<'a> PerCpuRings<'a> {
                 Some(format!("nsl_rb{cpu}")),
                 0,
                 0,
-                RING_BYTES,
+                ring_bytes(ncpu),
                 &opts,
             )
             .context("creating a per-CPU ring buffer")?;
@@ -370,12 +370,12 @@ impl<'a> PerCpuRings<'a> {
             maps.push(m);
         }
         let mut b = RingBufferBuilder::new();
-        for m in &maps {
+        for (ring, m) in maps.iter().enumerate() {
             let held = Rc::clone(&held);
             let errs = Rc::clone(&decode_errors);
             b.add(m, move |data| {
                 match events::decode(data) {
-                    Ok(ev) => held.borrow_mut().push(ev),
+                    Ok(ev) => held.borrow_mut().push(ring, ev),
                     Err(_) => *errs.borrow_mut() += 1,
                 }
                 0
@@ -439,8 +439,17 @@ impl TimelineWriter {
     }
 }
 
-/// Bytes per CPU ring buffer (a power-of-two number of pages).
-const RING_BYTES: u32 = 1 << 20;
+/// Bytes per CPU ring buffer: a 16 MiB budget over the CPUs, 1 to 8 MiB each, a power of
+/// two (the kernel's rule). A CPU flooded at ~500k events/s fills 1 MiB in ~15 ms.
+pub fn ring_bytes(ncpu: usize) -> u32 {
+    let share = (16usize << 20) / ncpu.max(1);
+    let pow2 = if share.is_power_of_two() {
+        share
+    } else {
+        share.next_power_of_two() / 2
+    };
+    pow2.clamp(1 << 20, 8 << 20) as u32
+}
 
 pub fn run(args: &TraceArgs) -> Result<()> {
     require_root()?;
@@ -614,6 +623,15 @@ mod tests {
                 "rx_read_tp_btf"
             ]
         );
+    }
+
+    #[test]
+    fn ring_sizes_are_bounded_powers_of_two() {
+        assert_eq!(ring_bytes(1), 8 << 20);
+        assert_eq!(ring_bytes(2), 8 << 20);
+        assert_eq!(ring_bytes(3), 4 << 20);
+        assert_eq!(ring_bytes(16), 1 << 20);
+        assert_eq!(ring_bytes(256), 1 << 20);
     }
 
     #[test]
