@@ -268,7 +268,13 @@ static __always_inline void on_sockq(const void *sk)
 		return;
 	}
 
-	/* Data queued outside the softirq chain (TCP backlog, or rx_netif/rx_ip unseen). */
+	/*
+	 * Data queued outside the softirq chain (TCP backlog, or rx_netif/rx_ip unseen). A
+	 * socket does not say which interface its data came in on: with --iface, only joined
+	 * chains count.
+	 */
+	if (f_ifindex)
+		return;
 	__u32 netns = sock_netns(sko);
 
 	sock_flow(sko, &sf);

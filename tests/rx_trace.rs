@@ -279,6 +279,58 @@ fn filters_port_and_pid() {
     assert_eq!(span_count(&v, "rx_sockq->rx_read"), K);
 }
 
+/// Every BPF-side filter keeps the flow when it matches and drops it when it does not.
+#[test]
+fn filters_protocol_family_address_comm_iface() {
+    if !root_or_skip("filters_protocol_family_address_comm_iface") {
+        return;
+    }
+    const K: u64 = 20;
+    let t = Topo::new();
+    let netns = t.netns_path(&t.b);
+    let k = K.to_string();
+    let server = t.server(false, 9151);
+    let read_count = |filter: &[&str]| -> u64 {
+        let mut args = vec!["trace", "--netns", netns.as_str(), "--json"];
+        args.extend(filter);
+        let tool = tool(&args);
+        let mut r = load_in(&t.b, &["udp-recv", "--bind", &server, "--count", &k]);
+        wait_ready(&mut r);
+        let s = load_in(
+            &t.a,
+            &[
+                "udp-send",
+                "--to",
+                &server,
+                "--count",
+                &k,
+                "--interval-ms",
+                "2",
+            ],
+        );
+        for p in [s, r] {
+            assert_eq!(p.finish(Duration::from_secs(30)).0, Some(0));
+        }
+        span_count(&stop_summary(tool), "rx_sockq->rx_read")
+    };
+    let b_net = format!("{}/24", t.b4);
+    let cases: [(&[&str], u64); 10] = [
+        (&["--proto", "udp"], K),
+        (&["--proto", "tcp"], 0),
+        (&["-4"], K),
+        (&["-6"], 0),
+        (&["--addr", &b_net], K),
+        (&["--addr", "192.0.2.0/24"], 0),
+        (&["--comm", "nsl-load"], K),
+        (&["--comm", "no-such-comm"], 0),
+        (&["--iface", &t.vb], K),
+        (&["--iface", "lo"], 0),
+    ];
+    for (filter, want) in cases {
+        assert_eq!(read_count(filter), want, "filter {filter:?}");
+    }
+}
+
 /// However the tool ends, bpftool shows the same programs and links as before.
 #[test]
 fn clean_exit_all_endings() {

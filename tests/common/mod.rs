@@ -43,6 +43,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub struct Topo {
     pub a: String,
     pub b: String,
+    /// The veth end inside `b`.
+    pub vb: String,
     pub a4: String,
     pub b4: String,
     pub a6: String,
@@ -56,6 +58,7 @@ impl Topo {
         let t = Topo {
             a: format!("nslt-a-{n}"),
             b: format!("nslt-b-{n}"),
+            vb: format!("vb{n}"),
             a4: format!("10.201.{octet}.1"),
             b4: format!("10.201.{octet}.2"),
             a6: format!("fd77:{octet:x}::1"),
