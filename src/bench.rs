@@ -14,7 +14,7 @@ use crate::reorder::{self, Reorder};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, NetfilterOpts};
+use libbpf_rs::Link;
 use serde_json::json;
 
 use crate::bpf::empty::{EmptySkel, EmptySkelBuilder};
@@ -24,6 +24,7 @@ use crate::correlate::{Correlator, Limits};
 use crate::error::require_root;
 use crate::events::{self, Event, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::netns;
+use crate::trace::{attach_netfilter, NF_FIRST, NF_LAST};
 
 pub fn run(b: &BenchCommand) -> Result<()> {
     match b {
@@ -77,27 +78,21 @@ fn attach_empty(skel: &mut EmptySkel<'_>, netns_path: Option<&Path>) -> Result<V
         (
             &skel.progs.empty_rx_ip_nf,
             libbpf_rs::NF_INET_PRE_ROUTING,
-            i32::MIN + 1,
+            NF_FIRST,
         ),
         (
             &skel.progs.empty_rx_transport_nf,
             libbpf_rs::NF_INET_LOCAL_IN,
-            i32::MAX - 1,
+            NF_LAST,
         ),
     ];
     for (prog, hooknum, priority) in hooks {
-        for pf in [libc::NFPROTO_IPV4, libc::NFPROTO_IPV6] {
-            let opts = NetfilterOpts {
-                protocol_family: pf,
-                hooknum,
-                priority,
-                ..Default::default()
-            };
-            links.push(
-                prog.attach_netfilter_with_opts(opts)
-                    .context("attaching an empty program to netfilter")?,
-            );
-        }
+        links.extend(attach_netfilter(
+            prog,
+            hooknum,
+            priority,
+            "an empty program",
+        )?);
     }
     Ok(links)
 }

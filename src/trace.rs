@@ -284,6 +284,34 @@ fn drain_slots(skel: &RxSkel<'_>, corr: &mut Correlator) {
     }
 }
 
+/// The first and last priorities a netfilter BPF link may take: stamps there bracket
+/// every other netfilter hook (conntrack, NAT, iptables, nftables).
+pub const NF_FIRST: i32 = i32::MIN + 1;
+pub const NF_LAST: i32 = i32::MAX - 1;
+
+/// Attach a netfilter program to one hook for IPv4 and IPv6, in this thread's namespace.
+pub fn attach_netfilter(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    hooknum: i32,
+    priority: i32,
+    what: &str,
+) -> Result<[Link; 2]> {
+    let attach_pf = |pf: i32| {
+        let opts = NetfilterOpts {
+            protocol_family: pf,
+            hooknum,
+            priority,
+            ..Default::default()
+        };
+        prog.attach_netfilter_with_opts(opts)
+            .with_context(|| format!("attaching {what} to netfilter"))
+    };
+    Ok([
+        attach_pf(libc::NFPROTO_IPV4)?,
+        attach_pf(libc::NFPROTO_IPV6)?,
+    ])
+}
+
 fn attach(
     skel: &mut RxSkel<'_>,
     plan: &[PointPlan],
@@ -305,31 +333,19 @@ fn attach(
     let _inside = netns_path.map(netns::Entered::enter).transpose()?;
     for p in plan.iter().filter(|p| p.kind == Some(HookKind::Netfilter)) {
         let (prog, hooknum, priority) = match p.point {
-            // First and last allowed positions bracket every other netfilter hook.
             "rx_ip" => (
                 &skel.progs.rx_ip_nf,
                 libbpf_rs::NF_INET_PRE_ROUTING,
-                i32::MIN + 1,
+                NF_FIRST,
             ),
             "rx_transport" => (
                 &skel.progs.rx_transport_nf,
                 libbpf_rs::NF_INET_LOCAL_IN,
-                i32::MAX - 1,
+                NF_LAST,
             ),
             _ => continue,
         };
-        for pf in [libc::NFPROTO_IPV4, libc::NFPROTO_IPV6] {
-            let opts = NetfilterOpts {
-                protocol_family: pf,
-                hooknum,
-                priority,
-                ..Default::default()
-            };
-            links.push(
-                prog.attach_netfilter_with_opts(opts)
-                    .with_context(|| format!("attaching {} to netfilter", p.point))?,
-            );
-        }
+        links.extend(attach_netfilter(prog, hooknum, priority, p.point)?);
     }
     Ok(links)
 }
