@@ -73,6 +73,20 @@ struct rx_read_event {
 	char comm[COMM_LEN];
 };
 
+/* The per-CPU chain in flight; Rust reads leftovers at exit. */
+enum slot_state {
+	SLOT_EMPTY = 0, /* nothing in flight */
+	SLOT_OPEN = 1,	/* seen at rx_netif, not yet parsed */
+	SLOT_PASS = 2,	/* parsed and wanted by the filters */
+	SLOT_SKIP = 3,	/* filtered out: later points ignore it */
+};
+
+struct rx_slot {
+	struct rx_chain_event ev;
+	__u32 state;
+	__u32 _pad;
+};
+
 /* Per-CPU counters, summed by Rust; index into the `counters` array map. */
 enum counter {
 	CNT_LOST = 0,		/* ring buffer full: event dropped */

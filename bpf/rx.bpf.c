@@ -108,14 +108,6 @@ static __always_inline bool sock_marked(const void *sk)
 	return true;
 }
 
-enum slot_state { SLOT_EMPTY = 0, SLOT_OPEN = 1, SLOT_PASS = 2, SLOT_SKIP = 3 };
-
-struct rx_slot {
-	struct rx_chain_event ev;
-	__u32 state;
-	__u32 _pad;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
