@@ -65,12 +65,9 @@ struct rx_read_event {
 	__u32 tgid;
 	__s32 bytes;
 	__u32 copied_seq; /* TCP: first byte not yet read, after this read */
-	__u64 cgroup;
-	__u32 netns;
-	__u8 proto;
-	__u8 family;
-	__u16 lport;
 	char comm[COMM_LEN];
+	__u8 proto;
+	__u8 _pad[7];
 };
 
 /* The per-CPU chain in flight; Rust reads leftovers at exit. */

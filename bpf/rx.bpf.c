@@ -317,11 +317,7 @@ static __always_inline void on_read(const void *sk, int ret, int flags)
 	ev->tgid = id >> 32;
 	ev->bytes = ret;
 	ev->copied_seq = proto == IPPROTO_TCP ? bpf_core_cast(sk, struct tcp_sock)->copied_seq : 0;
-	ev->cgroup = f_cgroup; /* the filter already matched it; no helper call otherwise */
-	ev->netns = 0;
 	ev->proto = proto;
-	ev->family = sko->__sk_common.skc_family;
-	ev->lport = sko->__sk_common.skc_num;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	rb_submit(rb, ev);
 }

@@ -233,15 +233,11 @@ fn read_record(p: &Packet, now: u64) -> types::rx_read_event {
         tgid: 4242,
         bytes: payload(p.sock) as i32,
         copied_seq: if is_tcp(p.sock) { p.seq_end } else { 0 },
-        cgroup: 1,
-        netns: 4026532000,
         proto: if is_tcp(p.sock) {
             IPPROTO_TCP
         } else {
             IPPROTO_UDP
         },
-        family: if is_v6(p.sock) { AF_INET6 } else { AF_INET },
-        lport: 9999,
         ..Default::default()
     };
     for (d, s) in e.comm.iter_mut().zip(b"server") {

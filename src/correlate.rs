@@ -402,8 +402,6 @@ mod tests {
             tgid,
             bytes: 100,
             copied_seq,
-            cgroup: 0,
-            netns: 1,
             proto: 0,
             comm: Comm::from(format!("p{tgid}").as_str()),
         }

@@ -145,8 +145,6 @@ pub struct Read {
     pub tgid: u32,
     pub bytes: i32,
     pub copied_seq: u32,
-    pub cgroup: u64,
-    pub netns: u32,
     pub proto: u8,
     pub comm: Comm,
 }
@@ -243,8 +241,6 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 tgid: e.tgid,
                 bytes: e.bytes,
                 copied_seq: e.copied_seq,
-                cgroup: e.cgroup,
-                netns: e.netns,
                 proto: e.proto,
                 comm: Comm::from_raw(&e.comm),
             }))

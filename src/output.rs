@@ -374,8 +374,6 @@ mod tests {
             tgid: 7,
             bytes: 64,
             copied_seq: 0,
-            cgroup: 0,
-            netns: 1,
             proto: IPPROTO_UDP,
             comm: "srv".into(),
         });

@@ -74,8 +74,6 @@ mod tests {
             tgid: 1,
             bytes: 1,
             copied_seq: 0,
-            cgroup: 0,
-            netns: 0,
             proto: 17,
             comm: Default::default(),
         })
