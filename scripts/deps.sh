@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(
 	clang llvm libelf-dev zlib1g-dev pkg-config make
-	iproute2 bpftool bpftrace iperf3 clang-format
+	iproute2 ethtool bpftool bpftrace iperf3 clang-format
 	file util-linux procps
 )
 

@@ -125,10 +125,36 @@ fn conn(v: &Value, dport: u16) -> Option<&Value> {
 }
 
 /// K datagrams give K samples on every span of the flow, or the shortfall is accounted for.
-fn counts(loopback: bool) {
+/// Which receive path the datagrams take.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    /// veth without NAPI: rx_driver is netif_rx.
+    Veth,
+    /// veth with NAPI (GRO on at the receiver, TSO off at the sender): rx_driver is
+    /// napi_gro_receive_entry.
+    VethNapi,
+    /// 127.0.0.1 inside the server's namespace.
+    Loopback,
+}
+
+fn counts(path: Path) {
     const K: u64 = 300;
+    let loopback = path == Path::Loopback;
     let t = Topo::new();
-    let port = if loopback { 9121 } else { 9120 };
+    let _stats = (path == Path::VethNapi).then(|| {
+        sh(&[
+            "ip", "netns", "exec", &t.b, "ethtool", "-K", &t.vb, "gro", "on",
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &t.a, "ethtool", "-K", &t.va, "tso", "off",
+        ]);
+        BpfStats::enable()
+    });
+    let port = match path {
+        Path::Veth => 9120,
+        Path::Loopback => 9121,
+        Path::VethNapi => 9122,
+    };
     let server = if loopback {
         format!("127.0.0.1:{port}")
     } else {
@@ -189,7 +215,7 @@ fn counts(loopback: bool) {
         // Any shortfall must be explained by counted loss, never silent.
         assert!(
             n == K || (n + lost + unjoined >= K && lost + unjoined > 0),
-            "loopback={loopback}: span {name} has {n} of {K} samples, lost {lost}, unjoined {unjoined}: {c}"
+            "{path:?}: span {name} has {n} of {K} samples, lost {lost}, unjoined {unjoined}: {c}"
         );
     }
     assert_eq!(lost, 0, "no ring-buffer loss expected at this rate");
@@ -198,14 +224,21 @@ fn counts(loopback: bool) {
 #[test]
 fn counts_udp_veth() {
     if root_or_skip("counts_udp_veth") {
-        counts(false);
+        counts(Path::Veth);
     }
 }
 
 #[test]
 fn counts_udp_loopback() {
     if root_or_skip("counts_udp_loopback") {
-        counts(true);
+        counts(Path::Loopback);
+    }
+}
+
+#[test]
+fn counts_udp_veth_napi_gro() {
+    if root_or_skip("counts_udp_veth_napi_gro") {
+        counts(Path::VethNapi);
     }
 }
 

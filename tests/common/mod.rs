@@ -43,7 +43,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub struct Topo {
     pub a: String,
     pub b: String,
-    /// The veth end inside `b`.
+    /// The veth ends inside `a` and `b`.
+    pub va: String,
     pub vb: String,
     pub a4: String,
     pub b4: String,
@@ -58,6 +59,7 @@ impl Topo {
         let t = Topo {
             a: format!("nslt-a-{n}"),
             b: format!("nslt-b-{n}"),
+            va: format!("va{n}"),
             vb: format!("vb{n}"),
             a4: format!("10.201.{octet}.1"),
             b4: format!("10.201.{octet}.2"),
@@ -283,6 +285,43 @@ pub fn span<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
 
 pub fn span_count(v: &Value, name: &str) -> u64 {
     span(v, name).and_then(|s| s["count"].as_u64()).unwrap_or(0)
+}
+
+/// `kernel.bpf_stats_enabled=1` while alive; the old value comes back on drop.
+pub struct BpfStats(String);
+
+impl BpfStats {
+    pub fn enable() -> BpfStats {
+        let old = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .unwrap_or_else(|_| "0".into());
+        sh(&["sysctl", "-qw", "kernel.bpf_stats_enabled=1"]);
+        BpfStats(old.trim().to_string())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = Command::new("sysctl")
+            .args(["-qw", &format!("kernel.bpf_stats_enabled={}", self.0)])
+            .status();
+    }
+}
+
+/// run_cnt of the loaded program with this name (needs BpfStats), summed over instances.
+pub fn prog_runs(name: &str) -> u64 {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["name"] == name)
+                .filter_map(|p| p["run_cnt"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Program and link ids, as bpftool sees them.
