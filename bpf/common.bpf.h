@@ -163,7 +163,7 @@ struct nsl_hdrs {
  * Returns 0 for TCP/UDP with the flow, payload length and TCP end sequence filled in.
  */
 static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protocol, struct flow *f,
-				    __u32 *payload, __u32 *seq_end)
+				    __u32 *payload, __u32 *seq, __u32 *seq_end)
 {
 	struct nsl_hdrs h;
 	struct nsl_l4 *l4;
@@ -204,11 +204,12 @@ static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protoc
 		__u32 hl = (l4->doff_res >> 4) * 4;
 
 		*payload = l4len > hl ? l4len - hl : 0;
+		*seq = bpf_ntohl(l4->seq);
 		/* SYN and FIN take one sequence number each. */
-		*seq_end = bpf_ntohl(l4->seq) + *payload + (l4->tcp_flags & 1) +
-			   ((l4->tcp_flags >> 1) & 1);
+		*seq_end = *seq + *payload + (l4->tcp_flags & 1) + ((l4->tcp_flags >> 1) & 1);
 	} else {
 		*payload = l4len > 8 ? l4len - 8 : 0;
+		*seq = 0;
 		*seq_end = 0;
 	}
 	return 0;

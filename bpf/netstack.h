@@ -11,6 +11,9 @@
 enum event_kind {
 	EV_RX_CHAIN = 1, /* an skb's receive timeline up to the socket queue */
 	EV_RX_READ = 2,	 /* an application read on an inet socket */
+	EV_TX_CHAIN = 3, /* an skb's transmit timeline from LOCAL_OUT on */
+	EV_TX_SEND = 4,	 /* a TCP write started: its first sequence number */
+	EV_TX_HELD = 5,	 /* a TCP write returned with data held in the socket */
 };
 
 /* Receive points, in path order; index into rx_chain_event.ts. */
@@ -21,6 +24,35 @@ enum rx_point {
 	RX_TRANSPORT = 3,
 	RX_SOCKQ = 4,
 	RX_NPOINTS = 5,
+};
+
+/* Transmit points, in path order; index into tx_chain_event.ts. */
+enum tx_point {
+	TX_SEND = 0,
+	TX_TRANSPORT = 1,
+	TX_NF_DONE = 2,
+	TX_QDISC_ENQ = 3,
+	TX_QDISC_DEQ = 4,
+	TX_DRIVER = 5,
+	TX_DONE = 6,
+	TX_FREE = 7,
+	TX_NPOINTS = 8,
+};
+
+/* How a transmit chain ended or what it carries. */
+enum tx_flags {
+	TXF_TASK = 1,	 /* sent in the sender's context: tgid/pid/comm are the sender */
+	TXF_EVICTED = 2, /* pushed out of the per-CPU cache before completing */
+	TXF_DROPPED = 4, /* freed by kfree_skb (a drop) before the driver took it */
+	TXF_QUEUED = 8,	 /* waited in a qdisc (qdisc_enqueue seen) */
+	TXF_AT_EXIT = 16,
+};
+
+/* Why data of a TCP write was still in the socket when the write returned. */
+enum tx_held_reason {
+	HELD_NAGLE = 1, /* Nagle: small segment, unacked data in flight, no TCP_NODELAY */
+	HELD_CORK = 2,	/* TCP_CORK or MSG_MORE */
+	HELD_OTHER = 3, /* congestion/receive window, pacing, TSQ or autocork */
 };
 
 /* Which kernel structure told us the flow of a chain. */
@@ -70,6 +102,44 @@ struct rx_read_event {
 	__u8 _pad[7];
 };
 
+struct tx_chain_event {
+	__u32 kind;
+	__u32 cpu;
+	__u64 ts[TX_NPOINTS]; /* 0 = point not seen */
+	__u64 skb;
+	__u64 sk;
+	struct flow flow; /* packet direction: source = local */
+	__u32 ifindex;	  /* output device */
+	__u32 netns;
+	__u32 payload;
+	__u32 seq;   /* TCP: sequence number of the first payload byte */
+	__u32 flags; /* enum tx_flags */
+	__u32 pid;
+	__u32 tgid;
+	__u32 _pad;
+	char comm[COMM_LEN];
+};
+
+/* TCP writes: EV_TX_SEND at the start, EV_TX_HELD at the end when data stayed behind. */
+struct tx_send_event {
+	__u32 kind;
+	__u32 cpu;
+	__u64 ts;
+	__u64 sk;
+	struct flow flow;
+	__u32 seq;	   /* SEND: write_seq at the start; HELD: the write's start */
+	__u32 seq_end;	   /* HELD: write_seq at the end */
+	__u32 snd_nxt;	   /* HELD: first byte not yet sent */
+	__u32 packets_out; /* HELD: unacknowledged segments in flight */
+	__u32 reason;	   /* HELD: enum tx_held_reason */
+	__u32 nonagle;	   /* tcp_sock.nonagle bits (OFF 1, CORK 2, PUSH 4) */
+	__u32 msg_flags;
+	__u32 pid;
+	__u32 tgid;
+	__u32 _pad;
+	char comm[COMM_LEN];
+};
+
 /* The per-CPU chain in flight; Rust reads leftovers at exit. */
 enum slot_state {
 	SLOT_EMPTY = 0, /* nothing in flight */
@@ -92,7 +162,11 @@ enum counter {
 	CNT_CHAIN_FLUSHED = 3,	/* chains that ended before a socket queue */
 	CNT_FILTERED = 4,	/* packets dropped by the BPF-side filters */
 	CNT_EVENTS = 5,		/* events submitted */
-	CNT_MAX = 8,
+	CNT_TX_EVICTED = 8,	/* TX chains pushed out of the per-CPU cache */
+	CNT_TX_DROPPED = 9,	/* traced TX skbs freed as drops */
+	CNT_TX_FILTERED = 10,	/* TX packets dropped by the BPF-side filters */
+	CNT_TX_PARK_FULL = 11,	/* no room to park a queued or in-flight TX chain */
+	CNT_MAX = 16,
 };
 
 #endif /* NETSTACK_H */

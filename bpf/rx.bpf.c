@@ -198,6 +198,7 @@ static __always_inline void on_ip(__u64 skb, unsigned char *head, __u16 nh, __be
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct rx_slot *s = slot_get();
+	__u32 seq;
 
 	if (!s)
 		return;
@@ -205,7 +206,7 @@ static __always_inline void on_ip(__u64 skb, unsigned char *head, __u16 nh, __be
 		slot_open(s, skb, ifindex, netns); /* rx_netif not seen: start here */
 	if (s->state != SLOT_OPEN)
 		return;
-	if (parse_ip(head, nh, protocol, &s->ev.flow, &s->ev.payload, &s->ev.seq_end) ||
+	if (parse_ip(head, nh, protocol, &s->ev.flow, &s->ev.payload, &seq, &s->ev.seq_end) ||
 	    !flow_wanted(&s->ev.flow)) {
 		s->state = SLOT_SKIP;
 		count(CNT_FILTERED);

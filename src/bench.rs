@@ -290,10 +290,7 @@ fn replay(recs: &Records) -> (Correlator, u64) {
     let mut corr = Correlator::new(false, Limits::default(), false);
     let mut held = Reorder::new(1);
     let (mut start, mut errors, mut newest) = (0usize, 0u64, 0u64);
-    let mut join = |ev: Event| match ev {
-        Event::Chain(c) => corr.on_chain(&c),
-        Event::Read(r) => corr.on_read(&r),
-    };
+    let mut join = |ev: Event| corr.on_event(&ev);
     for (i, &end) in recs.ends.iter().enumerate() {
         match events::decode(&recs.data[start..end]) {
             Ok(ev) => {
@@ -351,8 +348,16 @@ mod tests {
         // Every read but those of the last few packets finds its data.
         assert_eq!(corr.stats.reads_unmatched, 0);
         assert_eq!(corr.pending(), READ_LAG);
-        let tcp = corr.conns.keys().filter(|f| f.proto == IPPROTO_TCP).count();
-        let udp = corr.conns.keys().filter(|f| f.proto == IPPROTO_UDP).count();
+        let tcp = corr
+            .conns
+            .keys()
+            .filter(|(_, f)| f.proto == IPPROTO_TCP)
+            .count();
+        let udp = corr
+            .conns
+            .keys()
+            .filter(|(_, f)| f.proto == IPPROTO_UDP)
+            .count();
         assert!(tcp > 400 && udp > 400, "tcp {tcp} udp {udp}");
     }
 }

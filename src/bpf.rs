@@ -17,6 +17,7 @@ macro_rules! skeleton {
 }
 
 skeleton!(rx);
+skeleton!(tx);
 skeleton!(probe);
 skeleton!(empty);
 
@@ -25,3 +26,5 @@ skeleton!(empty);
 unsafe impl plain::Plain for rx::types::rx_chain_event {}
 unsafe impl plain::Plain for rx::types::rx_read_event {}
 unsafe impl plain::Plain for rx::types::rx_slot {}
+unsafe impl plain::Plain for tx::types::tx_chain_event {}
+unsafe impl plain::Plain for tx::types::tx_send_event {}

@@ -23,7 +23,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Trace receive-path latency per stage and per connection
+    /// Trace receive and transmit latency per stage and per connection
     Trace(TraceArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
@@ -59,6 +59,12 @@ pub enum Proto {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct TraceArgs {
+    /// Trace the receive path only
+    #[arg(long, conflicts_with = "tx")]
+    pub rx: bool,
+    /// Trace the transmit path only
+    #[arg(long)]
+    pub tx: bool,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -74,10 +80,10 @@ pub struct TraceArgs {
     /// With --events, keep one timeline in N
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub sample: u64,
-    /// Only sockets read by this process (thread group id)
+    /// Only sockets read or written by this process (thread group id)
     #[arg(long)]
     pub pid: Option<u32>,
-    /// Only sockets read by processes with this command name (up to 15 characters)
+    /// Only sockets read or written by processes with this command name (up to 15 characters)
     #[arg(long)]
     pub comm: Option<String>,
     /// Only packets with this source or destination port
@@ -86,13 +92,13 @@ pub struct TraceArgs {
     /// Only packets with a source or destination address in this CIDR (10.0.0.0/8, fd00::/64)
     #[arg(long, value_parser = parse_cidr)]
     pub addr: Option<Cidr>,
-    /// Only packets received on this interface (name, in the traced network namespace)
+    /// Only packets received or sent on this interface (name, in the traced network namespace)
     #[arg(long)]
     pub iface: Option<String>,
     /// Trace this network namespace (e.g. /run/netns/NAME) instead of the current one
     #[arg(long)]
     pub netns: Option<PathBuf>,
-    /// Only sockets read by processes in this cgroup v2 directory
+    /// Only sockets read or written by processes in this cgroup v2 directory
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
     /// Only this transport protocol

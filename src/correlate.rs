@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::events::{Chain, Comm, Flow, Read, IPPROTO_TCP, RX_NETIF, RX_POINTS, RX_READ, RX_SOCKQ};
+use crate::events::{
+    point_name, Chain, Comm, Flow, HeldReason, Read, IPPROTO_TCP, RX_NETIF, RX_READ, RX_SOCKQ,
+};
 
 /// A fast non-cryptographic hasher (the Fx multiply-rotate scheme) for the per-event maps:
 /// keys are kernel addresses and 5-tuples of our own traffic, not attacker-chosen strings.
@@ -54,12 +56,23 @@ impl Hasher for FxHasher {
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 use crate::hist::Hist;
 
-/// A span between two points, as indices into RX_POINTS.
+/// A span between two points, as indices into the combined point list (RX, then TX).
 pub type SpanId = (usize, usize);
 
 pub fn span_name(id: SpanId) -> String {
-    format!("{}->{}", RX_POINTS[id.0], RX_POINTS[id.1])
+    format!("{}->{}", point_name(id.0), point_name(id.1))
 }
+
+/// Which way the packets of a connection row go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    Rx,
+    Tx,
+}
+
+/// A connection row: the direction and the 5-tuple in packet direction.
+pub type ConnKey = (Dir, Flow);
 
 /// Spans of a timeline: between each pair of consecutive points it passed, plus the
 /// total rx_netif->rx_read when both ends are known.
@@ -101,6 +114,16 @@ pub struct Conn {
     pub packets: u64,
     pub bytes: u64,
     pub spans: BTreeMap<SpanId, Hist>,
+    /// TX: writes whose data waited in the socket, by reason, with the wait per segment.
+    pub held: BTreeMap<HeldReason, Held>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Held {
+    /// Writes that returned with data held for this reason.
+    pub writes: u64,
+    /// tx_send->tx_transport of the segments that carried held data.
+    pub wait: Hist,
 }
 
 /// Where the join loses or drops data; every field is shown to the user.
@@ -118,6 +141,20 @@ pub struct JoinStats {
     pub owner_filtered: u64,
     /// Connections beyond the tracked limit, folded out of the per-connection table.
     pub conns_dropped: u64,
+    /// TX: transmit chains (skbs from LOCAL_OUT on).
+    pub tx_chains: u64,
+    /// TX: TCP writes seen starting.
+    pub tx_writes: u64,
+    /// TX: TCP writes that returned with data held, by reason.
+    pub tx_held_nagle: u64,
+    pub tx_held_cork: u64,
+    pub tx_held_other: u64,
+    /// TX: TCP segments resending data already sent (no tx_send: the write is long gone).
+    pub tx_retransmits: u64,
+    /// TX: TCP data segments whose write was not seen (written before the tool started).
+    pub tx_unattributed: u64,
+    /// TX: chains that ended before the driver finished: dropped on the way.
+    pub tx_dropped: u64,
 }
 
 struct Pending {
@@ -140,10 +177,14 @@ struct Sock {
 /// A completed packet timeline, for `--events`.
 #[derive(Debug, Clone)]
 pub struct Timeline {
-    pub ts: [u64; 6],
+    pub dir: Dir,
+    /// (point index in the combined list, timestamp), for the points passed.
+    pub points: Vec<(usize, u64)>,
+    pub spans: Vec<(SpanId, u64)>,
     pub flow: Flow,
     pub owner: Option<Owner>,
     pub payload: u32,
+    pub flags: Vec<&'static str>,
 }
 
 pub struct Limits {
@@ -169,11 +210,12 @@ impl Default for Limits {
 pub struct Correlator {
     /// Only keep timelines read by this owner (set when --pid/--comm/--cgroup is given:
     /// the BPF side then only reports reads of matching processes).
-    owner_filter: bool,
-    limits: Limits,
+    pub(crate) owner_filter: bool,
+    pub(crate) limits: Limits,
     socks: FxMap<u64, Sock>,
+    pub(crate) tx_socks: FxMap<u64, crate::txjoin::TxSock>,
     pub spans: BTreeMap<SpanId, Hist>,
-    pub conns: FxMap<Flow, Conn>,
+    pub conns: FxMap<ConnKey, Conn>,
     pub stats: JoinStats,
     /// Completed timelines, drained by the caller when it wants `--events`.
     pub timelines: Option<Vec<Timeline>>,
@@ -185,6 +227,7 @@ impl Correlator {
             owner_filter,
             limits,
             socks: FxMap::default(),
+            tx_socks: FxMap::default(),
             spans: BTreeMap::new(),
             conns: FxMap::default(),
             stats: JoinStats::default(),
@@ -192,41 +235,76 @@ impl Correlator {
         }
     }
 
-    fn record(
+    /// Record spans overall and on the connection row; `packet` counts it as a packet
+    /// (a read completing a packet already counted does not). Returns the row, if kept.
+    pub(crate) fn record(
         &mut self,
-        flow: &Flow,
+        key: ConnKey,
         owner: Option<&Owner>,
         spans: &[(SpanId, u64)],
         payload: u32,
-    ) {
+        packet: bool,
+    ) -> Option<&mut Conn> {
         for &(id, v) in spans {
             self.spans.entry(id).or_default().record(v);
         }
-        if !self.conns.contains_key(flow) && self.conns.len() >= self.limits.conns {
+        if !self.conns.contains_key(&key) && self.conns.len() >= self.limits.conns {
             self.stats.conns_dropped += 1;
-            return;
+            return None;
         }
-        let c = self.conns.entry(*flow).or_default();
+        let c = self.conns.entry(key).or_default();
         if let Some(o) = owner {
             c.owner = Some(*o);
         }
         for &(id, v) in spans {
             c.spans.entry(id).or_default().record(v);
         }
-        if spans.iter().any(|(id, _)| id.1 != RX_READ) || spans.is_empty() {
+        if packet {
             c.packets += 1;
             c.bytes += payload as u64;
         }
+        Some(c)
+    }
+
+    fn record_rx(
+        &mut self,
+        flow: &Flow,
+        owner: Option<&Owner>,
+        spans: &[(SpanId, u64)],
+        payload: u32,
+    ) {
+        let packet = spans.iter().any(|(id, _)| id.1 != RX_READ) || spans.is_empty();
+        self.record((Dir::Rx, *flow), owner, spans, payload, packet);
     }
 
     fn push_timeline(&mut self, ts: [u64; 6], flow: Flow, owner: Option<Owner>, payload: u32) {
         if let Some(t) = self.timelines.as_mut() {
             t.push(Timeline {
-                ts,
+                dir: Dir::Rx,
+                points: ts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v != 0)
+                    .map(|(i, &v)| (i, v))
+                    .collect(),
+                spans: spans_of(&ts),
                 flow,
                 owner,
                 payload,
+                flags: Vec::new(),
             });
+        }
+    }
+
+    /// Feed one event, in the order the reorder stage releases them.
+    pub fn on_event(&mut self, ev: &crate::events::Event) {
+        use crate::events::Event;
+        match ev {
+            Event::Chain(c) => self.on_chain(c),
+            Event::Read(r) => self.on_read(r),
+            Event::TxChain(c) => self.on_tx_chain(c),
+            Event::TxSend(s) => self.on_tx_send(s),
+            Event::TxHeld(h) => self.on_tx_held(h),
         }
     }
 
@@ -236,12 +314,12 @@ impl Correlator {
         let owner = if queued {
             self.socks.get(&c.sk).and_then(|s| s.owner)
         } else {
-            self.conns.get(&c.flow).and_then(|k| k.owner)
+            self.conns.get(&(Dir::Rx, c.flow)).and_then(|k| k.owner)
         };
         let record_now = !self.owner_filter || owner.is_some();
         if record_now {
             let spans = spans_of(&c.ts);
-            self.record(&c.flow, owner.as_ref(), &spans, c.payload);
+            self.record_rx(&c.flow, owner.as_ref(), &spans, c.payload);
         }
         if !queued {
             if record_now {
@@ -313,9 +391,9 @@ impl Correlator {
                     .into_iter()
                     .filter(|(id, _)| id.1 == RX_READ)
                     .collect();
-                self.record(&p.flow, Some(&owner), &read_spans, p.payload);
+                self.record_rx(&p.flow, Some(&owner), &read_spans, p.payload);
             } else {
-                self.record(&p.flow, Some(&owner), &spans, p.payload);
+                self.record_rx(&p.flow, Some(&owner), &spans, p.payload);
             }
             self.push_timeline(p.ts, p.flow, Some(owner), p.payload);
         }
@@ -337,6 +415,7 @@ impl Correlator {
             !(s.queue.is_empty() && now.saturating_sub(s.last_seen) > max_age)
         });
         self.stats.unread += unread;
+        self.expire_tx(now);
     }
 
     /// At exit: data still queued is unread; chains not yet recorded are attributed if we can.
@@ -350,7 +429,7 @@ impl Correlator {
                         Some(o) => {
                             let spans = spans_of(&p.ts);
                             let o = *o;
-                            self.record(&p.flow, Some(&o), &spans, p.payload);
+                            self.record_rx(&p.flow, Some(&o), &spans, p.payload);
                         }
                         None => self.stats.owner_filtered += 1,
                     }
@@ -479,7 +558,7 @@ mod tests {
         c.finish();
         assert_eq!(c.stats.owner_filtered, 1);
         assert_eq!(count(&c, RX_DRIVER, RX_NETIF), 1);
-        let conn = &c.conns[&flow(IPPROTO_UDP, 40000)];
+        let conn = &c.conns[&(Dir::Rx, flow(IPPROTO_UDP, 40000))];
         assert_eq!(conn.owner.as_ref().unwrap().comm.to_string(), "p42");
         assert_eq!(conn.packets, 1);
     }

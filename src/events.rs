@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use crate::bpf::rx::types;
+use crate::bpf::tx::types as txt;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -22,6 +23,38 @@ pub const RX_POINTS: [&str; 6] = [
     "rx_sockq",
     "rx_read",
 ];
+/// Transmit points in path order; in span ids they follow the receive points.
+pub const TX_POINTS: [&str; 8] = [
+    "tx_send",
+    "tx_transport",
+    "tx_nf_done",
+    "tx_qdisc_enq",
+    "tx_qdisc_deq",
+    "tx_driver",
+    "tx_done",
+    "tx_free",
+];
+/// Index of the first TX point in the combined point list (see `point_name`).
+pub const TX_BASE: usize = RX_POINTS.len();
+pub const TX_SEND: usize = txt::tx_point::TX_SEND.0 as usize;
+pub const TX_TRANSPORT: usize = txt::tx_point::TX_TRANSPORT.0 as usize;
+pub const TX_DONE: usize = txt::tx_point::TX_DONE.0 as usize;
+pub const TX_NPOINTS: usize = txt::tx_point::TX_NPOINTS.0 as usize;
+
+pub const TXF_TASK: u32 = txt::tx_flags::TXF_TASK.0;
+pub const TXF_EVICTED: u32 = txt::tx_flags::TXF_EVICTED.0;
+pub const TXF_DROPPED: u32 = txt::tx_flags::TXF_DROPPED.0;
+pub const TXF_AT_EXIT: u32 = txt::tx_flags::TXF_AT_EXIT.0;
+
+/// Name of a point by its index in the combined list: RX points, then TX points.
+pub fn point_name(i: usize) -> &'static str {
+    if i < TX_BASE {
+        RX_POINTS[i]
+    } else {
+        TX_POINTS.get(i - TX_BASE).copied().unwrap_or("?")
+    }
+}
+
 pub const RX_DRIVER: usize = types::rx_point::RX_DRIVER.0 as usize;
 pub const RX_NETIF: usize = types::rx_point::RX_NETIF.0 as usize;
 pub const RX_SOCKQ: usize = types::rx_point::RX_SOCKQ.0 as usize;
@@ -149,10 +182,89 @@ pub struct Read {
     pub comm: Comm,
 }
 
+/// An skb's transmit timeline from LOCAL_OUT to completion. `ts[i]` is 0 where point i
+/// was not seen; `ts[TX_SEND]` is set by BPF for UDP and by the join for TCP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxChain {
+    pub ts: [u64; 8],
+    pub skb: u64,
+    pub sk: u64,
+    pub flow: Flow,
+    pub ifindex: u32,
+    pub netns: u32,
+    pub payload: u32,
+    pub seq: u32,
+    pub flags: u32,
+    /// The sender, when the packet left inside its send call (UDP).
+    pub tgid: u32,
+    pub comm: Comm,
+    pub cpu: u32,
+}
+
+/// A TCP write started: its data begins at sequence number `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxSend {
+    pub ts: u64,
+    pub sk: u64,
+    pub flow: Flow,
+    pub seq: u32,
+    pub msg_flags: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: Comm,
+}
+
+/// Why data of a write stayed in the socket after the write returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldReason {
+    Nagle,
+    Cork,
+    Other,
+}
+
+impl HeldReason {
+    pub fn from_raw(r: u32) -> Self {
+        if r == txt::tx_held_reason::HELD_NAGLE.0 {
+            HeldReason::Nagle
+        } else if r == txt::tx_held_reason::HELD_CORK.0 {
+            HeldReason::Cork
+        } else {
+            HeldReason::Other
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HeldReason::Nagle => "nagle",
+            HeldReason::Cork => "cork",
+            HeldReason::Other => "held",
+        }
+    }
+}
+
+/// A TCP write returned with bytes from `snd_nxt` to `seq_end` not yet sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxHeld {
+    pub ts: u64,
+    pub sk: u64,
+    /// First sequence number of the write (write_seq at the end minus the bytes taken).
+    pub seq: u32,
+    pub seq_end: u32,
+    pub snd_nxt: u32,
+    pub packets_out: u32,
+    pub reason: HeldReason,
+    pub nonagle: u32,
+    pub msg_flags: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Chain(Chain),
     Read(Read),
+    TxChain(TxChain),
+    TxSend(TxSend),
+    TxHeld(TxHeld),
 }
 
 impl Event {
@@ -162,6 +274,9 @@ impl Event {
             Event::Chain(c) if c.ts[RX_SOCKQ] != 0 => c.ts[RX_SOCKQ],
             Event::Chain(c) => c.ts.iter().copied().max().unwrap_or(0),
             Event::Read(r) => r.ts,
+            Event::TxChain(c) => c.ts.iter().copied().max().unwrap_or(0),
+            Event::TxSend(s) => s.ts,
+            Event::TxHeld(h) => h.ts,
         }
     }
 }
@@ -186,6 +301,52 @@ impl fmt::Display for DecodeError {
 pub fn comm_str(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn flow_of(
+    family: u8,
+    proto: u8,
+    saddr: &[u8; 16],
+    sport: u16,
+    daddr: &[u8; 16],
+    dport: u16,
+) -> Flow {
+    Flow {
+        proto,
+        saddr: addr(family, saddr),
+        sport,
+        daddr: addr(family, daddr),
+        dport,
+    }
+}
+
+impl From<&txt::tx_chain_event> for TxChain {
+    fn from(e: &txt::tx_chain_event) -> Self {
+        let f = &e.flow;
+        TxChain {
+            ts: e.ts,
+            skb: e.skb,
+            sk: e.sk,
+            flow: flow_of(f.family, f.proto, &f.saddr, f.sport, &f.daddr, f.dport),
+            ifindex: e.ifindex,
+            netns: e.netns,
+            payload: e.payload,
+            seq: e.seq,
+            flags: e.flags,
+            tgid: e.tgid,
+            comm: Comm::from_raw(&e.comm),
+            cpu: e.cpu,
+        }
+    }
+}
+
+fn copy<T: plain::Plain + Default>(kind: u32, data: &[u8]) -> Result<T, DecodeError> {
+    let mut e = T::default();
+    plain::copy_from_bytes(&mut e, data).map_err(|_| DecodeError::Short {
+        kind,
+        len: data.len(),
+    })?;
+    Ok(e)
 }
 
 impl From<&types::rx_chain_event> for Chain {
@@ -243,6 +404,38 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 copied_seq: e.copied_seq,
                 proto: e.proto,
                 comm: Comm::from_raw(&e.comm),
+            }))
+        }
+        k if k == types::event_kind::EV_TX_CHAIN.0 => {
+            let e: txt::tx_chain_event = copy(kind, data)?;
+            Ok(Event::TxChain(TxChain::from(&e)))
+        }
+        k if k == types::event_kind::EV_TX_SEND.0 => {
+            let e: txt::tx_send_event = copy(kind, data)?;
+            let f = &e.flow;
+            Ok(Event::TxSend(TxSend {
+                ts: e.ts,
+                sk: e.sk,
+                flow: flow_of(f.family, f.proto, &f.saddr, f.sport, &f.daddr, f.dport),
+                seq: e.seq,
+                msg_flags: e.msg_flags,
+                pid: e.pid,
+                tgid: e.tgid,
+                comm: Comm::from_raw(&e.comm),
+            }))
+        }
+        k if k == types::event_kind::EV_TX_HELD.0 => {
+            let e: txt::tx_send_event = copy(kind, data)?;
+            Ok(Event::TxHeld(TxHeld {
+                ts: e.ts,
+                sk: e.sk,
+                seq: e.seq,
+                seq_end: e.seq_end,
+                snd_nxt: e.snd_nxt,
+                packets_out: e.packets_out,
+                reason: HeldReason::from_raw(e.reason),
+                nonagle: e.nonagle,
+                msg_flags: e.msg_flags,
             }))
         }
         k => Err(DecodeError::UnknownKind(k)),

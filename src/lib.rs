@@ -15,6 +15,7 @@ pub mod output;
 pub mod probes;
 pub mod reorder;
 pub mod trace;
+pub mod txjoin;
 
 use cli::{Cli, Command};
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::correlate::{span_name, Correlator, JoinStats, SpanId, Timeline};
-use crate::events::RX_POINTS;
+use crate::correlate::{span_name, Conn, Correlator, Dir, JoinStats, SpanId, Timeline};
+use crate::events::{point_name, HeldReason, RX_POINTS, TX_BASE, TX_DONE, TX_SEND};
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
 use crate::probes::PointPlan;
 use crate::trace::KernelCounters;
@@ -18,6 +18,8 @@ pub struct IntervalReport {
     pub elapsed: Duration,
     pub packets: u64,
     pub reads: u64,
+    pub tx_packets: u64,
+    pub tx_writes: u64,
     pub events: u64,
     pub lost: u64,
 }
@@ -28,6 +30,8 @@ impl IntervalReport {
             elapsed,
             packets: j.chains,
             reads: j.reads,
+            tx_packets: j.tx_chains,
+            tx_writes: j.tx_writes,
             events: k.events,
             lost: k.lost_events,
         }
@@ -44,6 +48,8 @@ impl IntervalReport {
             elapsed_s: self.elapsed.as_secs_f64(),
             packets: self.packets.saturating_sub(prev.packets),
             reads: self.reads.saturating_sub(prev.reads),
+            tx_packets: self.tx_packets.saturating_sub(prev.tx_packets),
+            tx_writes: self.tx_writes.saturating_sub(prev.tx_writes),
             events,
             events_per_s: events as f64 / secs,
             lost_events: self.lost.saturating_sub(prev.lost),
@@ -57,6 +63,8 @@ pub struct IntervalLine {
     pub elapsed_s: f64,
     pub packets: u64,
     pub reads: u64,
+    pub tx_packets: u64,
+    pub tx_writes: u64,
     pub events: u64,
     pub events_per_s: f64,
     pub lost_events: u64,
@@ -74,10 +82,12 @@ impl IntervalLine {
 
     pub fn human(&self) -> String {
         format!(
-            "{:>8.1}s  packets {:>8}  reads {:>8}  events/s {:>10.0}  lost {}{}",
+            "{:>8.1}s  rx packets {:>8}  reads {:>8}  tx packets {:>8}  writes {:>8}  events/s {:>10.0}  lost {}{}",
             self.elapsed_s,
             self.packets,
             self.reads,
+            self.tx_packets,
+            self.tx_writes,
             self.events_per_s,
             self.lost_events,
             if self.lost_events_total > 0 {
@@ -96,8 +106,17 @@ pub struct SpanStats {
     pub stats: Stats,
 }
 
+/// Data held in the socket for one reason: how many writes, and how long segments waited.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldRow {
+    pub reason: &'static str,
+    pub writes: u64,
+    pub wait: Stats,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnRow {
+    pub direction: Dir,
     pub proto: &'static str,
     pub saddr: String,
     pub sport: u16,
@@ -108,6 +127,28 @@ pub struct ConnRow {
     pub packets: u64,
     pub bytes: u64,
     pub spans: Vec<SpanStats>,
+    /// TX: "nagle" / "cork" when data waited in the socket for that reason.
+    pub flags: Vec<&'static str>,
+    pub held: Vec<HeldRow>,
+}
+
+/// Per-connection flags worth a user's attention; HELD_OTHER (windows, pacing) is shown
+/// in `held` but is not a flag.
+fn conn_flags(c: &Conn) -> Vec<&'static str> {
+    c.held
+        .keys()
+        .filter(|r| **r != HeldReason::Other)
+        .map(|r| r.name())
+        .collect()
+}
+
+/// Flags counted over all connections: how many connections and writes had each.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlagCount {
+    pub connections: u64,
+    pub writes: u64,
+    pub segments_waited: u64,
+    pub max_wait_ns: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +165,7 @@ pub struct Summary {
     pub spans: Vec<(SpanStats, Hist)>,
     pub connections: Vec<ConnRow>,
     pub connections_total: usize,
+    pub flags: std::collections::BTreeMap<&'static str, FlagCount>,
     pub join: JoinStats,
     pub kernel: KernelCounters,
     pub decode_errors: u64,
@@ -132,8 +174,11 @@ pub struct Summary {
 
 fn span_rows(spans: &std::collections::BTreeMap<SpanId, Hist>) -> Vec<(SpanStats, Hist)> {
     let mut ids: Vec<&SpanId> = spans.keys().collect();
-    // Path order; the total (rx_netif->rx_read) after the stage spans.
-    ids.sort_by_key(|(a, b)| (b - a > 1 && *b == RX_POINTS.len() - 1, *a, *b));
+    // RX then TX, path order, each direction's total after its stage spans.
+    let total = |a: usize, b: usize| {
+        (a, b) == (1, RX_POINTS.len() - 1) || (a, b) == (TX_BASE + TX_SEND, TX_BASE + TX_DONE)
+    };
+    ids.sort_by_key(|(a, b)| (*a >= TX_BASE, total(*a, *b), *a, *b));
     ids.into_iter()
         .map(|id| {
             let h = &spans[id];
@@ -160,10 +205,24 @@ impl Summary {
     ) -> Self {
         let mut conns: Vec<_> = c.conns.iter().collect();
         conns.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(b.0)));
+        let mut flags: std::collections::BTreeMap<&'static str, FlagCount> = Default::default();
+        for k in c.conns.values() {
+            for (r, h) in &k.held {
+                if *r == HeldReason::Other {
+                    continue;
+                }
+                let f = flags.entry(r.name()).or_default();
+                f.connections += 1;
+                f.writes += h.writes;
+                f.segments_waited += h.wait.count();
+                f.max_wait_ns = f.max_wait_ns.max(h.wait.max());
+            }
+        }
         let connections = conns
             .iter()
             .take(top)
-            .map(|(f, k)| ConnRow {
+            .map(|((dir, f), k)| ConnRow {
+                direction: *dir,
                 proto: f.proto_name(),
                 saddr: f.saddr.to_string(),
                 sport: f.sport,
@@ -174,6 +233,16 @@ impl Summary {
                 packets: k.packets,
                 bytes: k.bytes,
                 spans: span_rows(&k.spans).into_iter().map(|(s, _)| s).collect(),
+                flags: conn_flags(k),
+                held: k
+                    .held
+                    .iter()
+                    .map(|(r, h)| HeldRow {
+                        reason: r.name(),
+                        writes: h.writes,
+                        wait: h.wait.summary(),
+                    })
+                    .collect(),
             })
             .collect();
         Summary {
@@ -182,6 +251,7 @@ impl Summary {
             spans: span_rows(&c.spans),
             connections,
             connections_total: c.conns.len(),
+            flags,
             join: c.stats.clone(),
             kernel,
             decode_errors,
@@ -206,6 +276,7 @@ impl Summary {
             "spans": self.spans.iter().map(|(s, _)| s).collect::<Vec<_>>(),
             "connections": self.connections,
             "connections_total": self.connections_total,
+            "flags": self.flags,
             "join": self.join,
             "kernel": self.kernel,
             "decode_errors": self.decode_errors,
@@ -218,7 +289,7 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "\nRX trace: {:.1}s{}, {} packets, {} reads, lost events {}",
+            "\nTrace: {:.1}s{}, RX {} packets {} reads, TX {} packets {} writes, lost events {}",
             self.duration.as_secs_f64(),
             if self.interrupted {
                 " (interrupted)"
@@ -227,6 +298,8 @@ impl Summary {
             },
             self.join.chains,
             self.join.reads,
+            self.join.tx_chains,
+            self.join.tx_writes,
             self.kernel.lost_events
         );
         let _ = writeln!(
@@ -267,11 +340,32 @@ impl Summary {
                     (Some(p), Some(n)) => format!("pid {p} {n}"),
                     _ => "pid ?".to_string(),
                 };
+                let dir = match c.direction {
+                    Dir::Rx => "RX",
+                    Dir::Tx => "TX",
+                };
+                let flags = if c.flags.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", c.flags.join(","))
+                };
                 let _ = writeln!(
                     s,
-                    "  {} {}:{} -> {}:{}  {}  packets {} bytes {}",
+                    "  {dir} {} {}:{} -> {}:{}  {}  packets {} bytes {}{flags}",
                     c.proto, c.saddr, c.sport, c.daddr, c.dport, who, c.packets, c.bytes
                 );
+                for h in &c.held {
+                    let _ = writeln!(
+                        s,
+                        "      held by {:<6} {} writes, segments waited p50 {} p90 {} max {} (n={})",
+                        h.reason,
+                        h.writes,
+                        fmt_ns(h.wait.p50_ns),
+                        fmt_ns(h.wait.p90_ns),
+                        fmt_ns(h.wait.max_ns),
+                        h.wait.count
+                    );
+                }
                 for sp in &c.spans {
                     let _ = writeln!(
                         s,
@@ -301,6 +395,30 @@ impl Summary {
             j.owner_filtered,
             self.decode_errors
         );
+        let _ = writeln!(
+            s,
+            "TX accounting: writes {}, held by nagle {} / cork {} / other {}, retransmits {}, \
+             segments of unseen writes {}, dropped {}, evicted from cache {}, filtered {}",
+            j.tx_writes,
+            j.tx_held_nagle,
+            j.tx_held_cork,
+            j.tx_held_other,
+            j.tx_retransmits,
+            j.tx_unattributed,
+            j.tx_dropped,
+            k.tx_evicted,
+            k.tx_filtered
+        );
+        for (name, f) in &self.flags {
+            let _ = writeln!(
+                s,
+                "Flag {name}: {} connections, {} writes held, {} segments waited, max wait {}",
+                f.connections,
+                f.writes,
+                f.segments_waited,
+                fmt_ns(f.max_wait_ns)
+            );
+        }
         let hooks: Vec<String> = self
             .hooks
             .iter()
@@ -314,18 +432,17 @@ impl Summary {
 /// One `--events` line: the packet's timestamps and spans.
 pub fn timeline_json(t: &Timeline) -> String {
     let mut ts = serde_json::Map::new();
-    for (i, &v) in t.ts.iter().enumerate() {
-        if v != 0 {
-            ts.insert(RX_POINTS[i].into(), v.into());
-        }
+    for &(i, v) in &t.points {
+        ts.insert(point_name(i).into(), v.into());
     }
     let mut spans = serde_json::Map::new();
-    for (id, v) in crate::correlate::spans_of(&t.ts) {
+    for &(id, v) in &t.spans {
         spans.insert(span_name(id), v.into());
     }
     json!({
         "type": "event",
-        "direction": "rx",
+        "direction": t.dir,
+        "flags": t.flags,
         "proto": t.flow.proto_name(),
         "saddr": t.flow.saddr.to_string(),
         "sport": t.flow.sport,

@@ -106,7 +106,9 @@ const DRIVER_TP: &[&str] = &[
     "netif_receive_skb_entry",
 ];
 
-fn rx_candidates(point: &str) -> Vec<Candidate> {
+const TX_SEND_TP: &[&str] = &["sys_enter", "tcp_sendmsg_locked", "sock_send_length"];
+
+fn candidates(point: &str) -> Vec<Candidate> {
     use HookKind::*;
     match point {
         "rx_driver" => vec![c(TpBtf, DRIVER_TP, false), c(RawTp, DRIVER_TP, false)],
@@ -142,6 +144,52 @@ fn rx_candidates(point: &str) -> Vec<Candidate> {
             c(TpBtf, &["sock_recv_length"], true),
             c(RawTp, &["sock_recv_length"], true),
         ],
+        "tx_send" => vec![c(TpBtf, TX_SEND_TP, true), c(RawTp, TX_SEND_TP, true)],
+        "tx_transport" => vec![
+            c(
+                Netfilter,
+                &["ipv4 LOCAL_OUT first", "ipv6 LOCAL_OUT first"],
+                true,
+            ),
+            c(Fentry, &["ip_output", "ip6_output"], true),
+        ],
+        "tx_nf_done" => vec![
+            c(
+                Netfilter,
+                &["ipv4 POST_ROUTING last", "ipv6 POST_ROUTING last"],
+                true,
+            ),
+            c(Fentry, &["ip_finish_output2", "ip6_finish_output2"], true),
+        ],
+        // A parked chain must be picked up again: enqueue and dequeue come together.
+        "tx_qdisc_enq" => vec![
+            c(
+                TpBtf,
+                &["net_dev_queue", "qdisc_enqueue", "qdisc_dequeue"],
+                true,
+            ),
+            c(
+                RawTp,
+                &["net_dev_queue", "qdisc_enqueue", "qdisc_dequeue"],
+                true,
+            ),
+        ],
+        "tx_qdisc_deq" => vec![
+            c(TpBtf, &["qdisc_dequeue"], true),
+            c(RawTp, &["qdisc_dequeue"], true),
+        ],
+        "tx_driver" => vec![
+            c(TpBtf, &["net_dev_start_xmit"], true),
+            c(RawTp, &["net_dev_start_xmit"], true),
+        ],
+        "tx_done" => vec![
+            c(TpBtf, &["net_dev_xmit"], true),
+            c(RawTp, &["net_dev_xmit"], true),
+        ],
+        "tx_free" => vec![
+            c(TpBtf, &["consume_skb", "kfree_skb"], true),
+            c(RawTp, &["consume_skb", "kfree_skb"], true),
+        ],
         _ => Vec::new(),
     }
 }
@@ -153,6 +201,17 @@ pub const RX_PLAN_POINTS: [&str; 6] = [
     "rx_transport",
     "rx_sockq",
     "rx_read",
+];
+
+pub const TX_PLAN_POINTS: [&str; 8] = [
+    "tx_send",
+    "tx_transport",
+    "tx_nf_done",
+    "tx_qdisc_enq",
+    "tx_qdisc_deq",
+    "tx_driver",
+    "tx_done",
+    "tx_free",
 ];
 
 /// Why a candidate cannot serve here, or the hooks it would use.
@@ -205,9 +264,19 @@ fn check(f: &Facts, cand: &Candidate) -> Result<Vec<String>, String> {
     Ok(present.iter().map(|s| s.to_string()).collect())
 }
 
-/// Choose the first working candidate per point, in the order tracepoints, netfilter, fentry.
+/// The receive points' plan.
 pub fn plan_rx(f: &Facts) -> Vec<PointPlan> {
-    RX_PLAN_POINTS
+    plan_points(f, &RX_PLAN_POINTS)
+}
+
+/// The transmit points' plan.
+pub fn plan_tx(f: &Facts) -> Vec<PointPlan> {
+    plan_points(f, &TX_PLAN_POINTS)
+}
+
+/// Choose the first working candidate per point, in the order tracepoints, netfilter, fentry.
+pub fn plan_points(f: &Facts, points: &[&'static str]) -> Vec<PointPlan> {
+    points
         .iter()
         .map(|&point| {
             let mut plan = PointPlan {
@@ -218,7 +287,7 @@ pub fn plan_rx(f: &Facts) -> Vec<PointPlan> {
                 alternatives: Vec::new(),
             };
             let mut reasons = Vec::new();
-            for cand in rx_candidates(point) {
+            for cand in candidates(point) {
                 match check(f, &cand) {
                     Ok(hooks) if plan.kind.is_none() => {
                         plan.kind = Some(cand.kind);
@@ -304,6 +373,10 @@ const FUNCS: &[&str] = &[
     "tcp_v6_rcv",
     "udp_rcv",
     "udpv6_rcv",
+    "ip_output",
+    "ip6_output",
+    "ip_finish_output2",
+    "ip6_finish_output2",
 ];
 
 /// Gather facts from BTF and from test loads. Needs root for the fentry probe.
@@ -311,8 +384,8 @@ pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
     let btf = Btf::from_path(btf_path)
         .map_err(|e| UserError::new(format!("cannot read BTF at {}: {e}", btf_path.display())))?;
     let mut facts = Facts::default();
-    for &point in RX_PLAN_POINTS.iter() {
-        for cand in rx_candidates(point) {
+    for &point in RX_PLAN_POINTS.iter().chain(TX_PLAN_POINTS.iter()) {
+        for cand in candidates(point) {
             if matches!(cand.kind, HookKind::TpBtf | HookKind::RawTp) {
                 for &h in cand.hooks {
                     if btf
@@ -363,7 +436,8 @@ pub fn run(args: &crate::cli::ProbesArgs) -> anyhow::Result<()> {
     libbpf_rs::set_print(None);
     let info = kernel_info(&btf);
     let facts = gather(&btf)?;
-    let plan = plan_rx(&facts);
+    let mut plan = plan_rx(&facts);
+    plan.extend(plan_tx(&facts));
     if args.json {
         let v = serde_json::json!({
             "kernel": info,
@@ -424,6 +498,16 @@ mod tests {
                 "netif_receive_skb",
                 "sk_data_ready",
                 "sock_recv_length",
+                "sys_enter",
+                "tcp_sendmsg_locked",
+                "sock_send_length",
+                "net_dev_queue",
+                "qdisc_enqueue",
+                "qdisc_dequeue",
+                "net_dev_start_xmit",
+                "net_dev_xmit",
+                "consume_skb",
+                "kfree_skb",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -490,5 +574,35 @@ mod tests {
         assert_eq!(ip.kind, None);
         let r = ip.reason.as_deref().unwrap();
         assert!(r.contains("6.4") && r.contains("EPERM"), "{r}");
+    }
+
+    #[test]
+    fn every_tx_point_is_served_on_618() {
+        let p = plan_tx(&facts_618());
+        assert_eq!(p.len(), 8);
+        for x in &p {
+            assert!(x.kind.is_some(), "{} unserved: {:?}", x.point, x.reason);
+        }
+        assert_eq!(kind_of(&p, "tx_transport"), Some(HookKind::Netfilter));
+        assert_eq!(kind_of(&p, "tx_nf_done"), Some(HookKind::Netfilter));
+        assert_eq!(kind_of(&p, "tx_free"), Some(HookKind::TpBtf));
+    }
+
+    #[test]
+    fn tx_send_says_which_tracepoint_is_missing() {
+        let mut f = facts_618();
+        f.tracepoints.remove("tcp_sendmsg_locked");
+        f.tracepoints.remove("qdisc_dequeue");
+        let p = plan_tx(&f);
+        let send = p.iter().find(|x| x.point == "tx_send").unwrap();
+        assert_eq!(send.kind, None);
+        assert!(send
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("tcp_sendmsg_locked not in this kernel"));
+        // Enqueue without dequeue would park chains for ever: both or neither.
+        assert_eq!(kind_of(&p, "tx_qdisc_enq"), None);
+        assert_eq!(kind_of(&p, "tx_driver"), Some(HookKind::TpBtf));
     }
 }

@@ -16,11 +16,12 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, MapType, NetfilterOpts, RingBufferBuilder};
 use std::os::fd::{AsFd, AsRawFd};
 
-use crate::bpf::rx::{types, OpenRxSkel, RxSkel, RxSkelBuilder};
+use crate::bpf::rx::{types, RxSkel, RxSkelBuilder};
+use crate::bpf::tx::{TxSkel, TxSkelBuilder};
 use crate::cli::{Proto, TraceArgs};
 use crate::correlate::{Correlator, Limits};
 use crate::error::{require_root, UserError};
-use crate::events::{self, Event, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use crate::events::{self, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::netns;
 use crate::output::{self, IntervalReport, Summary};
 use crate::probes::{self, HookKind, PointPlan};
@@ -122,32 +123,51 @@ pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
     Ok(f)
 }
 
-fn set_filters(open: &mut OpenRxSkel<'_>, f: &Filters) -> Result<()> {
-    let ro = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("BPF object has no rodata")?;
-    ro.f_port = f.port;
-    ro.f_proto = f.proto;
-    ro.f_family = f.family;
-    ro.f_ifindex = f.ifindex;
-    ro.f_netns = f.netns;
-    if let Some(c) = &f.cidr {
-        ro.f_cidr_family = if c.addr.is_ipv4() { AF_INET } else { AF_INET6 };
-        ro.f_cidr_len = c.len;
-        ro.f_cidr_addr = c.bytes();
-    }
-    ro.f_tgid = f.tgid;
-    if let Some(comm) = &f.comm {
-        ro.f_comm_set = 1;
-        for (d, s) in ro.f_comm.iter_mut().zip(comm.bytes()) {
-            *d = s as i8;
-        }
-    }
-    ro.f_cgroup = f.cgroup;
-    Ok(())
+/// Write the filters into an object's rodata (the RX and TX objects share the names).
+macro_rules! set_filters {
+    ($open:expr, $f:expr) => {{
+        let ro = $open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("BPF object has no rodata")?;
+        write_filters!(&mut *ro, $f);
+        ro
+    }};
 }
+
+macro_rules! write_filters {
+    ($ro:expr, $f:expr) => {{
+        let (ro, f) = ($ro, $f);
+        ro.f_port = f.port;
+        ro.f_proto = f.proto;
+        ro.f_family = f.family;
+        ro.f_ifindex = f.ifindex;
+        ro.f_netns = f.netns;
+        if let Some(c) = &f.cidr {
+            ro.f_cidr_family = if c.addr.is_ipv4() { AF_INET } else { AF_INET6 };
+            ro.f_cidr_len = c.len;
+            ro.f_cidr_addr = c.bytes();
+        }
+        ro.f_tgid = f.tgid;
+        if let Some(comm) = &f.comm {
+            ro.f_comm_set = 1;
+            for (d, s) in ro.f_comm.iter_mut().zip(comm.bytes()) {
+                *d = s as i8;
+            }
+        }
+        ro.f_cgroup = f.cgroup;
+    }};
+}
+
+/// The send syscalls whose entry starts tx_send, for this architecture.
+const SEND_SYSCALLS: [libc::c_long; 5] = [
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_sendmmsg,
+];
 
 /// Program names per point and hook kind (the skeleton's program fields).
 fn programs_for(point: &str, kind: HookKind) -> &'static [&'static str] {
@@ -178,6 +198,26 @@ fn programs_for(point: &str, kind: HookKind) -> &'static [&'static str] {
         ("rx_sockq", RawTp) => &["rx_sockq_raw"],
         ("rx_read", TpBtf) => &["rx_read_tp_btf"],
         ("rx_read", RawTp) => &["rx_read_raw"],
+        ("tx_send", TpBtf) => &["tx_send_sys_enter", "tx_send_tcp", "tx_send_end"],
+        ("tx_send", RawTp) => &[
+            "tx_send_sys_enter_raw",
+            "tx_send_tcp_raw",
+            "tx_send_end_raw",
+        ],
+        ("tx_transport", Netfilter) => &["tx_transport_nf"],
+        ("tx_transport", Fentry) => &["tx_transport_fentry4", "tx_transport_fentry6"],
+        ("tx_nf_done", Netfilter) => &["tx_nf_done_nf"],
+        ("tx_nf_done", Fentry) => &["tx_nf_done_fentry4", "tx_nf_done_fentry6"],
+        ("tx_qdisc_enq", TpBtf) => &["tx_qdisc_enq_queue", "tx_qdisc_enq_qdisc"],
+        ("tx_qdisc_enq", RawTp) => &["tx_qdisc_enq_queue_raw", "tx_qdisc_enq_qdisc_raw"],
+        ("tx_qdisc_deq", TpBtf) => &["tx_qdisc_deq_qdisc"],
+        ("tx_qdisc_deq", RawTp) => &["tx_qdisc_deq_qdisc_raw"],
+        ("tx_driver", TpBtf) => &["tx_driver_start"],
+        ("tx_driver", RawTp) => &["tx_driver_start_raw"],
+        ("tx_done", TpBtf) => &["tx_done_xmit"],
+        ("tx_done", RawTp) => &["tx_done_xmit_raw"],
+        ("tx_free", TpBtf) => &["tx_free_consume", "tx_free_kfree"],
+        ("tx_free", RawTp) => &["tx_free_consume_raw", "tx_free_kfree_raw"],
         _ => &[],
     }
 }
@@ -246,6 +286,12 @@ pub struct KernelCounters {
     pub sockq_unjoined: u64,
     pub chains_without_socket: u64,
     pub filtered: u64,
+    /// TX chains pushed out of the per-CPU cache before they completed.
+    pub tx_evicted: u64,
+    pub tx_dropped: u64,
+    pub tx_filtered: u64,
+    /// TX chains that could not be parked (qdisc or completion wait): emitted early.
+    pub tx_park_full: u64,
 }
 
 fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
@@ -257,6 +303,10 @@ fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
         sockq_unjoined: sum_counter(skel, c::CNT_SOCKQ_UNJOINED.0),
         chains_without_socket: sum_counter(skel, c::CNT_CHAIN_FLUSHED.0),
         filtered: sum_counter(skel, c::CNT_FILTERED.0),
+        tx_evicted: sum_counter(skel, c::CNT_TX_EVICTED.0),
+        tx_dropped: sum_counter(skel, c::CNT_TX_DROPPED.0),
+        tx_filtered: sum_counter(skel, c::CNT_TX_FILTERED.0),
+        tx_park_full: sum_counter(skel, c::CNT_TX_PARK_FULL.0),
     }
 }
 
@@ -281,6 +331,41 @@ fn drain_slots(skel: &RxSkel<'_>, corr: &mut Correlator) {
             chain.flags |= events::CHAIN_AT_EXIT;
             corr.on_chain(&chain);
         }
+    }
+}
+
+/// TX chains still parked (in a qdisc, awaiting completion) or in a per-CPU cache when we
+/// stop: reported with the points they passed.
+fn drain_tx(skel: &TxSkel<'_>, corr: &mut Correlator) {
+    use crate::bpf::tx::types as t;
+    let mut chains = Vec::new();
+    for key in skel.maps.tx_parked.keys() {
+        if let Ok(Some(v)) = skel.maps.tx_parked.lookup(&key, MapFlags::ANY) {
+            let mut e = t::tx_chain_event::default();
+            if plain::copy_from_bytes(&mut e, &v).is_ok() {
+                chains.push(e);
+            }
+        }
+    }
+    if let Ok(Some(cpus)) = skel
+        .maps
+        .tx_cpu
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+    {
+        let size = std::mem::size_of::<t::tx_chain_event>();
+        for raw in cpus {
+            for chunk in raw.chunks_exact(size).take(64) {
+                let mut e = t::tx_chain_event::default();
+                if plain::copy_from_bytes(&mut e, chunk).is_ok() && e.skb != 0 {
+                    chains.push(e);
+                }
+            }
+        }
+    }
+    for e in chains {
+        let mut c = events::TxChain::from(&e);
+        c.flags |= events::TXF_AT_EXIT;
+        corr.on_tx_chain(&c);
     }
 }
 
@@ -314,12 +399,13 @@ pub fn attach_netfilter(
 
 fn attach(
     skel: &mut RxSkel<'_>,
+    tx: &mut TxSkel<'_>,
     plan: &[PointPlan],
     netns_path: Option<&Path>,
 ) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     let chosen = chosen_programs(plan);
-    for prog in skel.object().progs_mut() {
+    for prog in skel.object().progs_mut().chain(tx.object().progs_mut()) {
         let name = prog.name().to_string_lossy().to_string();
         if !chosen.contains(&name.as_str()) || name.ends_with("_nf") {
             continue;
@@ -341,6 +427,16 @@ fn attach(
             "rx_transport" => (
                 &skel.progs.rx_transport_nf,
                 libbpf_rs::NF_INET_LOCAL_IN,
+                NF_LAST,
+            ),
+            "tx_transport" => (
+                &tx.progs.tx_transport_nf,
+                libbpf_rs::NF_INET_LOCAL_OUT,
+                NF_FIRST,
+            ),
+            "tx_nf_done" => (
+                &tx.progs.tx_nf_done_nf,
+                libbpf_rs::NF_INET_POST_ROUTING,
                 NF_LAST,
             ),
             _ => continue,
@@ -416,10 +512,9 @@ impl<'a> PerCpuRings<'a> {
     }
 
     fn release(&self, watermark: u64, corr: &mut Correlator) {
-        self.held.borrow_mut().release(watermark, |ev| match ev {
-            Event::Chain(c) => corr.on_chain(&c),
-            Event::Read(r) => corr.on_read(&r),
-        });
+        self.held
+            .borrow_mut()
+            .release(watermark, |ev| corr.on_event(&ev));
     }
 
     fn decode_errors(&self) -> u64 {
@@ -483,7 +578,14 @@ pub fn run(args: &TraceArgs) -> Result<()> {
         resolve_filters(args)?
     };
     let facts = probes::gather(&btf)?;
-    let plan = probes::plan_rx(&facts);
+    let (want_rx, want_tx) = (!args.tx, !args.rx);
+    let mut plan = Vec::new();
+    if want_rx {
+        plan.extend(probes::plan_rx(&facts));
+    }
+    if want_tx {
+        plan.extend(probes::plan_tx(&facts));
+    }
     for p in plan.iter().filter(|p| p.kind.is_none()) {
         eprintln!(
             "netstack-lat: {} is not traced on this kernel: {}",
@@ -491,17 +593,25 @@ pub fn run(args: &TraceArgs) -> Result<()> {
             p.reason.as_deref().unwrap_or("no hook")
         );
     }
-    if !plan
-        .iter()
-        .any(|p| p.point == "rx_sockq" && p.kind.is_some())
-    {
+    let served = |point: &str| plan.iter().any(|p| p.point == point && p.kind.is_some());
+    if want_rx && !served("rx_sockq") {
         return Err(UserError::new(
             "this kernel has no hook for the socket-queue point (sock:sk_data_ready, Linux 6.6+): \
              see `netstack-lat probes` for what is missing",
         )
         .into());
     }
+    if want_tx && !served("tx_transport") {
+        return Err(UserError::new(
+            "this kernel has no hook for tx_transport (netfilter BPF link, Linux 6.4+, or fentry): \
+             see `netstack-lat probes` for what is missing",
+        )
+        .into());
+    }
 
+    // Both objects load (a direction not traced loads no programs); TX writes into RX's
+    // ring buffers and counters, so one reader and one set of counters serve both.
+    let chosen = chosen_programs(&plan);
     let mut obj = MaybeUninit::uninit();
     let mut builder = RxSkelBuilder::default();
     if btf != Path::new(probes::DEFAULT_BTF) {
@@ -510,19 +620,48 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut open = builder
         .open(&mut obj)
         .context("opening the RX BPF object")?;
-    set_filters(&mut open, &filters)?;
+    set_filters!(open, &filters);
     open.maps
         .events
         .set_max_entries(libbpf_rs::num_possible_cpus()? as u32)?;
-    let chosen = chosen_programs(&plan);
     for mut prog in open.open_object_mut().progs_mut() {
         let name = prog.name().to_string_lossy().to_string();
         prog.set_autoload(chosen.contains(&name.as_str()));
     }
     let mut skel = open.load().context("loading the RX BPF programs")?;
+
+    let mut tx_obj = MaybeUninit::uninit();
+    let mut tx_builder = TxSkelBuilder::default();
+    if btf != Path::new(probes::DEFAULT_BTF) {
+        tx_builder.obj_builder.btf_custom_path(&btf)?;
+    }
+    let mut tx_open = tx_builder
+        .open(&mut tx_obj)
+        .context("opening the TX BPF object")?;
+    let ro = set_filters!(tx_open, &filters);
+    // c_long is i32 on 32-bit targets, where this conversion is not a no-op.
+    #[allow(clippy::useless_conversion)]
+    for (d, nr) in ro.sys_nr.iter_mut().zip(SEND_SYSCALLS) {
+        *d = i64::from(nr);
+    }
+    tx_open
+        .maps
+        .events
+        .reuse_fd(skel.maps.events.as_fd())
+        .context("sharing the ring buffers with the TX object")?;
+    tx_open
+        .maps
+        .counters
+        .reuse_fd(skel.maps.counters.as_fd())
+        .context("sharing the counters with the TX object")?;
+    for mut prog in tx_open.open_object_mut().progs_mut() {
+        let name = prog.name().to_string_lossy().to_string();
+        prog.set_autoload(chosen.contains(&name.as_str()));
+    }
+    let mut tx = tx_open.load().context("loading the TX BPF programs")?;
     // Rings first: a program attached before its ring exists would count events as lost.
     let rings = PerCpuRings::install(&skel)?;
-    let links = attach(&mut skel, &plan, args.netns.as_deref())?;
+    let links = attach(&mut skel, &mut tx, &plan, args.netns.as_deref())?;
     let hooks: Vec<String> = plan
         .iter()
         .map(|p| {
@@ -533,8 +672,13 @@ pub fn run(args: &TraceArgs) -> Result<()> {
             )
         })
         .collect();
+    let what = match (want_rx, want_tx) {
+        (true, true) => "RX+TX",
+        (true, false) => "RX",
+        _ => "TX",
+    };
     eprintln!(
-        "netstack-lat: tracing RX ({}); stop with Ctrl-C",
+        "netstack-lat: tracing {what} ({}); stop with Ctrl-C",
         hooks.join(" ")
     );
 
@@ -582,6 +726,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     rings.poll(Duration::ZERO)?;
     rings.release(u64::MAX, &mut corr);
     drain_slots(&skel, &mut corr);
+    drain_tx(&tx, &mut corr);
     let counters = read_counters(&skel);
     drop(links);
     corr.finish();
@@ -608,7 +753,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::{plan_rx, Facts};
+    use crate::probes::{plan_rx, plan_tx, Facts};
 
     #[test]
     fn only_the_chosen_hooks_load() {
@@ -658,5 +803,58 @@ mod tests {
             ..Filters::default()
         };
         assert!(f.by_owner());
+    }
+
+    #[test]
+    fn tx_programs_follow_the_plan() {
+        let facts = Facts {
+            tracepoints: [
+                "sys_enter",
+                "tcp_sendmsg_locked",
+                "sock_send_length",
+                "net_dev_queue",
+                "qdisc_enqueue",
+                "qdisc_dequeue",
+                "net_dev_start_xmit",
+                "net_dev_xmit",
+                "consume_skb",
+                "kfree_skb",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            netfilter_link: false,
+            fentry: Ok(()),
+            funcs: [
+                "ip_output",
+                "ip6_output",
+                "ip_finish_output2",
+                "ip6_finish_output2",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            kprobe: Err("no".into()),
+        };
+        let progs = chosen_programs(&plan_tx(&facts));
+        assert_eq!(
+            progs,
+            vec![
+                "tx_send_sys_enter",
+                "tx_send_tcp",
+                "tx_send_end",
+                "tx_transport_fentry4",
+                "tx_transport_fentry6",
+                "tx_nf_done_fentry4",
+                "tx_nf_done_fentry6",
+                "tx_qdisc_enq_queue",
+                "tx_qdisc_enq_qdisc",
+                "tx_qdisc_deq_qdisc",
+                "tx_driver_start",
+                "tx_done_xmit",
+                "tx_free_consume",
+                "tx_free_kfree",
+            ]
+        );
     }
 }

@@ -46,6 +46,7 @@ fn malformed_flags_need_no_root() {
     );
     expect_user_error(&mut tool(&["trace", "--proto", "sctp"]), "sctp");
     expect_user_error(&mut tool(&["trace", "-4", "-6"]), "cannot be used");
+    expect_user_error(&mut tool(&["trace", "--rx", "--tx"]), "cannot be used");
     expect_user_error(&mut tool(&["--no-such-flag"]), "--no-such-flag");
 }
 

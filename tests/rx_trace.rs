@@ -121,7 +121,7 @@ fn conn(v: &Value, dport: u16) -> Option<&Value> {
     v["connections"]
         .as_array()?
         .iter()
-        .find(|c| c["dport"] == dport)
+        .find(|c| c["direction"] == "rx" && c["dport"] == dport)
 }
 
 /// K datagrams give K samples on every span of the flow, or the shortfall is accounted for.

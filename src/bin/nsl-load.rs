@@ -88,6 +88,44 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, value_name = "BYTES", default_value_t = 64)]
         size: usize,
+        /// Leave Nagle's algorithm on (no TCP_NODELAY)
+        #[arg(long)]
+        nagle: bool,
+    },
+    /// Serve ROUNDS requests on one TCP connection: read 2 x SIZE bytes, answer REPLY bytes.
+    TcpRrServer {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
+        #[arg(long, value_name = "BYTES", default_value_t = 100)]
+        size: usize,
+        #[arg(long, value_name = "BYTES", default_value_t = 100)]
+        reply: usize,
+    },
+    /// ROUNDS x (write SIZE, write SIZE, read REPLY): the pattern Nagle + delayed ACK stalls.
+    TcpRrClient {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
+        #[arg(long, value_name = "BYTES", default_value_t = 100)]
+        size: usize,
+        #[arg(long, value_name = "BYTES", default_value_t = 100)]
+        reply: usize,
+        /// Set TCP_NODELAY (default: Nagle on)
+        #[arg(long)]
+        nodelay: bool,
+    },
+    /// Create tun device NAME, print READY, read COUNT packets, sleeping DELAY ms once each
+    /// is queued (the device exists only while this runs).
+    TunSink {
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        #[arg(long = "delay-ms", value_name = "MS", default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Send UDP datagrams as fast as possible for SECONDS or MAX_PACKETS attempts.
     UdpFlood {
@@ -206,10 +244,37 @@ fn run(cli: Cli) -> Result<()> {
             count,
             interval_ms,
             size,
+            nagle,
         } => {
             check_tcp_size(size, "--size")?;
-            tcp_send(to, count, interval_ms, size)
+            tcp_send(to, count, interval_ms, size, nagle)
         }
+        Cmd::TcpRrServer {
+            bind,
+            rounds,
+            size,
+            reply,
+        } => {
+            check_tcp_size(size, "--size")?;
+            check_tcp_size(reply, "--reply")?;
+            tcp_rr_server(bind, rounds, size, reply)
+        }
+        Cmd::TcpRrClient {
+            to,
+            rounds,
+            size,
+            reply,
+            nodelay,
+        } => {
+            check_tcp_size(size, "--size")?;
+            check_tcp_size(reply, "--reply")?;
+            tcp_rr_client(to, rounds, size, reply, nodelay)
+        }
+        Cmd::TunSink {
+            name,
+            count,
+            delay_ms,
+        } => tun_sink(&name, count, delay_ms),
         Cmd::UdpFlood {
             to,
             seconds,
@@ -398,21 +463,110 @@ fn connect_with_retry(to: SocketAddr) -> Result<TcpStream> {
     }
 }
 
-fn tcp_send(to: SocketAddr, count: u64, interval_ms: u64, size: usize) -> Result<()> {
+/// Each message goes out with as few write calls as the kernel allows; the bytes each
+/// call took are printed (`writes`), the ground truth for per-write attribution.
+fn tcp_send(to: SocketAddr, count: u64, interval_ms: u64, size: usize, nagle: bool) -> Result<()> {
     let mut stream = connect_with_retry(to)?;
-    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    stream.set_nodelay(!nagle).context("TCP_NODELAY")?;
     let data = payload(size);
+    let mut writes = Vec::new();
     for i in 0..count {
         if i > 0 {
             sleep_ms(interval_ms);
         }
-        stream
-            .write_all(&data)
-            .with_context(|| format!("TCP write of message {i}"))?;
+        let mut off = 0;
+        while off < data.len() {
+            match stream.write(&data[off..]) {
+                Ok(0) => bail!("TCP write of message {i}: peer closed"),
+                Ok(n) => {
+                    off += n;
+                    writes.push(n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).with_context(|| format!("TCP write of message {i}")),
+            }
+        }
     }
     stream.shutdown(Shutdown::Write).context("TCP shutdown")?;
     drain_until_close(&mut stream, Duration::from_secs(2));
-    emit(&json!({ "sent": count }).to_string())
+    emit(&json!({ "sent": count, "writes": writes }).to_string())
+}
+
+fn tcp_rr_server(bind: SocketAddr, rounds: u64, size: usize, reply: usize) -> Result<()> {
+    let listener =
+        TcpListener::bind(bind).with_context(|| format!("cannot listen on TCP {bind}"))?;
+    ready()?;
+    let (mut stream, _peer) = listener.accept().context("TCP accept")?;
+    let mut req = vec![0u8; 2 * size];
+    let answer = payload(reply);
+    for i in 0..rounds {
+        stream
+            .read_exact(&mut req)
+            .with_context(|| format!("reading request {i}"))?;
+        stream
+            .write_all(&answer)
+            .with_context(|| format!("answering request {i}"))?;
+    }
+    emit(&json!({ "rounds": rounds }).to_string())
+}
+
+fn tcp_rr_client(
+    to: SocketAddr,
+    rounds: u64,
+    size: usize,
+    reply: usize,
+    nodelay: bool,
+) -> Result<()> {
+    let mut stream = connect_with_retry(to)?;
+    stream.set_nodelay(nodelay).context("TCP_NODELAY")?;
+    let data = payload(size);
+    let mut answer = vec![0u8; reply];
+    let started = Instant::now();
+    for i in 0..rounds {
+        stream.write_all(&data).context("first write")?;
+        stream.write_all(&data).context("second write")?;
+        stream
+            .read_exact(&mut answer)
+            .with_context(|| format!("reading answer {i}"))?;
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    emit(&json!({ "rounds": rounds, "ms_per_round": ms }).to_string())
+}
+
+/// A tun device's transmit completes when its reader takes the packet: a driver whose
+/// TX completion (the skb's free) the test controls.
+fn tun_sink(name: &str, count: u64, delay_ms: u64) -> Result<()> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const IFF_TUN: libc::c_short = 0x0001;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        bail!("--name must be 1 to 15 bytes");
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .context("cannot open /dev/net/tun (needs root and the tun module)")?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = IFF_TUN | IFF_NO_PI;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the call.
+    if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("TUNSETIFF {name}"));
+    }
+    ready()?;
+    let mut f = f;
+    let mut buf = vec![0u8; 65_536];
+    let mut bytes = 0u64;
+    for _ in 0..count {
+        wait_readable(f.as_raw_fd())?;
+        sleep_ms(delay_ms);
+        bytes += f.read(&mut buf).context("tun read")? as u64;
+    }
+    emit(&json!({ "received": count, "bytes": bytes }).to_string())
 }
 
 /// Wait (bounded) for the peer's FIN so our data is delivered before we exit;

@@ -152,6 +152,8 @@ impl Drop for Topo {
 pub struct Proc {
     pub child: Child,
     pub what: String,
+    /// stdout read as it comes (the tool's --events output can outgrow a pipe buffer).
+    pub out: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Proc {
@@ -168,6 +170,9 @@ impl Proc {
                 let mut err = String::new();
                 if let Some(mut o) = self.child.stdout.take() {
                     let _ = o.read_to_string(&mut out);
+                }
+                if let Some(h) = self.out.take() {
+                    out = h.join().unwrap_or_default();
                 }
                 if let Some(mut e) = self.child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
@@ -209,6 +214,7 @@ pub fn load_in(ns: &str, args: &[&str]) -> Proc {
     Proc {
         child,
         what: format!("nsl-load {args:?}"),
+        out: None,
     }
 }
 
@@ -256,9 +262,16 @@ pub fn tool(args: &[&str]) -> Proc {
         Ok(Err(stderr)) => panic!("netstack-lat exited before tracing: {stderr}"),
         Err(_) => panic!("netstack-lat did not start tracing within 60 s"),
     }
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
     Proc {
         child,
         what: format!("netstack-lat {args:?}"),
+        out: Some(out),
     }
 }
 

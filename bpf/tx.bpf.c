@@ -1,0 +1,568 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * Transmit path: tx_send -> tx_transport -> tx_nf_done -> tx_qdisc_enq -> tx_qdisc_deq ->
+ * tx_driver -> tx_done -> tx_free.
+ *
+ * From LOCAL_OUT to the driver an skb runs on one CPU (a TCP transmit is already the
+ * clone at LOCAL_OUT), so its chain lives in a per-CPU direct-mapped cache keyed by skb
+ * pointer; nested transmits (a softirq ACK inside a process-context send) take other
+ * entries. Only two waits cross CPUs: a real qdisc (enqueue -> dequeue, often from a
+ * timer or another CPU) and a completion-style driver (xmit -> free, e.g. tun, or a NIC
+ * freeing on TX completion). For those the chain is parked in an LRU hash. Drivers that
+ * hand the skb on (veth, loopback) complete at xmit return: no tx_free.
+ *
+ * TCP writes are joined to segments by Rust, by socket and sequence numbers: a write
+ * reports its first sequence number when it starts and, if data stayed in the socket when
+ * it returned, why (Nagle or cork). UDP data goes out inside the send call, so the send
+ * syscall's entry time is carried in a per-CPU slot to LOCAL_OUT.
+ */
+#include "common.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Dummy instances so that the skeleton generates the Rust types. */
+struct tx_chain_event _tx_chain_event = {};
+struct tx_send_event _tx_send_event = {};
+enum tx_point _tx_point = 0;
+enum tx_flags _tx_flags = 0;
+enum tx_held_reason _tx_held_reason = 0;
+
+#define TX_CACHE       64 /* transmits in flight per CPU, nesting included */
+#define TX_PARK	       8192
+#define DEQ_BATCH      8 /* skbs followed in one bulk dequeue */
+#define TCP_NAGLE_OFF  1
+#define TCP_NAGLE_CORK 2
+#define MSG_MORE       0x8000
+
+/* Send syscall numbers of the running architecture (write, writev, sendto, sendmsg,
+ * sendmmsg), set by Rust; -1 = unused. */
+const volatile __s64 sys_nr[5] = {-1, -1, -1, -1, -1};
+
+struct tx_cache {
+	struct tx_chain_event e[TX_CACHE];
+	/* The thread whose send syscall started last on this CPU, and when. */
+	__u64 sys_pid_tgid;
+	__u64 sys_ts;
+	__u64 scratch;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tx_cache);
+} tx_cpu SEC(".maps");
+
+/* A TCP write in progress on a socket (the socket lock serialises writes). */
+struct tx_write {
+	__u64 active;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct tx_write);
+} tx_socks SEC(".maps");
+
+/* Chains waiting in a qdisc or for a completion; any CPU may pick them up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TX_PARK);
+	__type(key, __u64);
+	__type(value, struct tx_chain_event);
+} tx_parked SEC(".maps");
+
+/* Chains parked now (approximately: LRU evictions are not subtracted); 0 skips the lookup
+ * that every freed skb would otherwise pay. */
+__u64 parked_n = 0;
+
+static __always_inline struct tx_cache *cache_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&tx_cpu, &zero);
+}
+
+/* A kernel pointer as a plain number (see as_scalar in rx.bpf.c). */
+static __always_inline __u64 tx_scalar(struct tx_cache *c, const void *p)
+{
+	*(volatile __u64 *)&c->scratch = (__u64)p;
+	return *(volatile __u64 *)&c->scratch;
+}
+
+static __always_inline struct tx_chain_event *tx_slot(struct tx_cache *c, __u64 skb)
+{
+	return &c->e[((skb >> 8) ^ (skb >> 17)) & (TX_CACHE - 1)];
+}
+
+static __always_inline void tx_emit(struct tx_chain_event *e, __u32 flags)
+{
+	e->flags |= flags;
+	emit(e, sizeof(*e));
+	e->skb = 0;
+}
+
+/* The entry for skb; a different chain still there is emitted as it is (counted). */
+static __always_inline struct tx_chain_event *tx_claim(struct tx_cache *c, __u64 skb)
+{
+	struct tx_chain_event *e = tx_slot(c, skb);
+
+	if (e->skb && e->skb != skb) {
+		count(CNT_TX_EVICTED);
+		tx_emit(e, TXF_EVICTED);
+	}
+	return e;
+}
+
+static __always_inline void tx_park(struct tx_chain_event *e)
+{
+	__u64 key = e->skb;
+
+	if (bpf_map_update_elem(&tx_parked, &key, e, BPF_ANY)) {
+		count(CNT_TX_PARK_FULL);
+		tx_emit(e, TXF_EVICTED);
+		return;
+	}
+	__sync_fetch_and_add(&parked_n, 1);
+	e->skb = 0;
+}
+
+static __always_inline void tx_unpark(__u64 key)
+{
+	bpf_map_delete_elem(&tx_parked, &key);
+	if (parked_n)
+		__sync_fetch_and_sub(&parked_n, 1);
+}
+
+/* The socket's flow in packet direction: source = local end. */
+static __always_inline void sock_tx_flow(const struct sock *s, struct flow *f)
+{
+	struct flow rx = {};
+
+	sock_flow(s, &rx);
+	f->family = rx.family;
+	f->proto = rx.proto;
+	f->sport = rx.dport;
+	f->dport = rx.sport;
+	__builtin_memcpy(f->saddr, rx.daddr, 16);
+	__builtin_memcpy(f->daddr, rx.saddr, 16);
+}
+
+/* ---- core logic, one function per point; the hooks below only fetch arguments ---- */
+
+/* raw_syscalls:sys_enter: remember when this thread's send syscall started. */
+static __always_inline void on_sys_enter(long id)
+{
+	struct tx_cache *c;
+
+	if (id != sys_nr[0] && id != sys_nr[1] && id != sys_nr[2] && id != sys_nr[3] &&
+	    id != sys_nr[4])
+		return;
+	c = cache_get();
+	if (!c)
+		return;
+	c->sys_pid_tgid = bpf_get_current_pid_tgid();
+	c->sys_ts = bpf_ktime_get_ns();
+}
+
+/* tcp_sendmsg_locked runs once per skb a write fills: the first call of a write reports it. */
+static __always_inline void on_tcp_send(const void *sk, const void *msgp)
+{
+	struct tx_write *w, nw = {.active = 1};
+	struct tx_send_event *ev;
+	struct tx_cache *c = cache_get();
+	struct sock *sko = sock_ro(sk);
+	struct flow f = {};
+	__u64 key, id, now;
+	void *rb;
+
+	if (!c)
+		return;
+	key = tx_scalar(c, sk);
+	w = bpf_map_lookup_elem(&tx_socks, &key);
+	if (w && w->active)
+		return;
+	id = bpf_get_current_pid_tgid();
+	if (!task_wanted(id >> 32) || (f_netns && sock_netns(sko) != f_netns))
+		return;
+	sock_tx_flow(sko, &f);
+	if (!flow_wanted(&f))
+		return;
+	/* The syscall entry is when the application handed the data over; without it (a
+	 * kernel caller, or the slot taken by another thread), the first locked call. */
+	now = c->sys_pid_tgid == id && c->sys_ts ? c->sys_ts : bpf_ktime_get_ns();
+	ev = rb_reserve(&rb, sizeof(*ev));
+	if (!ev)
+		return;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->kind = EV_TX_SEND;
+	ev->cpu = bpf_get_smp_processor_id();
+	ev->ts = now;
+	ev->sk = key;
+	ev->flow = f;
+	ev->seq = bpf_core_cast(sk, struct tcp_sock)->write_seq;
+	ev->msg_flags = bpf_core_cast(msgp, struct msghdr)->msg_flags;
+	ev->pid = (__u32)id;
+	ev->tgid = id >> 32;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	rb_submit(rb, ev);
+	bpf_map_update_elem(&tx_socks, &key, &nw, BPF_ANY);
+}
+
+/* sock_send_length: the send returned. For TCP, say why data stayed in the socket. */
+static __always_inline void on_send_end(const void *sk, int ret, int flags)
+{
+	struct sock *sko = sock_ro(sk);
+	struct tx_cache *c = cache_get();
+	struct tx_send_event *ev;
+	struct tcp_sock *tp;
+	struct tx_write *w;
+	__u32 write_seq, snd_nxt, nonagle, reason;
+	__u64 key;
+	void *rb;
+
+	if (!c || !inet_l4_sock(sko))
+		return;
+	/* The send is over: its entry time must not leak to a later packet of this thread. */
+	if (c->sys_pid_tgid == bpf_get_current_pid_tgid())
+		c->sys_ts = 0;
+	if (sko->sk_protocol != IPPROTO_TCP)
+		return;
+	key = tx_scalar(c, sk);
+	w = bpf_map_lookup_elem(&tx_socks, &key);
+	if (!w || !w->active)
+		return;
+	w->active = 0;
+	tp = bpf_core_cast(sk, struct tcp_sock);
+	write_seq = tp->write_seq;
+	snd_nxt = tp->snd_nxt;
+	if (ret <= 0 || write_seq == snd_nxt)
+		return;
+	nonagle = BPF_CORE_READ_BITFIELD_PROBED(tp, nonagle);
+	if ((nonagle & TCP_NAGLE_CORK) || (flags & MSG_MORE))
+		reason = HELD_CORK;
+	else if (!(nonagle & TCP_NAGLE_OFF) && tp->packets_out)
+		reason = HELD_NAGLE;
+	else
+		reason = HELD_OTHER;
+	ev = rb_reserve(&rb, sizeof(*ev));
+	if (!ev)
+		return;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->kind = EV_TX_HELD;
+	ev->cpu = bpf_get_smp_processor_id();
+	ev->ts = bpf_ktime_get_ns();
+	ev->sk = key;
+	ev->seq = write_seq - ret;
+	ev->seq_end = write_seq;
+	ev->snd_nxt = snd_nxt;
+	ev->packets_out = tp->packets_out;
+	ev->reason = reason;
+	ev->nonagle = nonagle;
+	ev->msg_flags = flags;
+	rb_submit(rb, ev);
+}
+
+/* First LOCAL_OUT position: the transport layer handed a built segment to IP. */
+static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u32 netns)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct sk_buff *skb = bpf_core_cast(skbp, struct sk_buff);
+	struct tx_cache *c = cache_get();
+	struct tx_chain_event *e;
+	struct flow f = {};
+	__u32 payload, seq, seq_end;
+	__u64 id, key;
+	bool task;
+
+	if (!c)
+		return;
+	if ((f_ifindex && ifindex && ifindex != f_ifindex) || (f_netns && netns != f_netns) ||
+	    parse_ip(skb->head, skb->network_header, skb->protocol, &f, &payload, &seq, &seq_end) ||
+	    !flow_wanted(&f)) {
+		count(CNT_TX_FILTERED);
+		return;
+	}
+	id = bpf_get_current_pid_tgid();
+	/* UDP goes out inside the send call: the sender is the current task. */
+	task = f.proto == IPPROTO_UDP && c->sys_ts && c->sys_pid_tgid == id;
+	if (f.proto == IPPROTO_UDP && (f_tgid || f_comm_set || f_cgroup) &&
+	    (!task || !task_wanted(id >> 32))) {
+		count(CNT_TX_FILTERED);
+		return;
+	}
+	key = tx_scalar(c, skbp);
+	e = tx_claim(c, key);
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = EV_TX_CHAIN;
+	e->cpu = bpf_get_smp_processor_id();
+	e->skb = key;
+	e->sk = tx_scalar(c, skb->sk);
+	e->flow = f;
+	e->ifindex = ifindex;
+	e->netns = netns;
+	e->payload = payload;
+	e->seq = seq;
+	e->ts[TX_TRANSPORT] = now;
+	if (task) {
+		e->ts[TX_SEND] = c->sys_ts;
+		e->flags = TXF_TASK;
+		e->pid = (__u32)id;
+		e->tgid = id >> 32;
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	}
+}
+
+/* Stamp point `pt` of a chain in flight on this CPU, the first time only. */
+static __always_inline void on_tx_point(const void *skbp, int pt)
+{
+	struct tx_cache *c = cache_get();
+	struct tx_chain_event *e;
+	__u64 key;
+
+	if (!c || pt < 0 || pt >= TX_NPOINTS)
+		return;
+	key = tx_scalar(c, skbp);
+	e = tx_slot(c, key);
+	if (e->skb == key && !e->ts[pt])
+		e->ts[pt] = bpf_ktime_get_ns();
+}
+
+/* net_dev_queue: dev_queue_xmit took the skb; the output device is now known. */
+static __always_inline void on_tx_queue(const void *skbp)
+{
+	struct sk_buff *skb = bpf_core_cast(skbp, struct sk_buff);
+	struct tx_cache *c = cache_get();
+	struct tx_chain_event *e;
+	__u32 ifindex;
+	__u64 key;
+
+	if (!c)
+		return;
+	key = tx_scalar(c, skbp);
+	e = tx_slot(c, key);
+	if (e->skb != key || e->ts[TX_QDISC_ENQ])
+		return;
+	ifindex = skb->dev->ifindex;
+	if (f_ifindex && ifindex != f_ifindex) {
+		e->skb = 0;
+		count(CNT_TX_FILTERED);
+		return;
+	}
+	e->ifindex = ifindex;
+	e->ts[TX_QDISC_ENQ] = bpf_ktime_get_ns();
+}
+
+/* qdisc_enqueue: the skb waits in a real qdisc; whoever dequeues it may be another CPU. */
+static __always_inline void on_qdisc_enqueue(const void *skbp)
+{
+	struct tx_cache *c = cache_get();
+	struct tx_chain_event *e;
+	__u64 key;
+
+	if (!c)
+		return;
+	key = tx_scalar(c, skbp);
+	e = tx_slot(c, key);
+	if (e->skb != key)
+		return;
+	e->flags |= TXF_QUEUED;
+	tx_park(e);
+}
+
+static __always_inline void restore(struct tx_cache *c, __u64 key, int pt, __u64 now)
+{
+	struct tx_chain_event *p = bpf_map_lookup_elem(&tx_parked, &key);
+	struct tx_chain_event *e;
+
+	if (!p)
+		return;
+	e = tx_claim(c, key);
+	__builtin_memcpy(e, p, sizeof(*e));
+	if (pt >= 0 && pt < TX_NPOINTS)
+		e->ts[pt] = now;
+	tx_unpark(key);
+}
+
+/* qdisc_dequeue: one skb, or a bulk list linked by skb->next. */
+static __always_inline void on_qdisc_dequeue(const void *skbp, int packets)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct tx_cache *c = cache_get();
+	struct sk_buff *skb = bpf_core_cast(skbp, struct sk_buff);
+
+	if (!c || !parked_n)
+		return;
+	for (int i = 0; i < DEQ_BATCH && i < packets && skb; i++) {
+		restore(c, tx_scalar(c, skb), TX_QDISC_DEQ, now);
+		skb = skb->next;
+	}
+}
+
+/* net_dev_start_xmit: the driver gets the skb. Not queued = no time in the qdisc. */
+static __always_inline void on_tx_driver(const void *skbp)
+{
+	struct tx_cache *c = cache_get();
+	struct tx_chain_event *e;
+	__u64 key;
+
+	if (!c)
+		return;
+	key = tx_scalar(c, skbp);
+	e = tx_slot(c, key);
+	if (e->skb != key || e->ts[TX_DRIVER])
+		return;
+	e->ts[TX_DRIVER] = bpf_ktime_get_ns();
+	if (!e->ts[TX_QDISC_DEQ])
+		e->ts[TX_QDISC_DEQ] = e->ts[TX_QDISC_ENQ];
+}
+
+/* net_dev_xmit: the driver returned. Forwarding drivers are done; others free it later. */
+static __always_inline void on_tx_done(const void *skbp, int rc, const void *devp)
+{
+	struct sk_buff *skb = bpf_core_cast(skbp, struct sk_buff);
+	struct net_device *dev = bpf_core_cast(devp, struct net_device);
+	struct tx_cache *c = cache_get();
+	struct tx_chain_event *e;
+	__u64 key;
+
+	if (!c || rc != NETDEV_TX_OK)
+		return; /* busy: the skb is requeued and tried again */
+	key = tx_scalar(c, skbp);
+	e = tx_slot(c, key);
+	if (e->skb != key)
+		return;
+	e->ts[TX_DONE] = bpf_ktime_get_ns();
+	/* veth moved the skb to its peer, loopback to its own receive path. */
+	if (e->ts[TX_FREE] || (dev->flags & IFF_LOOPBACK) ||
+	    tx_scalar(c, skb->dev) != tx_scalar(c, dev))
+		tx_emit(e, 0);
+	else
+		tx_park(e);
+}
+
+/* consume_skb / kfree_skb: completion, or a drop on the way. */
+static __always_inline void on_tx_free(const void *skbp, bool drop)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct tx_cache *c = cache_get();
+	struct tx_chain_event *e, *p;
+	__u64 key;
+
+	if (!c)
+		return;
+	key = tx_scalar(c, skbp);
+	e = tx_slot(c, key);
+	if (e->skb == key) {
+		if (drop) {
+			e->flags |= TXF_DROPPED;
+			count(CNT_TX_DROPPED);
+		}
+		if (e->ts[TX_DRIVER] && !e->ts[TX_DONE]) {
+			e->ts[TX_FREE] = now; /* freed inside xmit: emitted at net_dev_xmit */
+			return;
+		}
+		tx_emit(e, 0);
+		return;
+	}
+	if (!parked_n)
+		return;
+	p = bpf_map_lookup_elem(&tx_parked, &key);
+	if (!p)
+		return;
+	p->ts[TX_FREE] = now;
+	if (drop) {
+		p->flags |= TXF_DROPPED;
+		count(CNT_TX_DROPPED);
+	}
+	emit(p, sizeof(*p));
+	tx_unpark(key);
+}
+
+/* ---- tracepoints: each as tp_btf and, for kernels without tp_btf, raw_tp ---- */
+
+#define TX_TP(name, tp, call, ...)                                                                 \
+	SEC("tp_btf/" #tp)                                                                         \
+	int BPF_PROG(name, ##__VA_ARGS__)                                                          \
+	{                                                                                          \
+		call;                                                                              \
+		return 0;                                                                          \
+	}                                                                                          \
+	SEC("raw_tp/" #tp)                                                                         \
+	int BPF_PROG(name##_raw, ##__VA_ARGS__)                                                    \
+	{                                                                                          \
+		call;                                                                              \
+		return 0;                                                                          \
+	}
+
+TX_TP(tx_send_sys_enter, sys_enter, on_sys_enter(id), struct pt_regs *regs, long id)
+TX_TP(tx_send_tcp, tcp_sendmsg_locked, on_tcp_send(sk, msg), const struct sock *sk,
+      const struct msghdr *msg)
+TX_TP(tx_send_end, sock_send_length, on_send_end(sk, ret, flags), struct sock *sk, int ret,
+      int flags)
+TX_TP(tx_qdisc_enq_queue, net_dev_queue, on_tx_queue(skb), struct sk_buff *skb)
+TX_TP(tx_qdisc_enq_qdisc, qdisc_enqueue, on_qdisc_enqueue(skb), struct Qdisc *q,
+      const struct netdev_queue *txq, struct sk_buff *skb)
+TX_TP(tx_qdisc_deq_qdisc, qdisc_dequeue, on_qdisc_dequeue(skb, packets), struct Qdisc *q,
+      const struct netdev_queue *txq, int packets, struct sk_buff *skb)
+TX_TP(tx_driver_start, net_dev_start_xmit, on_tx_driver(skb), const struct sk_buff *skb,
+      const struct net_device *dev)
+TX_TP(tx_done_xmit, net_dev_xmit, on_tx_done(skb, rc, dev), struct sk_buff *skb, int rc,
+      struct net_device *dev)
+TX_TP(tx_free_consume, consume_skb, on_tx_free(skb, false), struct sk_buff *skb)
+TX_TP(tx_free_kfree, kfree_skb, on_tx_free(skb, true), struct sk_buff *skb)
+
+/* ---- netfilter: first LOCAL_OUT position = tx_transport, last POST_ROUTING = tx_nf_done ---- */
+
+SEC("netfilter")
+int tx_transport_nf(struct bpf_nf_ctx *ctx)
+{
+	const struct nf_hook_state *st = ctx->state;
+
+	on_tx_transport(ctx->skb, st->out ? st->out->ifindex : 0, st->net->ns.inum);
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int tx_nf_done_nf(struct bpf_nf_ctx *ctx)
+{
+	on_tx_point(ctx->skb, TX_NF_DONE);
+	return NF_ACCEPT;
+}
+
+/* ---- fentry fallbacks, for kernels without the netfilter BPF link (< 6.4): ip_output runs
+ * after LOCAL_OUT (headers complete), ip_finish_output2 after POST_ROUTING ---- */
+
+static __always_inline void on_tx_transport_skb(struct sk_buff *skb)
+{
+	on_tx_transport(skb, 0, BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum));
+}
+
+SEC("fentry/ip_output")
+int BPF_PROG(tx_transport_fentry4, struct net *net, struct sock *sk, struct sk_buff *skb)
+{
+	on_tx_transport_skb(skb);
+	return 0;
+}
+
+SEC("fentry/ip6_output")
+int BPF_PROG(tx_transport_fentry6, struct net *net, struct sock *sk, struct sk_buff *skb)
+{
+	on_tx_transport_skb(skb);
+	return 0;
+}
+
+SEC("fentry/ip_finish_output2")
+int BPF_PROG(tx_nf_done_fentry4, struct net *net, struct sock *sk, struct sk_buff *skb)
+{
+	on_tx_point(skb, TX_NF_DONE);
+	return 0;
+}
+
+SEC("fentry/ip6_finish_output2")
+int BPF_PROG(tx_nf_done_fentry6, struct net *net, struct sock *sk, struct sk_buff *skb)
+{
+	on_tx_point(skb, TX_NF_DONE);
+	return 0;
+}
