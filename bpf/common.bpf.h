@@ -25,7 +25,8 @@ const volatile __u16 f_port = 0;
 const volatile __u8 f_proto = 0;
 const volatile __u8 f_family = 0;
 const volatile __u32 f_ifindex = 0;
-const volatile __u32 f_netns = 0;
+#define MAX_NETNS 4
+const volatile __u32 f_netns[MAX_NETNS] = {}; /* inodes; f_netns[0] == 0: any */
 const volatile __u8 f_cidr_family = 0;
 const volatile __u8 f_cidr_len = 0;
 const volatile __u8 f_cidr_addr[16] = {};
@@ -249,6 +250,13 @@ static __always_inline bool flow_wanted(const struct flow *f)
 			return false;
 	}
 	return true;
+}
+
+static __always_inline bool netns_wanted(__u32 ns)
+{
+	if (!f_netns[0])
+		return true;
+	return ns == f_netns[0] || ns == f_netns[1] || ns == f_netns[2] || ns == f_netns[3];
 }
 
 /* The process filters, for events in process context. */

@@ -143,7 +143,7 @@ static __always_inline void slot_open(struct rx_slot *s, __u64 skb, __u32 ifinde
 	s->ev.ifindex = ifindex;
 	s->ev.netns = netns;
 	s->state = SLOT_OPEN;
-	if ((f_ifindex && ifindex != f_ifindex) || (f_netns && netns && netns != f_netns)) {
+	if ((f_ifindex && ifindex != f_ifindex) || (netns && !netns_wanted(netns))) {
 		s->state = SLOT_SKIP;
 		count(CNT_FILTERED);
 	}
@@ -271,7 +271,7 @@ static __always_inline void on_sockq(const void *sk)
 	__u32 netns = sock_netns(sko);
 
 	sock_flow(sko, &sf);
-	if ((f_netns && netns != f_netns) || !flow_wanted(&sf))
+	if (!netns_wanted(netns) || !flow_wanted(&sf))
 		return;
 	ev = rb_reserve(&rb, sizeof(*ev));
 	if (!ev)

@@ -184,7 +184,7 @@ static __always_inline void on_tcp_send(const void *sk, const void *msgp)
 	if (w && w->active)
 		return;
 	id = bpf_get_current_pid_tgid();
-	if (!task_wanted(id >> 32) || (f_netns && sock_netns(sko) != f_netns))
+	if (!task_wanted(id >> 32) || !netns_wanted(sock_netns(sko)))
 		return;
 	sock_tx_flow(sko, &f);
 	if (!flow_wanted(&f))
@@ -278,7 +278,7 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 
 	if (!c)
 		return;
-	if ((f_ifindex && ifindex && ifindex != f_ifindex) || (f_netns && netns != f_netns) ||
+	if ((f_ifindex && ifindex && ifindex != f_ifindex) || !netns_wanted(netns) ||
 	    parse_ip(skb->head, skb->network_header, skb->protocol, &f, &payload, &seq, &seq_end) ||
 	    !flow_wanted(&f)) {
 		count(CNT_TX_FILTERED);

@@ -95,9 +95,10 @@ pub struct TraceArgs {
     /// Only packets received or sent on this interface (name, in the traced network namespace)
     #[arg(long)]
     pub iface: Option<String>,
-    /// Trace this network namespace (e.g. /run/netns/NAME) instead of the current one
+    /// Trace this network namespace (e.g. /run/netns/NAME) instead of the current one;
+    /// repeat for up to 4 (e.g. a client's and a server's)
     #[arg(long)]
-    pub netns: Option<PathBuf>,
+    pub netns: Vec<PathBuf>,
     /// Only sockets read or written by processes in this cgroup v2 directory
     #[arg(long)]
     pub cgroup: Option<PathBuf>,

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::mem::MaybeUninit;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +27,9 @@ use crate::output::{self, IntervalReport, Summary};
 use crate::probes::{self, HookKind, PointPlan};
 use crate::reorder::{self, Reorder};
 
+/// Namespaces one run can trace (the BPF filter's array size).
+pub const MAX_NETNS: usize = 4;
+
 /// Filters resolved against the system (pids, interfaces, namespaces, cgroups exist).
 #[derive(Debug, Default, Clone)]
 pub struct Filters {
@@ -34,7 +37,8 @@ pub struct Filters {
     pub proto: u8,
     pub family: u8,
     pub ifindex: u32,
-    pub netns: u32,
+    /// Network namespace inodes (empty: any).
+    pub netns: Vec<u32>,
     pub cidr: Option<crate::cli::Cidr>,
     pub tgid: u32,
     pub comm: Option<String>,
@@ -113,11 +117,23 @@ pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
         }
         f.cgroup = md.ino();
     }
-    f.netns = match &a.netns {
-        Some(p) => netns::inode(p)?,
-        None => 0,
-    };
+    if a.netns.len() > MAX_NETNS {
+        return Err(UserError::new(format!(
+            "--netns given {} times: at most {MAX_NETNS} namespaces can be traced at once",
+            a.netns.len()
+        )));
+    }
+    f.netns = a
+        .netns
+        .iter()
+        .map(|p| netns::inode(p))
+        .collect::<Result<_, _>>()?;
     if let Some(name) = &a.iface {
+        if a.netns.len() > 1 {
+            return Err(UserError::new(
+                "--iface names an interface of one namespace: give a single --netns with it",
+            ));
+        }
         f.ifindex = netns::ifindex(name)?;
     }
     Ok(f)
@@ -143,7 +159,9 @@ macro_rules! write_filters {
         ro.f_proto = f.proto;
         ro.f_family = f.family;
         ro.f_ifindex = f.ifindex;
-        ro.f_netns = f.netns;
+        for (d, s) in ro.f_netns.iter_mut().zip(&f.netns) {
+            *d = *s;
+        }
         if let Some(c) = &f.cidr {
             ro.f_cidr_family = if c.addr.is_ipv4() { AF_INET } else { AF_INET6 };
             ro.f_cidr_len = c.len;
@@ -401,7 +419,7 @@ fn attach(
     skel: &mut RxSkel<'_>,
     tx: &mut TxSkel<'_>,
     plan: &[PointPlan],
-    netns_path: Option<&Path>,
+    netns_paths: &[PathBuf],
 ) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     let chosen = chosen_programs(plan);
@@ -415,8 +433,27 @@ fn attach(
                 .with_context(|| format!("attaching BPF program {name}"))?,
         );
     }
-    // Netfilter hooks belong to a network namespace: register them inside the traced one.
-    let _inside = netns_path.map(netns::Entered::enter).transpose()?;
+    // Netfilter hooks belong to a network namespace: register them inside each traced one
+    // (no --netns: the tool's own).
+    let here = [None];
+    let places: Vec<Option<&Path>> = if netns_paths.is_empty() {
+        here.to_vec()
+    } else {
+        netns_paths.iter().map(|p| Some(p.as_path())).collect()
+    };
+    for place in places {
+        let _inside = place.map(netns::Entered::enter).transpose()?;
+        attach_nf_here(skel, tx, plan, &mut links)?;
+    }
+    Ok(links)
+}
+
+fn attach_nf_here(
+    skel: &RxSkel<'_>,
+    tx: &TxSkel<'_>,
+    plan: &[PointPlan],
+    links: &mut Vec<Link>,
+) -> Result<()> {
     for p in plan.iter().filter(|p| p.kind == Some(HookKind::Netfilter)) {
         let (prog, hooknum, priority) = match p.point {
             "rx_ip" => (
@@ -443,7 +480,7 @@ fn attach(
         };
         links.extend(attach_netfilter(prog, hooknum, priority, p.point)?);
     }
-    Ok(links)
+    Ok(())
 }
 
 /// One ring buffer per possible CPU, consumed into a reorder stage (see reorder.rs).
@@ -570,10 +607,11 @@ pub fn run(args: &TraceArgs) -> Result<()> {
         libbpf_rs::set_print(None);
     }
     let filters = {
+        // Interface names are looked up where they live: in the (single) traced namespace.
         let _inside = args
             .netns
-            .as_deref()
-            .map(netns::Entered::enter)
+            .first()
+            .map(|p| netns::Entered::enter(p))
             .transpose()?;
         resolve_filters(args)?
     };
@@ -661,7 +699,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut tx = tx_open.load().context("loading the TX BPF programs")?;
     // Rings first: a program attached before its ring exists would count events as lost.
     let rings = PerCpuRings::install(&skel)?;
-    let links = attach(&mut skel, &mut tx, &plan, args.netns.as_deref())?;
+    let links = attach(&mut skel, &mut tx, &plan, &args.netns)?;
     let hooks: Vec<String> = plan
         .iter()
         .map(|p| {

@@ -94,6 +94,28 @@ fn unknown_interface_pid_netns_and_missing_btf() {
         ]),
         "cgroup",
     );
+    let me = "/proc/self/ns/net";
+    expect_user_error(
+        &mut tool(&[
+            "trace",
+            "--tx",
+            "--netns",
+            me,
+            "--netns",
+            me,
+            "--iface",
+            "lo",
+            "--duration",
+            "1",
+        ]),
+        "single --netns",
+    );
+    expect_user_error(
+        &mut tool(&[
+            "trace", "--netns", me, "--netns", me, "--netns", me, "--netns", me, "--netns", me,
+        ]),
+        "at most 4",
+    );
     let mut c = tool(&["trace", "--duration", "1"]);
     c.env("NETSTACK_LAT_BTF", "/nonexistent/vmlinux");
     expect_user_error(&mut c, "BTF not found");

@@ -542,3 +542,61 @@ fn clean_exit_with_packets_queued() {
         std::thread::sleep(Duration::from_secs(4));
     }
 }
+
+/// One run over two namespaces sees both halves of a flow: TX in the sender's, RX in the
+/// receiver's. With --pid of the receiver, the sender's datagrams are filtered out in BPF.
+#[test]
+fn rx_and_tx_across_two_namespaces_and_owner_filter() {
+    if !root_or_skip("rx_and_tx_across_two_namespaces_and_owner_filter") {
+        return;
+    }
+    const K: u64 = 100;
+    let t = Topo::new();
+    let (na, nb) = (t.netns_path(&t.a), t.netns_path(&t.b));
+    let server = t.server(false, 9250);
+    let k = K.to_string();
+    for by_pid in [false, true] {
+        let mut srv = load_in(&t.b, &["udp-recv", "--bind", &server, "--count", &k]);
+        wait_ready(&mut srv);
+        let pid = srv.pid().to_string();
+        let mut args = vec![
+            "trace", "--netns", &na, "--netns", &nb, "--port", "9250", "--json",
+        ];
+        if by_pid {
+            args.extend(["--pid", &pid]);
+        }
+        let tool = tool(&args);
+        let cli = load_in(
+            &t.a,
+            &[
+                "udp-send",
+                "--to",
+                &server,
+                "--count",
+                &k,
+                "--interval-ms",
+                "1",
+            ],
+        );
+        assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
+        assert_eq!(srv.finish(Duration::from_secs(30)).0, Some(0));
+        let v = stop_summary(tool);
+        let rx = v["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["direction"] == "rx" && c["dport"] == 9250)
+            .unwrap_or_else(|| panic!("no RX row: {v}"));
+        assert_eq!(rx["packets"], K, "{rx}");
+        assert_eq!(span_count(&v, "rx_sockq->rx_read"), K, "{v}");
+        let tx = tx_conn(&v, 9250);
+        if by_pid {
+            assert!(tx.is_none(), "the sender is not --pid: {v}");
+            assert!(ns(&v["kernel"], "tx_filtered") >= K, "{}", v["kernel"]);
+        } else {
+            let tx = tx.unwrap_or_else(|| panic!("no TX row: {v}"));
+            assert_eq!(tx["packets"], K, "{tx}");
+            assert_eq!(span_count(&v, "tx_send->tx_done"), K, "{v}");
+        }
+    }
+}
