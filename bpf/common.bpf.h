@@ -89,10 +89,9 @@ static __always_inline void emit(void *ev, __u64 size)
 {
 	void *rb = rb_get();
 
+	/* Delivered events are counted by the reader: one map update less per event. */
 	if (!rb || bpf_ringbuf_output(rb, ev, size, rb_flags(rb)))
 		count(CNT_LOST);
-	else
-		count(CNT_EVENTS);
 }
 
 /* Reserve in this CPU's ring buffer; submit with rb_submit. NULL (counted) when full. */
@@ -110,7 +109,6 @@ static __always_inline void *rb_reserve(void **rbp, __u64 size)
 static __always_inline void rb_submit(void *rb, void *ev)
 {
 	bpf_ringbuf_submit(ev, rb_flags(rb));
-	count(CNT_EVENTS);
 }
 
 /* Our own header layouts: plain byte copies, so no CO-RE relocation is involved. */

@@ -78,3 +78,89 @@ int empty_rx_transport_nf(struct bpf_nf_ctx *ctx)
 	hit();
 	return NF_ACCEPT;
 }
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(empty_tx_send_sys_enter)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(empty_tx_send_tcp)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(empty_tx_send_end)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(empty_tx_qdisc_enq_queue)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/qdisc_enqueue")
+int BPF_PROG(empty_tx_qdisc_enq_qdisc)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/qdisc_dequeue")
+int BPF_PROG(empty_tx_qdisc_deq_qdisc)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(empty_tx_driver_start)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(empty_tx_done_xmit)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/consume_skb")
+int BPF_PROG(empty_tx_free_consume)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(empty_tx_free_kfree)
+{
+	hit();
+	return 0;
+}
+
+/* First LOCAL_OUT position, like tx_transport_nf. */
+SEC("netfilter")
+int empty_tx_transport_nf(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}
+
+/* Last POST_ROUTING position, like tx_nf_done_nf. */
+SEC("netfilter")
+int empty_tx_nf_done_nf(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}

@@ -161,7 +161,6 @@ enum counter {
 	CNT_SOCKQ_UNJOINED = 2, /* sockq event whose skb was not in flight on this CPU */
 	CNT_CHAIN_FLUSHED = 3,	/* chains that ended before a socket queue */
 	CNT_FILTERED = 4,	/* packets dropped by the BPF-side filters */
-	CNT_EVENTS = 5,		/* events submitted */
 	CNT_TX_EVICTED = 8,	/* TX chains pushed out of the per-CPU cache */
 	CNT_TX_DROPPED = 9,	/* traced TX skbs freed as drops */
 	CNT_TX_FILTERED = 10,	/* TX packets dropped by the BPF-side filters */

@@ -65,16 +65,19 @@ struct {
 	__type(value, struct tx_write);
 } tx_socks SEC(".maps");
 
-/* Chains waiting in a qdisc or for a completion; any CPU may pick them up. */
+/*
+ * Chains waiting in a qdisc or for a completion; any CPU may pick them up. Not an LRU:
+ * when full, a new chain is emitted at once and counted (CNT_TX_PARK_FULL), never dropped
+ * silently; what is still parked at exit is read by Rust.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TX_PARK);
 	__type(key, __u64);
 	__type(value, struct tx_chain_event);
 } tx_parked SEC(".maps");
 
-/* Chains parked now (approximately: LRU evictions are not subtracted); 0 skips the lookup
- * that every freed skb would otherwise pay. */
+/* Chains parked now; 0 skips the lookup that every freed skb would otherwise pay. */
 __u64 parked_n = 0;
 
 static __always_inline struct tx_cache *cache_get(void)

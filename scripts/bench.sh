@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: what netstack-lat costs, measured on this machine, written to BENCHMARKS.md.
 #
-# Two namespaces joined by a veth carry a 64-byte UDP flood. Each round interleaves
+# Two namespaces joined by a veth carry a 64-byte UDP flood; trace follows it through TX in
+# the sender's namespace and RX in the receiver's (the full RX+TX trace). Each round interleaves
 # floods with and without a tool (baseline, trace, baseline, empty, baseline, bpftrace),
 # so drift from noisy neighbours hits both sides of each pair. Throughput is measured with
 # kernel.bpf_stats_enabled=0 (its clock reads would slow every program run); then, with the
@@ -11,13 +12,14 @@
 #
 # Run as root from the repository root after `cargo build --release`.
 # Knobs (environment): ROUNDS (3), FLOOD_S (4: throughput flood), STATS_S (2: bpf_stats flood),
-# FRONTEND_EVENTS (2000000), OUT (BENCHMARKS.md).
+# FRONTEND_EVENTS (2000000), IPERF_S (3: each TCP throughput run), OUT (BENCHMARKS.md).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 FLOOD_S=${FLOOD_S:-4}
 STATS_S=${STATS_S:-2}
 FRONTEND_EVENTS=${FRONTEND_EVENTS:-2000000}
+IPERF_S=${IPERF_S:-3}
 OUT=${OUT:-BENCHMARKS.md}
 
 NS_A=nsl-bench-a
@@ -174,7 +176,18 @@ setup_netns() {
 	ip -n "$NS_B" link set nslb-b up
 }
 
+# The same joins as trace, the classic way: RX by skb pointer and socket, TX from the send
+# syscall (by thread) to the driver (by skb pointer). sendto is syscall 44 on x86_64.
 BPFTRACE_PROG='
+tracepoint:raw_syscalls:sys_enter /args->id == 44/ { @st[tid] = nsecs; }
+tracepoint:net:net_dev_queue /@st[tid]/ { @e[args->skbaddr] = @st[tid]; @q[args->skbaddr] = nsecs; }
+tracepoint:net:net_dev_start_xmit /@q[args->skbaddr]/ { @d[args->skbaddr] = nsecs; }
+tracepoint:net:net_dev_xmit /@d[args->skbaddr]/ {
+	@drv = hist(nsecs - @d[args->skbaddr]); @send = hist(nsecs - @e[args->skbaddr]);
+	delete(@d[args->skbaddr]); delete(@q[args->skbaddr]); delete(@e[args->skbaddr]);
+}
+tracepoint:sock:sock_send_length /@st[tid]/ { delete(@st[tid]); }
+tracepoint:skb:consume_skb /@q[args->skbaddr]/ { delete(@q[args->skbaddr]); }
 tracepoint:net:netif_rx { @s[args->skbaddr] = nsecs; }
 tracepoint:net:netif_receive_skb /@s[args->skbaddr]/ {
 	@h = hist(nsecs - @s[args->skbaddr]); delete(@s[args->skbaddr]);
@@ -183,7 +196,7 @@ tracepoint:sock:sk_data_ready { @q[args->skaddr] = nsecs; }
 tracepoint:sock:sock_recv_length /args->ret > 0 && @q[args->sk]/ {
 	@r = hist(nsecs - @q[args->sk]); delete(@q[args->sk]);
 }
-END { clear(@s); clear(@q); }'
+END { clear(@s); clear(@q); clear(@st); clear(@e); clear(@d); }'
 
 # Start MODE's tool in the background. Sets TOOL_PID (ours to reap) and TOOL_TPID (the
 # process holding the programs: bpftrace under timeout, else the same).
@@ -192,11 +205,11 @@ TOOL_TPID=""
 start_tool() { # MODE PREFIX
 	case $1 in
 	trace)
-		"$BIN" trace --netns "/run/netns/$NS_B" --port "$PORT" --json \
+		"$BIN" trace --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" --port "$PORT" --json \
 			--duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
 		;;
 	empty)
-		"$BIN" bench empty --netns "/run/netns/$NS_B" --duration "${TOOL_S}s" \
+		"$BIN" bench empty --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" --duration "${TOOL_S}s" \
 			>"$2.out" 2>"$2.err" &
 		;;
 	bpftrace)
@@ -217,13 +230,13 @@ start_tool() { # MODE PREFIX
 	fi
 }
 
-# Ready when attached: links (trace, empty) or all four programs loaded (bpftrace, which
+# Ready when attached: links (trace, empty) or all ten probes loaded (bpftrace, which
 # compiles first). trace is given ~1.5 s, as a user would.
 wait_tool() { # MODE PID
 	case $1 in
 	trace) sleep 1.5 && wait_fds "$2" link_type 1 100 ;;
 	empty) wait_fds "$2" link_type 10 100 ;;
-	bpftrace) wait_fds "$2" prog_tag 4 200 && sleep 0.5 ;;
+	bpftrace) wait_fds "$2" prog_tag 10 200 && sleep 0.5 ;;
 	esac
 }
 
@@ -281,6 +294,38 @@ run_mode() { # ROUND MODE PAIR
 		"$round" "$mode" "$p" "$ok" "${hwm:-0}" >>"$WORK/runs.jsonl"
 }
 
+# TCP throughput (iperf3, one stream a -> b) with and without the full trace, interleaved.
+iperf_pair() { # ROUND
+	local m p tpid
+	for m in baseline trace; do
+		p="$WORK/i$1-$m"
+		log "round $1: iperf3 $m"
+		tpid=""
+		if [ "$m" = trace ]; then
+			"$BIN" trace --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" --port 5201 --json \
+				--duration "$((IPERF_S + 15))s" >"$p.out" 2>"$p.err" &
+			tpid=$!
+			PIDS+=("$tpid")
+			sleep 1.5
+			wait_fds "$tpid" link_type 1 100 || log "trace did not attach for iperf3"
+		fi
+		ip netns exec "$NS_B" iperf3 -s -1 -B "$DST" >/dev/null 2>&1 &
+		local srv=$!
+		PIDS+=("$srv")
+		sleep 0.5
+		ip netns exec "$NS_A" timeout "$((IPERF_S + 20))" iperf3 -c "$DST" -t "$IPERF_S" -J \
+			>"$p.iperf" 2>"$p.iperf.err" || true
+		stop_wait "$srv" 50
+		forget_pid "$srv"
+		if [ -n "$tpid" ]; then
+			kill -TERM "$tpid" 2>/dev/null || true
+			stop_wait "$tpid" 150
+			forget_pid "$tpid"
+		fi
+		printf '{"round":%d,"mode":"%s","prefix":"%s"}\n' "$1" "$m" "$p" >>"$WORK/iperf.jsonl"
+	done
+}
+
 frontend() {
 	local i
 	for i in 1 2 3; do
@@ -307,6 +352,13 @@ main() {
 			run_mode "$r" "$m" "$i"
 		done
 	done
+	if command -v iperf3 >/dev/null; then
+		for ((r = 1; r <= ROUNDS; r++)); do
+			iperf_pair "$r"
+		done
+	else
+		log "iperf3 not found: the TCP throughput table is skipped"
+	fi
 	frontend
 	meta_json >"$WORK/meta.json"
 	python3 - "$WORK" "$OUT" "$have_bpftrace" "$((SECONDS - started))" <<'PY'
@@ -321,6 +373,12 @@ BT_TP = {  # traced program -> bpftrace tracepoint probe (bpftool shows 15 chara
     "rx_netif_tp_btf": "netif_receive_skb",
     "rx_sockq_tp_btf": "sk_data_ready",
     "rx_read_tp_btf": "sock_recv_length",
+    "tx_send_sys_enter": "sys_enter",
+    "tx_send_end": "sock_send_length",
+    "tx_qdisc_enq_queue": "net_dev_queue",
+    "tx_driver_start": "net_dev_start_xmit",
+    "tx_done_xmit": "net_dev_xmit",
+    "tx_free_consume": "consume_skb",
 }
 
 
@@ -420,10 +478,13 @@ L.append(f"""- Topology: namespaces `nsl-bench-a` (10.77.0.1/24, fd77::1/64) and
   fd77::2/64) joined by a veth. `nsl-load udp-flood --size 64` sends from a to 10.77.0.2:{meta['port']} for
   {meta['flood_s']} s; `nsl-load udp-sink` in b counts for {meta['sink_s']} s from its first datagram. The sink's
   pps is the throughput.
-- Modes: **baseline** (nothing attached); **trace** (`netstack-lat trace --netns /run/netns/nsl-bench-b
-  --port {meta['port']} --json`, started ~1.5 s before the flood); **empty** (`netstack-lat bench empty`:
-  programs that only increment a counter, on exactly trace's hooks: the floor); **bpftrace** (0.17,
-  the same skb-pointer join on classic tracepoints, plus sk_data_ready -> sock_recv_length by socket).
+- Modes: **baseline** (nothing attached); **trace** (`netstack-lat trace --netns /run/netns/nsl-bench-a
+  --netns /run/netns/nsl-bench-b --port {meta['port']} --json`: the full RX+TX trace, TX in the sender's
+  namespace and RX in the receiver's, started ~1.5 s before the flood); **empty** (`netstack-lat bench
+  empty`: programs that only increment a counter, on exactly trace's RX and TX hooks: the floor);
+  **bpftrace** (0.17: the same joins on classic tracepoints: RX by skb pointer and by socket, TX from
+  the sendto syscall by thread to net_dev_queue/start_xmit/xmit by skb pointer; it has no netfilter
+  hook, so tx_transport/tx_nf_done/rx_ip/rx_transport have no bpftrace column).
 - Each tool run follows its own baseline run, so each pps ratio compares neighbours in time.
 - Throughput floods run with `kernel.bpf_stats_enabled=0`, baseline and tools alike, so pps is not
   slowed by bpf_stats' own clock reads.
@@ -432,6 +493,9 @@ L.append(f"""- Topology: namespaces `nsl-bench-a` (10.77.0.1/24, fd77::1/64) and
   ns/run = delta run_time_ns / delta run_cnt. Programs are the tool's own (prog ids from its
   /proc/PID/fdinfo), so other BPF users on the machine do not leak in. bpf_stats' own timing is in
   every ns/run figure, the empty programs' included (that is why they show ~35-55 ns, not ~0).
+- tx_send_sys_enter runs on every system call of the machine (it only keeps the entry time of
+  send calls), so its runs/s is above the packet rate; "ns per packet" divides all programs' time by
+  the datagrams (netif_receive_skb runs).
 - On a veth the sender's CPU also runs the receive path (netif_rx -> backlog -> socket in its own
   softirq), so every nanosecond of BPF per packet comes straight off the flood's rate: at ~650k pps
   the whole path has ~1.5 us per packet. The empty programs' pps ratio is the floor that any tool
@@ -466,12 +530,17 @@ for n in trace_names:
              f"| {bcol} | {f(rb, '{:.2f}')} {verdict(ok_b) if rb is not None else ''} |")
 
 
+PACKET_HOOK = {"trace": "rx_netif_tp_btf", "empty": "empty_rx_netif_tp_btf",
+               "bpftrace": "netif_receive_skb"[:15]}
+
+
 def per_packet(mode):
-    """All of a tool's programs together: run time per packet (packets = busiest hook's runs)."""
+    """All of a tool's programs together: run time per packet (packets = netif_receive_skb
+    runs: each datagram passes it once; sys_enter also runs for every other syscall)."""
     out = []
     for r in by.get(mode, []):
         st_ = r["stats"]
-        pk = max((c for _, c in st_.values()), default=0)
+        pk = st_.get(PACKET_HOOK[mode], (0, 0))[1]
         out.append(sum(t for t, _ in st_.values()) / pk if pk else None)
     return med(out)
 
@@ -505,14 +574,43 @@ for m in tools:
     L.append(f"| {m} | {f(q, '{:.3f}')} | {tgt} |")
 L.append("")
 
+iperf_runs = []
+try:
+    iperf_runs = [json.loads(l) for l in open(os.path.join(work, "iperf.jsonl"))]
+except OSError:
+    pass
+if iperf_runs:
+    def gbps(prefix):
+        try:
+            v = json.load(open(prefix + ".iperf"))
+            return v["end"]["sum_received"]["bits_per_second"] / 1e9
+        except (OSError, ValueError, KeyError):
+            return None
+    L.append(f"## TCP throughput (iperf3, one stream, {meta['iperf_s']} s, full RX+TX trace on port 5201)\n")
+    L.append("| round | baseline Gbit/s | with trace Gbit/s | ratio (>= 0.99) |")
+    L.append("|---|---|---|---|")
+    iq = []
+    for rnd in sorted({r["round"] for r in iperf_runs}):
+        b = next((gbps(r["prefix"]) for r in iperf_runs if r["round"] == rnd and r["mode"] == "baseline"), None)
+        w = next((gbps(r["prefix"]) for r in iperf_runs if r["round"] == rnd and r["mode"] == "trace"), None)
+        q = ratio(w, b)
+        iq.append(q)
+        L.append(f"| {rnd} | {f(b, '{:.2f}')} | {f(w, '{:.2f}')} | {f(q, '{:.3f}')} |")
+    qm = med(iq)
+    if qm is not None and qm < 0.99:
+        missed.append(f"TCP iperf3 throughput ratio {qm:.3f} < 0.99")
+    L.append(f"\nMedian ratio: {f(qm, '{:.3f}')} (target >= 0.99: {verdict(None if qm is None else qm >= 0.99)}). "
+             "Segments are ~64 KB TSO skbs here, so per-packet hooks cost little per byte.\n")
+
 L.append("## trace: lost events and memory\n")
-L.append("| round | attached | lost_events | packets joined | reads | peak RSS (VmHWM) |")
-L.append("|---|---|---|---|---|---|")
+L.append("| round | attached | lost_events | RX packets joined | reads | TX packets | peak RSS (VmHWM) |")
+L.append("|---|---|---|---|---|---|---|")
 for r in by["trace"]:
     o = r["out"]
     j = o.get("join", {})
     L.append(f"| {r['round']} | {'yes' if r['attached'] else 'NO'} | {o.get('lost_events', 'n/a')} | "
-             f"{j.get('chains', 'n/a')} | {j.get('reads', 'n/a')} | {r['hwm_kb'] / 1024:.1f} MB |")
+             f"{j.get('chains', 'n/a')} | {j.get('reads', 'n/a')} | {j.get('tx_chains', 'n/a')} | "
+             f"{r['hwm_kb'] / 1024:.1f} MB |")
 rss = max((r["hwm_kb"] for r in by["trace"]), default=0) / 1024
 lost = sum(r["out"].get("lost_events", 0) for r in by["trace"])
 if rss > 64:
@@ -573,7 +671,7 @@ print(json.dumps({
     "bpftool": "$(bpftool version 2>/dev/null | head -n1)",
     "bpftrace": "$(bpftrace --version 2>/dev/null || echo absent)",
     "rounds": $ROUNDS, "flood_s": $FLOOD_S, "stats_s": $STATS_S, "sink_s": $SINK_S, "port": $PORT,
-    "frontend_events": $FRONTEND_EVENTS,
+    "frontend_events": $FRONTEND_EVENTS, "iperf_s": $IPERF_S,
 }))
 PY
 }

@@ -5,7 +5,7 @@
 //! (decode and join) on synthetic ring-buffer records, with no kernel involved.
 
 use std::mem::MaybeUninit;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,14 +28,14 @@ use crate::trace::{attach_netfilter, NF_FIRST, NF_LAST};
 
 pub fn run(b: &BenchCommand) -> Result<()> {
     match b {
-        BenchCommand::Empty { duration, netns } => empty(*duration, netns.as_deref()),
+        BenchCommand::Empty { duration, netns } => empty(*duration, netns),
         BenchCommand::Frontend { events } => frontend(*events),
     }
 }
 
 // ---- bench empty ----
 
-fn empty(duration: Duration, netns_path: Option<&Path>) -> Result<()> {
+fn empty(duration: Duration, netns_paths: &[PathBuf]) -> Result<()> {
     require_root()?;
     libbpf_rs::set_print(None);
     let mut obj = MaybeUninit::uninit();
@@ -43,7 +43,7 @@ fn empty(duration: Duration, netns_path: Option<&Path>) -> Result<()> {
         .open(&mut obj)
         .context("opening the empty BPF object")?;
     let mut skel = open.load().context("loading the empty BPF programs")?;
-    let links = attach_empty(&mut skel, netns_path)?;
+    let links = attach_empty(&mut skel, netns_paths)?;
     let started = Instant::now();
     let interrupted = wait(duration)?;
     let hits = read_hits(&skel);
@@ -61,7 +61,7 @@ fn empty(duration: Duration, netns_path: Option<&Path>) -> Result<()> {
 
 /// Every tp_btf program globally, the netfilter ones at trace's positions inside the
 /// namespace (netfilter hooks are per network namespace).
-fn attach_empty(skel: &mut EmptySkel<'_>, netns_path: Option<&Path>) -> Result<Vec<Link>> {
+fn attach_empty(skel: &mut EmptySkel<'_>, netns_paths: &[PathBuf]) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().to_string();
@@ -73,7 +73,20 @@ fn attach_empty(skel: &mut EmptySkel<'_>, netns_path: Option<&Path>) -> Result<V
                 .with_context(|| format!("attaching BPF program {name}"))?,
         );
     }
-    let _inside = netns_path.map(netns::Entered::enter).transpose()?;
+    let here = [None];
+    let places: Vec<Option<&Path>> = if netns_paths.is_empty() {
+        here.to_vec()
+    } else {
+        netns_paths.iter().map(|p| Some(p.as_path())).collect()
+    };
+    for place in places {
+        let _inside = place.map(netns::Entered::enter).transpose()?;
+        attach_empty_nf(skel, &mut links)?;
+    }
+    Ok(links)
+}
+
+fn attach_empty_nf(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<()> {
     let hooks = [
         (
             &skel.progs.empty_rx_ip_nf,
@@ -85,6 +98,16 @@ fn attach_empty(skel: &mut EmptySkel<'_>, netns_path: Option<&Path>) -> Result<V
             libbpf_rs::NF_INET_LOCAL_IN,
             NF_LAST,
         ),
+        (
+            &skel.progs.empty_tx_transport_nf,
+            libbpf_rs::NF_INET_LOCAL_OUT,
+            NF_FIRST,
+        ),
+        (
+            &skel.progs.empty_tx_nf_done_nf,
+            libbpf_rs::NF_INET_POST_ROUTING,
+            NF_LAST,
+        ),
     ];
     for (prog, hooknum, priority) in hooks {
         links.extend(attach_netfilter(
@@ -94,7 +117,7 @@ fn attach_empty(skel: &mut EmptySkel<'_>, netns_path: Option<&Path>) -> Result<V
             "an empty program",
         )?);
     }
-    Ok(links)
+    Ok(())
 }
 
 /// Sleep until the duration ends (false) or SIGINT/SIGTERM arrives (true).

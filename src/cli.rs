@@ -39,9 +39,9 @@ pub enum BenchCommand {
         /// How long to stay attached
         #[arg(long, value_parser = parse_duration, default_value = "10s")]
         duration: Duration,
-        /// Network namespace for the netfilter hooks (e.g. /run/netns/NAME)
+        /// Network namespace for the netfilter hooks (e.g. /run/netns/NAME); repeatable
         #[arg(long)]
-        netns: Option<PathBuf>,
+        netns: Vec<PathBuf>,
     },
     /// Decode and correlate synthetic events in memory; prints events/s
     Frontend {

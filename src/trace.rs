@@ -316,7 +316,7 @@ fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
     use types::counter as c;
     KernelCounters {
         lost_events: sum_counter(skel, c::CNT_LOST.0),
-        events: sum_counter(skel, c::CNT_EVENTS.0),
+        events: 0, // counted by the reader (PerCpuRings::received)
         driver_miss: sum_counter(skel, c::CNT_DRV_MISS.0),
         sockq_unjoined: sum_counter(skel, c::CNT_SOCKQ_UNJOINED.0),
         chains_without_socket: sum_counter(skel, c::CNT_CHAIN_FLUSHED.0),
@@ -488,6 +488,7 @@ struct PerCpuRings<'a> {
     rb: libbpf_rs::RingBuffer<'a>,
     held: Rc<RefCell<Reorder>>,
     decode_errors: Rc<RefCell<u64>>,
+    received: Rc<std::cell::Cell<u64>>,
     _maps: Vec<MapHandle>,
 }
 
@@ -496,6 +497,7 @@ impl<'a> PerCpuRings<'a> {
         let ncpu = libbpf_rs::num_possible_cpus()?;
         let held = Rc::new(RefCell::new(Reorder::new(ncpu)));
         let decode_errors = Rc::new(RefCell::new(0u64));
+        let received = Rc::new(std::cell::Cell::new(0u64));
         let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
@@ -522,7 +524,9 @@ impl<'a> PerCpuRings<'a> {
         for (ring, m) in maps.iter().enumerate() {
             let held = Rc::clone(&held);
             let errs = Rc::clone(&decode_errors);
+            let got = Rc::clone(&received);
             b.add(m, move |data| {
+                got.set(got.get() + 1);
                 match events::decode(data) {
                     Ok(ev) => held.borrow_mut().push(ring, ev),
                     Err(_) => *errs.borrow_mut() += 1,
@@ -535,6 +539,7 @@ impl<'a> PerCpuRings<'a> {
             rb,
             held,
             decode_errors,
+            received,
             _maps: maps,
         })
     }
@@ -552,6 +557,11 @@ impl<'a> PerCpuRings<'a> {
         self.held
             .borrow_mut()
             .release(watermark, |ev| corr.on_event(&ev));
+    }
+
+    /// Records read so far: the events BPF delivered.
+    fn received(&self) -> u64 {
+        self.received.get()
     }
 
     fn decode_errors(&self) -> u64 {
@@ -749,7 +759,10 @@ pub fn run(args: &TraceArgs) -> Result<()> {
         timelines.write(&mut out, &mut corr)?;
         if ticker.try_recv().is_ok() {
             corr.expire(now.saturating_sub(reorder::HOLD_NS));
-            let k = read_counters(&skel);
+            let k = KernelCounters {
+                events: rings.received(),
+                ..read_counters(&skel)
+            };
             let cur = IntervalReport::new(started.elapsed(), &corr.stats, &k);
             let line = cur.delta(&last, args.interval);
             if args.json {
@@ -765,7 +778,10 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     rings.release(u64::MAX, &mut corr);
     drain_slots(&skel, &mut corr);
     drain_tx(&tx, &mut corr);
-    let counters = read_counters(&skel);
+    let counters = KernelCounters {
+        events: rings.received(),
+        ..read_counters(&skel)
+    };
     drop(links);
     corr.finish();
     timelines.write(&mut out, &mut corr)?;
