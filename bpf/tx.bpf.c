@@ -94,9 +94,22 @@ static __always_inline __u64 tx_scalar(struct tx_cache *c, const void *p)
 	return *(volatile __u64 *)&c->scratch;
 }
 
-static __always_inline struct tx_chain_event *tx_slot(struct tx_cache *c, __u64 skb)
+/* Sets of two ways: a transmit nested in another (softirq in a send) rarely evicts it. */
+static __always_inline __u32 tx_set(__u64 skb)
 {
-	return &c->e[((skb >> 8) ^ (skb >> 17)) & (TX_CACHE - 1)];
+	return ((skb >> 8) ^ (skb >> 17)) & (TX_CACHE - 2);
+}
+
+/* skb's entry in this CPU's cache, as an index, or -1. */
+static __always_inline int tx_index(struct tx_cache *c, __u64 skb)
+{
+	__u32 i = tx_set(skb);
+
+	if (c->e[i].skb == skb)
+		return i;
+	if (c->e[i + 1].skb == skb)
+		return i + 1;
+	return -1;
 }
 
 static __always_inline void tx_emit(struct tx_chain_event *e, __u32 flags)
@@ -106,28 +119,36 @@ static __always_inline void tx_emit(struct tx_chain_event *e, __u32 flags)
 	e->skb = 0;
 }
 
-/* The entry for skb; a different chain still there is emitted as it is (counted). */
+/* The entry for skb: its own, else a free way, else the older chain of the set is emitted
+ * as it is (counted) to make room. */
 static __always_inline struct tx_chain_event *tx_claim(struct tx_cache *c, __u64 skb)
 {
-	struct tx_chain_event *e = tx_slot(c, skb);
+	__u32 i = tx_set(skb);
+	struct tx_chain_event *a = &c->e[i], *b = &c->e[i + 1];
 
-	if (e->skb && e->skb != skb) {
-		count(CNT_TX_EVICTED);
-		tx_emit(e, TXF_EVICTED);
-	}
-	return e;
+	if (a->skb == skb || !a->skb)
+		return a;
+	if (b->skb == skb || !b->skb)
+		return b;
+	if (b->ts[TX_TRANSPORT] < a->ts[TX_TRANSPORT])
+		a = b;
+	count(CNT_TX_EVICTED);
+	tx_emit(a, TXF_EVICTED);
+	return a;
 }
 
 static __always_inline void tx_park(struct tx_chain_event *e)
 {
 	__u64 key = e->skb;
 
+	/* Count first: a CPU that sees 0 skips its lookup, so never under-count. */
+	__sync_fetch_and_add(&parked_n, 1);
 	if (bpf_map_update_elem(&tx_parked, &key, e, BPF_ANY)) {
+		__sync_fetch_and_sub(&parked_n, 1);
 		count(CNT_TX_PARK_FULL);
 		tx_emit(e, TXF_EVICTED);
 		return;
 	}
-	__sync_fetch_and_add(&parked_n, 1);
 	e->skb = 0;
 }
 
@@ -322,13 +343,15 @@ static __always_inline void on_tx_point(const void *skbp, int pt)
 {
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	__u64 key;
+	int i;
 
 	if (!c || pt < 0 || pt >= TX_NPOINTS)
 		return;
-	key = tx_scalar(c, skbp);
-	e = tx_slot(c, key);
-	if (e->skb == key && !e->ts[pt])
+	i = tx_index(c, tx_scalar(c, skbp));
+	if (i < 0)
+		return;
+	e = &c->e[i & (TX_CACHE - 1)];
+	if (!e->ts[pt])
 		e->ts[pt] = bpf_ktime_get_ns();
 }
 
@@ -339,13 +362,15 @@ static __always_inline void on_tx_queue(const void *skbp)
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
 	__u32 ifindex;
-	__u64 key;
+	int i;
 
 	if (!c)
 		return;
-	key = tx_scalar(c, skbp);
-	e = tx_slot(c, key);
-	if (e->skb != key || e->ts[TX_QDISC_ENQ])
+	i = tx_index(c, tx_scalar(c, skbp));
+	if (i < 0)
+		return;
+	e = &c->e[i & (TX_CACHE - 1)];
+	if (e->ts[TX_QDISC_ENQ])
 		return;
 	ifindex = skb->dev->ifindex;
 	if (f_ifindex && ifindex != f_ifindex) {
@@ -362,14 +387,14 @@ static __always_inline void on_qdisc_enqueue(const void *skbp)
 {
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	__u64 key;
+	int i;
 
 	if (!c)
 		return;
-	key = tx_scalar(c, skbp);
-	e = tx_slot(c, key);
-	if (e->skb != key)
+	i = tx_index(c, tx_scalar(c, skbp));
+	if (i < 0)
 		return;
+	e = &c->e[i & (TX_CACHE - 1)];
 	e->flags |= TXF_QUEUED;
 	tx_park(e);
 }
@@ -408,13 +433,15 @@ static __always_inline void on_tx_driver(const void *skbp)
 {
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	__u64 key;
+	int i;
 
 	if (!c)
 		return;
-	key = tx_scalar(c, skbp);
-	e = tx_slot(c, key);
-	if (e->skb != key || e->ts[TX_DRIVER])
+	i = tx_index(c, tx_scalar(c, skbp));
+	if (i < 0)
+		return;
+	e = &c->e[i & (TX_CACHE - 1)];
+	if (e->ts[TX_DRIVER])
 		return;
 	e->ts[TX_DRIVER] = bpf_ktime_get_ns();
 	if (!e->ts[TX_QDISC_DEQ])
@@ -428,14 +455,14 @@ static __always_inline void on_tx_done(const void *skbp, int rc, const void *dev
 	struct net_device *dev = bpf_core_cast(devp, struct net_device);
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	__u64 key;
+	int i;
 
 	if (!c || rc != NETDEV_TX_OK)
 		return; /* busy: the skb is requeued and tried again */
-	key = tx_scalar(c, skbp);
-	e = tx_slot(c, key);
-	if (e->skb != key)
+	i = tx_index(c, tx_scalar(c, skbp));
+	if (i < 0)
 		return;
+	e = &c->e[i & (TX_CACHE - 1)];
 	e->ts[TX_DONE] = bpf_ktime_get_ns();
 	/* veth moved the skb to its peer, loopback to its own receive path. */
 	if (e->ts[TX_FREE] || (dev->flags & IFF_LOOPBACK) ||
@@ -452,12 +479,14 @@ static __always_inline void on_tx_free(const void *skbp, bool drop)
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e, *p;
 	__u64 key;
+	int i;
 
 	if (!c)
 		return;
 	key = tx_scalar(c, skbp);
-	e = tx_slot(c, key);
-	if (e->skb == key) {
+	i = tx_index(c, key);
+	if (i >= 0) {
+		e = &c->e[i & (TX_CACHE - 1)];
 		if (drop) {
 			e->flags |= TXF_DROPPED;
 			count(CNT_TX_DROPPED);

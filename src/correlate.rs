@@ -296,6 +296,11 @@ impl Correlator {
         }
     }
 
+    /// The last reader of a socket, if a read of traced data was seen.
+    pub(crate) fn socks_owner(&self, sk: u64) -> Option<Owner> {
+        self.socks.get(&sk).and_then(|s| s.owner)
+    }
+
     /// Feed one event, in the order the reorder stage releases them.
     pub fn on_event(&mut self, ev: &crate::events::Event) {
         use crate::events::Event;

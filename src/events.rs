@@ -532,4 +532,61 @@ pub(crate) mod tests {
         ));
         assert_eq!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
     }
+
+    #[test]
+    fn decodes_tx_chain_send_and_held() {
+        let mut c = txt::tx_chain_event {
+            kind: types::event_kind::EV_TX_CHAIN.0,
+            ts: [10, 20, 30, 40, 40, 50, 60, 0],
+            sk: 7,
+            payload: 100,
+            seq: 1000,
+            flags: TXF_TASK,
+            tgid: 42,
+            ..Default::default()
+        };
+        c.flow.family = AF_INET;
+        c.flow.proto = IPPROTO_UDP;
+        c.flow.sport = 5000;
+        c.flow.dport = 9000;
+        c.flow.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        c.flow.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        for (d, s) in c.comm.iter_mut().zip(b"sender\0") {
+            *d = *s as _;
+        }
+        let Event::TxChain(t) = decode(&bytes_of(&c)).unwrap() else {
+            panic!("not a TX chain")
+        };
+        assert_eq!(t.flow.to_string(), "udp 10.0.0.1:5000 -> 10.0.0.2:9000");
+        assert_eq!((t.ts[TX_DONE], t.seq, t.tgid), (60, 1000, 42));
+        assert_eq!(t.comm.to_string(), "sender");
+        assert_eq!(Event::TxChain(t).order_ts(), 60);
+
+        let s = txt::tx_send_event {
+            kind: types::event_kind::EV_TX_SEND.0,
+            ts: 5,
+            sk: 7,
+            seq: 77,
+            ..Default::default()
+        };
+        let Event::TxSend(w) = decode(&bytes_of(&s)).unwrap() else {
+            panic!("not a TX send")
+        };
+        assert_eq!((w.ts, w.sk, w.seq), (5, 7, 77));
+        let h = txt::tx_send_event {
+            kind: types::event_kind::EV_TX_HELD.0,
+            ts: 9,
+            reason: txt::tx_held_reason::HELD_CORK.0,
+            ..Default::default()
+        };
+        let Event::TxHeld(h) = decode(&bytes_of(&h)).unwrap() else {
+            panic!("not a TX held")
+        };
+        assert_eq!(h.reason, HeldReason::Cork);
+        assert_eq!(h.reason.name(), "cork");
+        assert!(matches!(
+            decode(&bytes_of(&c)[..40]),
+            Err(DecodeError::Short { kind: 3, .. })
+        ));
+    }
 }

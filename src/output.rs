@@ -380,7 +380,12 @@ impl Summary {
         }
         let j = &self.join;
         let k = &self.kernel;
-        let _ = writeln!(
+        // Each direction's accounting only when it was traced (no hooks: a unit test).
+        let traced = |dir: &str| {
+            self.hooks.is_empty() || self.hooks.iter().any(|h| h.point.starts_with(dir))
+        };
+        if traced("rx_") {
+            let _ = writeln!(
             s,
             "\nAccounting: lost events {}, unread at exit/aged {}, reads without queued data {}, \
              queue evictions {}, chains without a socket {}, sockq without its skb {}, \
@@ -395,20 +400,23 @@ impl Summary {
             j.owner_filtered,
             self.decode_errors
         );
-        let _ = writeln!(
-            s,
-            "TX accounting: writes {}, held by nagle {} / cork {} / other {}, retransmits {}, \
+        }
+        if traced("tx_") {
+            let _ = writeln!(
+                s,
+                "TX accounting: writes {}, held by nagle {} / cork {} / other {}, retransmits {}, \
              segments of unseen writes {}, dropped {}, evicted from cache {}, filtered {}",
-            j.tx_writes,
-            j.tx_held_nagle,
-            j.tx_held_cork,
-            j.tx_held_other,
-            j.tx_retransmits,
-            j.tx_unattributed,
-            j.tx_dropped,
-            k.tx_evicted,
-            k.tx_filtered
-        );
+                j.tx_writes,
+                j.tx_held_nagle,
+                j.tx_held_cork,
+                j.tx_held_other,
+                j.tx_retransmits,
+                j.tx_unattributed,
+                j.tx_dropped,
+                k.tx_evicted,
+                k.tx_filtered
+            );
+        }
         for (name, f) in &self.flags {
             let _ = writeln!(
                 s,

@@ -911,4 +911,33 @@ mod tests {
             ]
         );
     }
+
+    /// Every program name the planner can choose exists in the BPF objects (no root: the
+    /// objects are only opened, not loaded).
+    #[test]
+    fn every_planned_program_exists() {
+        use crate::probes::{RX_PLAN_POINTS, TX_PLAN_POINTS};
+        let mut names = Vec::new();
+        let mut rx_obj = MaybeUninit::uninit();
+        let rx = RxSkelBuilder::default().open(&mut rx_obj).unwrap();
+        for p in rx.open_object().progs() {
+            names.push(p.name().to_string_lossy().to_string());
+        }
+        let mut tx_obj = MaybeUninit::uninit();
+        let tx = TxSkelBuilder::default().open(&mut tx_obj).unwrap();
+        for p in tx.open_object().progs() {
+            names.push(p.name().to_string_lossy().to_string());
+        }
+        use HookKind::*;
+        for point in RX_PLAN_POINTS.iter().chain(TX_PLAN_POINTS.iter()) {
+            let mut any = false;
+            for kind in [TpBtf, RawTp, Netfilter, Fentry, Kprobe] {
+                for prog in programs_for(point, kind) {
+                    any = true;
+                    assert!(names.iter().any(|n| n == prog), "{point}/{kind}: {prog}");
+                }
+            }
+            assert!(any, "{point} has no programs");
+        }
+    }
 }

@@ -185,7 +185,9 @@ impl Correlator {
         } else {
             Attribution::default()
         };
-        let (owner, held) = (a.owner.or(task), a.held);
+        // A socket that only receives (its TX is ACKs) is owned by its reader.
+        let reader = || self.socks_owner(c.sk);
+        let (owner, held) = (a.owner.or(task).or_else(reader), a.held);
         if self.owner_filter && owner.is_none() {
             self.stats.owner_filtered += 1;
             return;

@@ -372,7 +372,7 @@ fn clean_exit_all_endings() {
     }
     let t = Topo::new();
     let netns = t.netns_path(&t.b);
-    let before = (bpf_ids("prog"), bpf_ids("link"));
+    let before = bpf_state();
     for ending in ["duration", "SIGINT", "SIGTERM", "SIGKILL"] {
         let mut args = vec!["trace", "--netns", netns.as_str(), "--json"];
         if ending == "duration" {
@@ -425,15 +425,6 @@ fn clean_exit_all_endings() {
         if ending != "SIGKILL" {
             assert_eq!(code, Some(0), "{ending}: exit status");
         }
-        // The kernel releases programs after the last fd closes (RCU): allow a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while (bpf_ids("prog"), bpf_ids("link")) != before && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert_eq!(
-            (bpf_ids("prog"), bpf_ids("link")),
-            before,
-            "{ending}: BPF state left behind"
-        );
+        assert_no_new_bpf(&before, ending);
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -83,7 +83,13 @@ fn tbf_burst(with_tbf: bool) -> u64 {
     assert_eq!(code, Some(0), "server got all datagrams: {err}");
     let v = stop_summary(tool);
     let q = span(&v, "tx_qdisc_enq->tx_qdisc_deq").unwrap_or_else(|| panic!("no qdisc span: {v}"));
-    assert_eq!(ns(q, "count"), N, "one qdisc sample per datagram: {q}");
+    assert_eq!(
+        ns(q, "count"),
+        N,
+        "one qdisc sample per datagram: {q}; kernel {}; join {}",
+        v["kernel"],
+        v["join"]
+    );
     if with_tbf {
         // TBF counts the frame: payload + UDP 8 + IPv4 20 + Ethernet 14.
         let burst_bytes = N * (SIZE + 8 + 20 + 14);
@@ -499,7 +505,7 @@ fn clean_exit_with_packets_queued() {
         "tc", "-n", &t.a, "qdisc", "add", "dev", &t.va, "root", "tbf", "rate", "100kbit", "burst",
         "1600", "limit", "200000",
     ]);
-    let before = (bpf_ids("prog"), bpf_ids("link"));
+    let before = bpf_state();
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let netns = t.netns_path(&t.a);
         let p = tool(&[
@@ -529,15 +535,7 @@ fn clean_exit_with_packets_queued() {
             chains, 40,
             "every datagram is reported, queued ones at exit: {v}"
         );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while (bpf_ids("prog"), bpf_ids("link")) != before && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert_eq!(
-            (bpf_ids("prog"), bpf_ids("link")),
-            before,
-            "signal {sig}: BPF state left behind"
-        );
+        assert_no_new_bpf(&before, &format!("signal {sig}"));
         // Let the queue drain before the next round.
         std::thread::sleep(Duration::from_secs(4));
     }

@@ -351,3 +351,31 @@ pub fn bpf_ids(kind: &str) -> Vec<u64> {
     ids.sort();
     ids
 }
+
+/// Program and link ids now.
+pub fn bpf_state() -> (Vec<u64>, Vec<u64>) {
+    (bpf_ids("prog"), bpf_ids("link"))
+}
+
+/// Wait (bounded: the kernel frees programs after an RCU grace period) until no program or
+/// link exists that was not there `before`, else fail. Ids that were there and have gone
+/// since (another test's tool still being released) are fine.
+pub fn assert_no_new_bpf(before: &(Vec<u64>, Vec<u64>), what: &str) {
+    let new = || {
+        let (p, l) = bpf_state();
+        let np: Vec<u64> = p.into_iter().filter(|i| !before.0.contains(i)).collect();
+        let nl: Vec<u64> = l.into_iter().filter(|i| !before.1.contains(i)).collect();
+        (np, nl)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut left = new();
+    while (!left.0.is_empty() || !left.1.is_empty()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        left = new();
+    }
+    assert_eq!(
+        left,
+        (vec![], vec![]),
+        "{what}: BPF programs/links left behind"
+    );
+}
