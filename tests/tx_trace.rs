@@ -598,3 +598,44 @@ fn rx_and_tx_across_two_namespaces_and_owner_filter() {
         }
     }
 }
+
+/// --iface on TX: the output device decides. Datagrams over the veth are all kept with
+/// --iface of the veth and all left out (counted as filtered) with --iface lo.
+#[test]
+fn tx_iface_filter() {
+    if !root_or_skip("tx_iface_filter") {
+        return;
+    }
+    const K: u64 = 50;
+    let t = Topo::new();
+    let netns = t.netns_path(&t.a);
+    let server = t.server(false, 9260);
+    let k = K.to_string();
+    for (iface, kept) in [(t.va.as_str(), true), ("lo", false)] {
+        let tool = tool(&[
+            "trace", "--tx", "--netns", &netns, "--iface", iface, "--port", "9260", "--json",
+        ]);
+        let cli = load_in(
+            &t.a,
+            &[
+                "udp-send",
+                "--to",
+                &server,
+                "--count",
+                &k,
+                "--interval-ms",
+                "1",
+            ],
+        );
+        assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
+        let v = stop_summary(tool);
+        let c = tx_conn(&v, 9260);
+        if kept {
+            let c = c.unwrap_or_else(|| panic!("--iface {iface}: no TX row: {v}"));
+            assert_eq!(c["packets"], K, "{c}");
+        } else {
+            assert!(c.is_none(), "--iface lo kept veth traffic: {v}");
+            assert!(ns(&v["kernel"], "tx_filtered") >= K, "{}", v["kernel"]);
+        }
+    }
+}
