@@ -52,7 +52,6 @@ enum tx_flags {
 enum tx_held_reason {
 	HELD_NAGLE = 1, /* Nagle: small segment, unacked data in flight, no TCP_NODELAY */
 	HELD_CORK = 2,	/* TCP_CORK or MSG_MORE */
-	HELD_OTHER = 3, /* congestion/receive window, pacing, TSQ or autocork */
 };
 
 /* Which kernel structure told us the flow of a chain. */

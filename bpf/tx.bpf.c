@@ -43,6 +43,10 @@ struct tx_cache {
 	/* The thread whose send syscall started last on this CPU, and when. */
 	__u64 sys_pid_tgid;
 	__u64 sys_ts;
+	/* The socket and send call (its entry time) of the write that started last on this
+	 * CPU: the later tcp_sendmsg_locked calls of a large write skip the hash lookup. */
+	__u64 writing_sk;
+	__u64 writing_ts;
 	__u64 scratch;
 };
 
@@ -204,10 +208,13 @@ static __always_inline void on_tcp_send(const void *sk, const void *msgp)
 	if (!c)
 		return;
 	key = tx_scalar(c, sk);
+	id = bpf_get_current_pid_tgid();
+	if (c->writing_sk == key && c->writing_ts && c->writing_ts == c->sys_ts &&
+	    c->sys_pid_tgid == id)
+		return;
 	w = bpf_map_lookup_elem(&tx_socks, &key);
 	if (w && w->active)
 		return;
-	id = bpf_get_current_pid_tgid();
 	if (!task_wanted(id >> 32) || !netns_wanted(sock_netns(sko)))
 		return;
 	sock_tx_flow(sko, &f);
@@ -232,6 +239,8 @@ static __always_inline void on_tcp_send(const void *sk, const void *msgp)
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	rb_submit(rb, ev);
 	bpf_map_update_elem(&tx_socks, &key, &nw, BPF_ANY);
+	c->writing_sk = key;
+	c->writing_ts = c->sys_pid_tgid == id ? c->sys_ts : 0;
 }
 
 /* sock_send_length: the send returned. For TCP, say why data stayed in the socket. */
@@ -254,6 +263,8 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags)
 	if (sko->sk_protocol != IPPROTO_TCP)
 		return;
 	key = tx_scalar(c, sk);
+	if (c->writing_sk == key)
+		c->writing_sk = 0;
 	w = bpf_map_lookup_elem(&tx_socks, &key);
 	if (!w || !w->active)
 		return;
@@ -263,13 +274,20 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags)
 	snd_nxt = tp->snd_nxt;
 	if (ret <= 0 || write_seq == snd_nxt)
 		return;
+	/*
+	 * Nagle and cork hold back only a partial segment; more than an MSS unsent means a
+	 * window, pacing or TSQ is in the way (normal for bulk writes: not reported, one
+	 * event per write would cost more than it tells).
+	 */
+	if (write_seq - snd_nxt >= tp->mss_cache)
+		return;
 	nonagle = BPF_CORE_READ_BITFIELD_PROBED(tp, nonagle);
 	if ((nonagle & TCP_NAGLE_CORK) || (flags & MSG_MORE))
 		reason = HELD_CORK;
 	else if (!(nonagle & TCP_NAGLE_OFF) && tp->packets_out)
 		reason = HELD_NAGLE;
 	else
-		reason = HELD_OTHER;
+		return;
 	ev = rb_reserve(&rb, sizeof(*ev));
 	if (!ev)
 		return;

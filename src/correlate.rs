@@ -148,7 +148,6 @@ pub struct JoinStats {
     /// TX: TCP writes that returned with data held, by reason.
     pub tx_held_nagle: u64,
     pub tx_held_cork: u64,
-    pub tx_held_other: u64,
     /// TX: TCP segments resending data already sent (no tx_send: the write is long gone).
     pub tx_retransmits: u64,
     /// TX: TCP data segments whose write was not seen (written before the tool started).

@@ -220,6 +220,7 @@ pub struct TxSend {
 pub enum HeldReason {
     Nagle,
     Cork,
+    /// A reason this build does not know (a newer BPF object).
     Other,
 }
 

@@ -132,13 +132,17 @@ pub struct ConnRow {
     pub held: Vec<HeldRow>,
 }
 
-/// Per-connection flags worth a user's attention; HELD_OTHER (windows, pacing) is shown
-/// in `held` but is not a flag.
+/// A connection is flagged for Nagle or cork when held data waited at least this long:
+/// a bulk writer without TCP_NODELAY has its partial tail held for microseconds until the
+/// next write fills it, which `held` shows but is not worth a flag.
+pub const FLAG_MIN_WAIT_NS: u64 = 1_000_000;
+
+/// Per-connection flags worth a user's attention.
 fn conn_flags(c: &Conn) -> Vec<&'static str> {
     c.held
-        .keys()
-        .filter(|r| **r != HeldReason::Other)
-        .map(|r| r.name())
+        .iter()
+        .filter(|(r, h)| **r != HeldReason::Other && h.wait.max() >= FLAG_MIN_WAIT_NS)
+        .map(|(r, _)| r.name())
         .collect()
 }
 
@@ -208,7 +212,7 @@ impl Summary {
         let mut flags: std::collections::BTreeMap<&'static str, FlagCount> = Default::default();
         for k in c.conns.values() {
             for (r, h) in &k.held {
-                if *r == HeldReason::Other {
+                if *r == HeldReason::Other || h.wait.max() < FLAG_MIN_WAIT_NS {
                     continue;
                 }
                 let f = flags.entry(r.name()).or_default();
@@ -404,12 +408,11 @@ impl Summary {
         if traced("tx_") {
             let _ = writeln!(
                 s,
-                "TX accounting: writes {}, held by nagle {} / cork {} / other {}, retransmits {}, \
+                "TX accounting: writes {}, held by nagle {} / cork {}, retransmits {}, \
              segments of unseen writes {}, dropped {}, evicted from cache {}, filtered {}",
                 j.tx_writes,
                 j.tx_held_nagle,
                 j.tx_held_cork,
-                j.tx_held_other,
                 j.tx_retransmits,
                 j.tx_unattributed,
                 j.tx_dropped,

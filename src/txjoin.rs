@@ -6,29 +6,87 @@
 
 use std::collections::VecDeque;
 
-use crate::correlate::{seq_le, Correlator, Dir, Owner, SpanId, Timeline};
+use crate::correlate::{Correlator, Dir, Owner, SpanId, Timeline};
 use crate::events::{
     Flow, HeldReason, TxChain, TxHeld, TxSend, IPPROTO_TCP, TXF_AT_EXIT, TXF_DROPPED, TXF_EVICTED,
     TXF_TASK, TX_BASE, TX_DONE, TX_SEND, TX_TRANSPORT,
 };
 
 struct Write {
-    start: u32,
+    /// First byte, as an unwrapped (64-bit) sequence number.
+    start: u64,
     ts: u64,
     owner: Owner,
     /// Why the write's tail stayed in the socket, and the first byte that stayed.
-    held: Option<(HeldReason, u32)>,
+    held: Option<(HeldReason, u64)>,
 }
 
-/// Per-socket TX state: writes whose bytes have not all been sent yet.
+/// Most sent ranges kept per socket; sends are contiguous, so a handful is plenty.
+const MAX_RANGES: usize = 32;
+
+/// Per-socket TX state: writes whose bytes have not all been sent yet, and which bytes
+/// have been sent. Segments may reach the join slightly out of order (two CPUs transmit
+/// for one socket: the writer, and the softirq that processes its ACKs), so a segment is
+/// a resend only if its oldest byte was sent before, not merely if a later one was.
 #[derive(Default)]
 pub struct TxSock {
     writes: VecDeque<Write>,
+    /// Disjoint, sorted [lo, hi) ranges of bytes sent at least once.
+    sent: Vec<(u64, u64)>,
+    /// The last unwrapped sequence number seen: 32-bit numbers are unwrapped around it.
+    last: Option<u64>,
     flow: Option<Flow>,
     owner: Option<Owner>,
-    /// One past the highest sequence number sent: a segment below it resends data.
-    sent_to: Option<u32>,
     last_seen: u64,
+}
+
+impl TxSock {
+    /// The 64-bit sequence number nearest to the last one seen.
+    fn unwrap(&mut self, seq: u32) -> u64 {
+        let v = match self.last {
+            // Start high enough that going backwards never goes below zero.
+            None => (1u64 << 32) + seq as u64,
+            Some(last) => {
+                let d = seq.wrapping_sub(last as u32) as i32 as i64;
+                (last as i64 + d) as u64
+            }
+        };
+        self.last = Some(v);
+        v
+    }
+
+    fn was_sent(&self, seq: u64) -> bool {
+        self.sent.iter().any(|&(lo, hi)| lo <= seq && seq < hi)
+    }
+
+    fn mark_sent(&mut self, lo: u64, hi: u64) {
+        let (mut lo, mut hi) = (lo, hi);
+        self.sent.retain(|&(a, b)| {
+            let touches = a <= hi && lo <= b;
+            if touches {
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+            !touches
+        });
+        let at = self.sent.partition_point(|&(a, _)| a < lo);
+        self.sent.insert(at, (lo, hi));
+        if self.sent.len() > MAX_RANGES {
+            self.sent.remove(0);
+        }
+    }
+
+    /// Drop writes all of whose bytes were sent; the newest write always stays.
+    fn prune(&mut self) {
+        while self.writes.len() > 1 {
+            let (a, b) = (self.writes[0].start, self.writes[1].start);
+            let covered = self.sent.iter().any(|&(lo, hi)| lo <= a && b <= hi);
+            if !covered {
+                break;
+            }
+            self.writes.pop_front();
+        }
+    }
 }
 
 /// What the write join says about one segment.
@@ -92,8 +150,9 @@ impl Correlator {
         sock.owner = Some(owner);
         sock.flow = Some(s.flow);
         sock.last_seen = s.ts;
+        let start = sock.unwrap(s.seq);
         // A write that took no bytes (EAGAIN) shares its start with the next one.
-        if sock.writes.back().is_some_and(|w| w.start == s.seq) {
+        if sock.writes.back().is_some_and(|w| w.start == start) {
             sock.writes.pop_back();
         }
         if sock.writes.len() >= self.limits.queue_per_socket {
@@ -101,7 +160,7 @@ impl Correlator {
             self.stats.queue_evicted += 1;
         }
         sock.writes.push_back(Write {
-            start: s.seq,
+            start,
             ts: s.ts,
             owner,
             held: None,
@@ -112,15 +171,16 @@ impl Correlator {
         match h.reason {
             HeldReason::Nagle => self.stats.tx_held_nagle += 1,
             HeldReason::Cork => self.stats.tx_held_cork += 1,
-            HeldReason::Other => self.stats.tx_held_other += 1,
+            HeldReason::Other => {}
         }
         let Some(sock) = self.tx_socks.get_mut(&h.sk) else {
             return;
         };
-        let Some(w) = sock.writes.iter_mut().rev().find(|w| w.start == h.seq) else {
+        let (start, first_held) = (sock.unwrap(h.seq), sock.unwrap(h.snd_nxt));
+        let Some(w) = sock.writes.iter_mut().rev().find(|w| w.start == start) else {
             return;
         };
-        w.held = Some((h.reason, h.snd_nxt));
+        w.held = Some((h.reason, first_held));
         let owner = w.owner;
         if let Some(flow) = sock.flow {
             if let Some(conn) = self.record((Dir::Tx, flow), Some(&owner), &[], 0, false) {
@@ -143,30 +203,29 @@ impl Correlator {
         if c.payload == 0 {
             return a;
         }
-        let end = c.seq.wrapping_add(c.payload);
-        if sock.sent_to.is_some_and(|to| !seq_le(to, c.seq)) {
-            // Resent bytes (RTO, TLP, fast retransmit): their write is long gone.
+        let start = sock.unwrap(c.seq);
+        let end = start + c.payload as u64;
+        if sock.was_sent(start) {
+            // Its oldest byte went out before (RTO, TLP, fast retransmit): no new wait.
             self.stats.tx_retransmits += 1;
             a.retransmit = true;
-            if sock.sent_to.is_some_and(|to| !seq_le(end, to)) {
-                sock.sent_to = Some(end);
-            }
+            sock.mark_sent(start, end);
             return a;
         }
-        sock.sent_to = Some(end);
-        let Some(i) = sock.writes.iter().rposition(|w| seq_le(w.start, c.seq)) else {
+        sock.mark_sent(start, end);
+        // The latest write that started at or before the oldest byte.
+        let i = sock.writes.partition_point(|w| w.start <= start);
+        let Some(w) = i.checked_sub(1).and_then(|i| sock.writes.get(i)) else {
             self.stats.tx_unattributed += 1;
             return a;
         };
-        // Writes before this one have had all their bytes sent.
-        sock.writes.drain(..i);
-        let w = &sock.writes[0];
         ts[TX_SEND] = w.ts;
         a.owner = Some(w.owner);
         a.held = w
             .held
-            .filter(|&(_, first_held)| seq_le(first_held, c.seq))
+            .filter(|&(_, first_held)| first_held <= start)
             .map(|(r, _)| r);
+        sock.prune();
         a
     }
 
@@ -376,5 +435,31 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].owner.unwrap().tgid, 9);
         assert_eq!(t[0].dir, Dir::Tx);
+    }
+
+    #[test]
+    fn segments_out_of_order_are_not_resends() {
+        let mut c = Correlator::new(false, Limits::default(), false);
+        c.on_tx_send(&send(7, 1_000, 100));
+        // The softirq's segment (bytes 1100..2100) reaches the join before the writer's.
+        c.on_tx_chain(&seg(7, 3_000, 1100, 1000));
+        c.on_tx_chain(&seg(7, 2_000, 100, 1000));
+        assert_eq!(c.stats.tx_retransmits, 0);
+        assert_eq!(send_span(&c), vec![2, 1_000, 2_000]);
+        // A real resend of the first bytes is one.
+        c.on_tx_chain(&seg(7, 9_000, 100, 500));
+        assert_eq!(c.stats.tx_retransmits, 1);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut c = Correlator::new(false, Limits::default(), false);
+        c.on_tx_send(&send(7, 1_000, u32::MAX - 99));
+        c.on_tx_chain(&seg(7, 2_000, u32::MAX - 99, 100));
+        c.on_tx_send(&send(7, 5_000, 0));
+        c.on_tx_chain(&seg(7, 6_000, 0, 100));
+        assert_eq!(send_span(&c), vec![2, 1_000, 1_000]);
+        assert_eq!(c.stats.tx_retransmits + c.stats.tx_unattributed, 0);
+        assert_eq!(c.tx_pending_writes(), 1);
     }
 }
