@@ -59,7 +59,8 @@ struct {
 
 /* A TCP write in progress on a socket (the socket lock serialises writes). */
 struct tx_write {
-	__u64 active;
+	__u32 active;
+	__u32 msg_flags; /* of the call: sock_send_length does not pass them (always 0) */
 };
 
 struct {
@@ -198,6 +199,7 @@ static __always_inline void on_sys_enter(long id)
 static __always_inline void on_tcp_send(const void *sk, const void *msgp)
 {
 	struct tx_write *w, nw = {.active = 1};
+	__u32 msg_flags;
 	struct tx_send_event *ev;
 	struct tx_cache *c = cache_get();
 	struct sock *sko = sock_ro(sk);
@@ -233,7 +235,9 @@ static __always_inline void on_tcp_send(const void *sk, const void *msgp)
 	ev->sk = key;
 	ev->flow = f;
 	ev->seq = bpf_core_cast(sk, struct tcp_sock)->write_seq;
-	ev->msg_flags = bpf_core_cast(msgp, struct msghdr)->msg_flags;
+	msg_flags = bpf_core_cast(msgp, struct msghdr)->msg_flags;
+	ev->msg_flags = msg_flags;
+	nw.msg_flags = msg_flags;
 	ev->pid = (__u32)id;
 	ev->tgid = id >> 32;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
@@ -269,6 +273,7 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags)
 	if (!w || !w->active)
 		return;
 	w->active = 0;
+	flags |= w->msg_flags;
 	tp = bpf_core_cast(sk, struct tcp_sock);
 	write_seq = tp->write_seq;
 	snd_nxt = tp->snd_nxt;

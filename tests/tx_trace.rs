@@ -125,9 +125,27 @@ fn qdisc_wait_is_zero_without_a_qdisc() {
 /// write-write-read against a server that answers only once both writes are in: with
 /// Nagle on, the second write waits for the delayed ACK of the first (~40 ms).
 fn nagle(nodelay: bool) {
+    nagle_or_cork(nodelay, None)
+}
+
+/// The held data's row: flags and the `held` entry for `reason`.
+fn held<'a>(c: &'a Value, reason: &str) -> Option<&'a Value> {
+    c["held"].as_array()?.iter().find(|h| h["reason"] == reason)
+}
+
+/// The first write with MSG_MORE, the second GAP later: the first write's bytes wait in
+/// the socket for the second, about GAP, and the connection is flagged "cork".
+#[test]
+fn cork_is_flagged_with_its_wait() {
+    if root_or_skip("cork_is_flagged_with_its_wait") {
+        nagle_or_cork(true, Some(30));
+    }
+}
+
+fn nagle_or_cork(nodelay: bool, more_gap_ms: Option<u64>) {
     const ROUNDS: &str = "30";
     let t = Topo::new();
-    let port = 9210 + u16::from(nodelay);
+    let port = 9210 + u16::from(nodelay) + 2 * u16::from(more_gap_ms.is_some());
     let netns = t.netns_path(&t.a);
     let tool = tool(&[
         "trace",
@@ -148,6 +166,10 @@ fn nagle(nodelay: bool) {
     if nodelay {
         args.push("--nodelay");
     }
+    let gap = more_gap_ms.map(|g| g.to_string());
+    if let Some(g) = &gap {
+        args.extend(["--more-gap-ms", g]);
+    }
     let cli = load_in(&t.a, &args);
     let (code, out, err) = cli.finish(Duration::from_secs(30));
     assert_eq!(code, Some(0), "client: {err}");
@@ -163,7 +185,24 @@ fn nagle(nodelay: bool) {
         .iter()
         .filter_map(|f| f.as_str())
         .collect();
-    if nodelay {
+    if let Some(gap) = more_gap_ms {
+        assert_eq!(flags, ["cork"], "MSG_MORE: {c}");
+        let h = held(c, "cork").unwrap();
+        assert_eq!(ns(h, "writes"), 30, "every first write was held: {h}");
+        let w = &h["wait"];
+        let d = gap * 1_000_000;
+        let p50 = ns(w, "p50_ns");
+        assert!(
+            (d * 9 / 10..=d * 3 / 2).contains(&p50),
+            "cork wait p50 {p50} ns vs gap {d} ns: {w}"
+        );
+        assert_eq!(ns(w, "count"), 30, "{w}");
+        assert!(
+            ns(&v["flags"]["cork"], "connections") >= 1,
+            "{}",
+            v["flags"]
+        );
+    } else if nodelay {
         assert!(
             !flags.contains(&"nagle"),
             "TCP_NODELAY: flags {flags:?}: {c}"
@@ -176,13 +215,8 @@ fn nagle(nodelay: bool) {
             "Nagle: flags {flags:?}: {c} ({out})"
         );
         assert!(p90 > 10_000_000, "Nagle: p90 {p90} ns <= 10 ms: {send}");
-        let held = c["held"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["reason"] == "nagle")
-            .unwrap();
-        assert!(ns(held, "writes") >= 1 && ns(&held["wait"], "max_ns") > 10_000_000);
+        let h = held(c, "nagle").unwrap();
+        assert!(ns(h, "writes") >= 1 && ns(&h["wait"], "max_ns") > 10_000_000);
         assert!(
             ns(&v["flags"]["nagle"], "connections") >= 1,
             "{}",

@@ -116,6 +116,9 @@ enum Cmd {
         /// Set TCP_NODELAY (default: Nagle on)
         #[arg(long)]
         nodelay: bool,
+        /// Send the first write with MSG_MORE and wait this long before the second (cork)
+        #[arg(long = "more-gap-ms", value_name = "MS")]
+        more_gap_ms: Option<u64>,
     },
     /// Create tun device NAME, print READY, read COUNT packets, sleeping DELAY ms once each
     /// is queued (the device exists only while this runs).
@@ -265,10 +268,11 @@ fn run(cli: Cli) -> Result<()> {
             size,
             reply,
             nodelay,
+            more_gap_ms,
         } => {
             check_tcp_size(size, "--size")?;
             check_tcp_size(reply, "--reply")?;
-            tcp_rr_client(to, rounds, size, reply, nodelay)
+            tcp_rr_client(to, rounds, size, reply, nodelay, more_gap_ms)
         }
         Cmd::TunSink {
             name,
@@ -516,6 +520,7 @@ fn tcp_rr_client(
     size: usize,
     reply: usize,
     nodelay: bool,
+    more_gap_ms: Option<u64>,
 ) -> Result<()> {
     let mut stream = connect_with_retry(to)?;
     stream.set_nodelay(nodelay).context("TCP_NODELAY")?;
@@ -523,7 +528,13 @@ fn tcp_rr_client(
     let mut answer = vec![0u8; reply];
     let started = Instant::now();
     for i in 0..rounds {
-        stream.write_all(&data).context("first write")?;
+        match more_gap_ms {
+            Some(gap) => {
+                send_more(&stream, &data)?;
+                sleep_ms(gap);
+            }
+            None => stream.write_all(&data).context("first write")?,
+        }
         stream.write_all(&data).context("second write")?;
         stream
             .read_exact(&mut answer)
@@ -531,6 +542,26 @@ fn tcp_rr_client(
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
     emit(&json!({ "rounds": rounds, "ms_per_round": ms }).to_string())
+}
+
+/// One send(2) with MSG_MORE: the kernel may hold the data for what follows (like a cork).
+fn send_more(stream: &TcpStream, data: &[u8]) -> Result<()> {
+    // SAFETY: the buffer is valid for its length; the fd is an open TCP socket.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_MORE,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error()).context("send with MSG_MORE");
+    }
+    if n as usize != data.len() {
+        bail!("send with MSG_MORE took {n} of {} bytes", data.len());
+    }
+    Ok(())
 }
 
 /// A tun device's transmit completes when its reader takes the packet: a driver whose
