@@ -481,7 +481,8 @@ L.append(f"""- Topology: namespaces `nsl-bench-a` (10.77.0.1/24, fd77::1/64) and
 - Modes: **baseline** (nothing attached); **trace** (`netstack-lat trace --netns /run/netns/nsl-bench-a
   --netns /run/netns/nsl-bench-b --port {meta['port']} --json`: the full RX+TX trace, TX in the sender's
   namespace and RX in the receiver's, started ~1.5 s before the flood); **empty** (`netstack-lat bench
-  empty`: programs that only increment a counter, on exactly trace's RX and TX hooks: the floor);
+  empty`: programs that only increment a per-CPU counter, on exactly trace's RX and TX hooks: the
+  floor);
   **bpftrace** (0.17: the same joins on classic tracepoints: RX by skb pointer and by socket, TX from
   the sendto syscall by thread to net_dev_queue/start_xmit/xmit by skb pointer; it has no netfilter
   hook, so tx_transport/tx_nf_done/rx_ip/rx_transport have no bpftrace column).
@@ -492,7 +493,7 @@ L.append(f"""- Topology: namespaces `nsl-bench-a` (10.77.0.1/24, fd77::1/64) and
   `kernel.bpf_stats_enabled=1`; `bpftool prog show --json` right before and right after it;
   ns/run = delta run_time_ns / delta run_cnt. Programs are the tool's own (prog ids from its
   /proc/PID/fdinfo), so other BPF users on the machine do not leak in. bpf_stats' own timing is in
-  every ns/run figure, the empty programs' included (that is why they show ~35-55 ns, not ~0).
+  every ns/run figure, the empty programs' included (that is why they do not show ~0).
 - tx_send_sys_enter runs on every system call of the machine (it only keeps the entry time of
   send calls), so its runs/s is above the packet rate; "ns per packet" divides all programs' time by
   the datagrams (netif_receive_skb runs).

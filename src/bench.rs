@@ -139,11 +139,18 @@ fn wait(duration: Duration) -> Result<bool> {
 }
 
 fn read_hits(skel: &EmptySkel<'_>) -> u64 {
-    skel.maps.bss_data.as_deref().map_or(0, |bss| {
-        // SAFETY: a valid reference into the mmapped .bss; the kernel writes it
-        // concurrently, so read it as memory the compiler cannot cache.
-        unsafe { std::ptr::read_volatile(&bss.hits) }
-    })
+    use libbpf_rs::{MapCore, MapFlags};
+    skel.maps
+        .hits
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .map_or(0, |cpus| {
+            cpus.iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map(u64::from_ne_bytes)
+                .sum()
+        })
 }
 
 // ---- bench frontend ----
