@@ -153,6 +153,54 @@ struct rx_slot {
 	__u32 _pad;
 };
 
+/* ---- softirq: aggregated in the kernel (softirqs are far more frequent than packets) ---- */
+
+#define NR_SOFTIRQS_MAX 10
+/* Log-linear buckets as in Rust's hist.rs: 16 per power of two; the last one also holds
+ * everything above (about 17 s), whose exact max is kept apart. */
+#define SIRQ_BUCKETS 512
+
+enum sirq_kind {
+	SIRQ_DELAY = 0, /* raise -> entry */
+	SIRQ_RUN = 1,	/* entry -> exit */
+	SIRQ_KINDS = 2,
+};
+
+/* One histogram; index vector * SIRQ_KINDS + kind of the per-CPU `sirq_hists` array. */
+struct sirq_hist {
+	__u64 count;
+	__u64 sum;
+	__u64 min_plus1; /* 0 = empty */
+	__u64 max;
+	__u64 b[SIRQ_BUCKETS];
+};
+
+/* Per CPU and vector, index vector of the per-CPU `sirq_counts` array. */
+struct sirq_counts {
+	__u64 raised;	 /* softirq_raise calls */
+	__u64 entered;	 /* handler runs (what /proc/softirqs counts) */
+	__u64 ksoftirqd; /* runs in ksoftirqd rather than on IRQ exit or BH enable */
+	__u64 _pad;
+};
+
+#define NAPI_BATCH_MAX 128
+
+struct napi_key {
+	__u32 ifindex;
+	__u32 netns;
+};
+
+/* Per CPU and device (per-CPU hash keyed by napi_key). */
+struct napi_stats {
+	__u64 polls;
+	__u64 full; /* polls that used their whole budget (time_squeeze territory) */
+	__u64 work; /* packets over all polls */
+	__u32 budget;
+	__u32 _pad;
+	char name[16];
+	__u64 b[NAPI_BATCH_MAX + 1]; /* polls by packets processed; the last holds more */
+};
+
 /* Per-CPU counters, summed by Rust; index into the `counters` array map. */
 enum counter {
 	CNT_LOST = 0,		/* ring buffer full: event dropped */

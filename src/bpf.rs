@@ -18,6 +18,7 @@ macro_rules! skeleton {
 
 skeleton!(rx);
 skeleton!(tx);
+skeleton!(softirq);
 skeleton!(probe);
 skeleton!(empty);
 
@@ -28,3 +29,7 @@ unsafe impl plain::Plain for rx::types::rx_read_event {}
 unsafe impl plain::Plain for rx::types::rx_slot {}
 unsafe impl plain::Plain for tx::types::tx_chain_event {}
 unsafe impl plain::Plain for tx::types::tx_send_event {}
+unsafe impl plain::Plain for softirq::types::sirq_hist {}
+unsafe impl plain::Plain for softirq::types::sirq_counts {}
+unsafe impl plain::Plain for softirq::types::napi_key {}
+unsafe impl plain::Plain for softirq::types::napi_stats {}

@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Trace receive and transmit latency per stage and per connection
     Trace(TraceArgs),
+    /// Softirq raise->entry delay and run time per CPU and vector, NAPI batch sizes
+    Softirq(SoftirqArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
     /// Benchmark helpers used by `make bench`
@@ -120,6 +122,62 @@ pub struct TraceArgs {
     /// Print libbpf's own messages
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct SoftirqArgs {
+    /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print a live line every interval
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// JSON lines on stdout: {"type":"interval"} per interval, {"type":"summary"} last
+    #[arg(long)]
+    pub json: bool,
+    /// Every softirq vector, not only NET_RX and NET_TX
+    #[arg(long, conflicts_with = "vector")]
+    pub all: bool,
+    /// Vectors to follow, comma-separated (HI, TIMER, NET_TX, NET_RX, BLOCK, IRQ_POLL,
+    /// TASKLET, SCHED, HRTIMER, RCU) [default: NET_RX,NET_TX]
+    #[arg(long, value_parser = parse_vectors)]
+    pub vector: Option<u32>,
+    /// Only this CPU
+    #[arg(long)]
+    pub cpu: Option<u32>,
+    /// Bin width of the linear histogram view, in microseconds
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub linear_us: u64,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
+    /// Print libbpf's own messages
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// Softirq vector names, in the kernel's order (index = vector number).
+pub const VECTORS: [&str; 10] = [
+    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
+];
+
+/// "NET_RX,TIMER" -> a bit mask of vector numbers.
+pub fn parse_vectors(s: &str) -> Result<u32, String> {
+    let mut mask = 0u32;
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let upper = name.to_ascii_uppercase();
+        let i = VECTORS.iter().position(|v| *v == upper).ok_or_else(|| {
+            format!(
+                "unknown softirq vector '{name}': use one of {}",
+                VECTORS.join(", ")
+            )
+        })?;
+        mask |= 1 << i;
+    }
+    if mask == 0 {
+        return Err("no softirq vector given: use e.g. NET_RX,NET_TX".into());
+    }
+    Ok(mask)
 }
 
 #[derive(Args, Debug, Clone, Default)]

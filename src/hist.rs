@@ -130,6 +130,68 @@ impl Hist {
         *l = l.saturating_add(1);
     }
 
+    /// Record `v` `n` times.
+    pub fn record_n(&mut self, v: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.count = self.count.saturating_add(n);
+        self.sum = self.sum.saturating_add(u128::from(v) * u128::from(n));
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        let i = fine_index(v);
+        if i >= self.fine.len() {
+            self.fine.resize(i + 1, 0);
+        }
+        self.fine[i] = self.fine[i].saturating_add(n);
+        let l = &mut self.log2[log2_index(v)];
+        *l = l.saturating_add(n);
+        let l = &mut self.log2_us[log2_index(v / 1000)];
+        *l = l.saturating_add(n);
+    }
+
+    /// A histogram counted elsewhere (the BPF side) in the same fine buckets, with its
+    /// exact sum, min and max. Values beyond the last bucket were counted in it; the
+    /// log2 view puts each bucket's values at the bucket's lower bound (a fine bucket
+    /// never straddles a power of two; the microsecond view may be off by one bucket).
+    pub fn from_fine(buckets: &[u64], sum: u128, min: u64, max: u64) -> Hist {
+        let mut h = Hist::new();
+        for (i, &n) in buckets.iter().enumerate().filter(|(_, &n)| n != 0) {
+            let lo = fine_lower(i);
+            h.count = h.count.saturating_add(n);
+            let l = &mut h.log2[log2_index(lo)];
+            *l = l.saturating_add(n);
+            let l = &mut h.log2_us[log2_index(lo / 1000)];
+            *l = l.saturating_add(n);
+        }
+        h.fine = buckets.to_vec();
+        if let Some(last) = h.fine.iter().rposition(|&n| n != 0) {
+            h.fine.truncate(last + 1);
+        } else {
+            h.fine.clear();
+        }
+        if h.count > 0 {
+            h.sum = sum;
+            h.min = min;
+            h.max = max;
+        }
+        h
+    }
+
+    /// Linear view: counts in `bins` bins of `width` from 0, the last one also holding
+    /// everything above. Each fine bucket goes to the bin of its midpoint.
+    pub fn linear(&self, width: u64, bins: usize) -> Vec<u64> {
+        let mut out = vec![0u64; bins.max(1)];
+        let width = width.max(1);
+        for (i, &n) in self.fine.iter().enumerate().filter(|(_, &n)| n != 0) {
+            let lo = fine_lower(i);
+            let mid = lo + (fine_upper(i) - lo) / 2;
+            let b = ((mid.clamp(self.min(), self.max) / width) as usize).min(out.len() - 1);
+            out[b] = out[b].saturating_add(n);
+        }
+        out
+    }
+
     /// Add all values of `other` to `self`.
     pub fn merge(&mut self, other: &Hist) {
         self.count = self.count.saturating_add(other.count);
@@ -568,5 +630,31 @@ mod tests {
             assert_eq!(fmt_ns(ns), want, "ns={ns}");
         }
         assert_eq!(fmt_ns(u64::MAX), "18446744074s");
+    }
+
+    #[test]
+    fn from_fine_matches_recording() {
+        let mut a = Hist::new();
+        let vals = [0u64, 3, 17, 1000, 1500, 70_000, 5_000_000];
+        for v in vals {
+            a.record(v);
+        }
+        let sum: u128 = vals.iter().map(|&v| v as u128).sum();
+        let b = Hist::from_fine(&a.fine, sum, 0, 5_000_000);
+        assert_eq!(a.summary(), b.summary());
+        let mut c = Hist::new();
+        c.record_n(1000, 3);
+        assert_eq!(c.count(), 3);
+        assert_eq!(c.avg(), 1000);
+        assert_eq!(Hist::from_fine(&[], 0, 0, 0).summary(), Stats::default());
+    }
+
+    #[test]
+    fn linear_bins() {
+        let mut h = Hist::new();
+        for v in [1u64, 5, 12, 14, 1000] {
+            h.record(v);
+        }
+        assert_eq!(h.linear(10, 3), vec![2, 2, 1]);
     }
 }

@@ -14,6 +14,7 @@ pub mod netns;
 pub mod output;
 pub mod probes;
 pub mod reorder;
+pub mod softirq;
 pub mod trace;
 pub mod txjoin;
 
@@ -23,6 +24,7 @@ use cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Trace(a)) => trace::run(&a),
+        Some(Command::Softirq(a)) => softirq::run(&a),
         Some(Command::Probes(a)) => probes::run(&a),
         Some(Command::Bench(b)) => bench::run(&b),
         None => trace::run(&cli.trace),

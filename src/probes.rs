@@ -413,6 +413,20 @@ pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
     Ok(facts)
 }
 
+/// Which of these tracepoints the kernel's BTF describes (usable by tp_btf and raw_tp).
+pub fn gather_tracepoints(btf_path: &Path, names: &[&str]) -> anyhow::Result<Vec<String>> {
+    let btf = Btf::from_path(btf_path)
+        .map_err(|e| UserError::new(format!("cannot read BTF at {}: {e}", btf_path.display())))?;
+    Ok(names
+        .iter()
+        .filter(|n| {
+            btf.type_by_name::<Typedef>(&format!("btf_trace_{n}"))
+                .is_some()
+        })
+        .map(|n| n.to_string())
+        .collect())
+}
+
 /// Load a do-nothing fentry program: the only honest test (lockdown or LSMs may refuse it).
 fn probe_fentry(btf_path: &Path) -> Result<(), String> {
     let mut obj = MaybeUninit::uninit();

@@ -47,6 +47,14 @@ fn malformed_flags_need_no_root() {
     expect_user_error(&mut tool(&["trace", "--proto", "sctp"]), "sctp");
     expect_user_error(&mut tool(&["trace", "-4", "-6"]), "cannot be used");
     expect_user_error(&mut tool(&["trace", "--rx", "--tx"]), "cannot be used");
+    expect_user_error(
+        &mut tool(&["softirq", "--vector", "NET_RX,BOGUS"]),
+        "unknown softirq vector 'BOGUS'",
+    );
+    expect_user_error(
+        &mut tool(&["softirq", "--all", "--vector", "NET_RX"]),
+        "cannot be used",
+    );
     expect_user_error(&mut tool(&["--no-such-flag"]), "--no-such-flag");
 }
 
@@ -93,6 +101,10 @@ fn unknown_interface_pid_netns_and_missing_btf() {
             "1",
         ]),
         "cgroup",
+    );
+    expect_user_error(
+        &mut tool(&["softirq", "--cpu", "4096", "--duration", "1"]),
+        "unknown CPU 4096",
     );
     let me = "/proc/self/ns/net";
     expect_user_error(

@@ -225,12 +225,13 @@ pub fn wait_ready(p: &mut Proc) {
     let mut line = String::new();
     r.read_line(&mut line).expect("read READY");
     assert_eq!(line.trim(), "READY", "{} did not start", p.what);
-    // Keep the rest readable for finish().
+    // The rest of stdout goes to finish().
     p.child.stdout = None;
-    std::thread::spawn(move || {
+    p.out = Some(std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = r.read_to_string(&mut rest);
-    });
+        rest
+    }));
 }
 
 /// Start `netstack-lat` with args and wait until it says it is tracing (or fail with its stderr).

@@ -1,0 +1,185 @@
+//! Privileged softirq tests: real BPF, real namespaces and packets, checked against the
+//! kernel's own /proc/softirqs counters and the NAPI budget. Run serially.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// /proc/softirqs: vector name -> count per CPU.
+fn proc_softirqs() -> BTreeMap<String, Vec<u64>> {
+    let text = std::fs::read_to_string("/proc/softirqs").expect("/proc/softirqs");
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let counts = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            Some((name.trim().to_string(), counts))
+        })
+        .collect()
+}
+
+/// A UDP flood a -> b; returns the datagrams the sink received.
+fn flood(t: &Topo, port: u16, seconds: &str) -> u64 {
+    let server = t.server(false, port);
+    let mut sink = load_in(&t.b, &["udp-sink", "--bind", &server, "--seconds", seconds]);
+    wait_ready(&mut sink);
+    let f = load_in(&t.a, &["udp-flood", "--to", &server, "--seconds", seconds]);
+    assert_eq!(f.finish(Duration::from_secs(30)).0, Some(0));
+    let (_, out, _) = sink.finish(Duration::from_secs(30));
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v["received"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Per CPU and vector, the tool's handler-run counts equal the deltas of /proc/softirqs
+/// over the same window (the kernel counts right before the softirq_entry tracepoint),
+/// within 2% plus a small constant for the window edges.
+#[test]
+fn counts_agree_with_proc_softirqs() {
+    if !root_or_skip("counts_agree_with_proc_softirqs") {
+        return;
+    }
+    let t = Topo::new();
+    let tool = tool(&["softirq", "--all", "--json", "--interval", "500ms"]);
+    let before = proc_softirqs();
+    flood(&t, 9301, "1.5");
+    let after = proc_softirqs();
+    let v = stop_summary(tool);
+    let mut checked = 0;
+    let mut net_rx = 0;
+    for (name, a) in &after {
+        let b = &before[name];
+        for (cpu, (x, y)) in b.iter().zip(a).enumerate() {
+            let delta = y - x;
+            let row = v["vectors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["vector"] == name.as_str() && r["cpu"] == cpu);
+            let got = row.and_then(|r| r["count"].as_u64()).unwrap_or(0);
+            let slack = delta / 50 + 50;
+            assert!(
+                got.abs_diff(delta) <= slack,
+                "{name} cpu {cpu}: tool {got}, /proc/softirqs delta {delta} (slack {slack})"
+            );
+            checked += 1;
+            if name == "NET_RX" {
+                net_rx += delta;
+            }
+        }
+    }
+    assert!(checked >= 10, "{checked} rows checked");
+    assert!(net_rx > 10_000, "the flood made NET_RX work: {net_rx}");
+}
+
+/// A veth with GRO on at the receiver runs NAPI: under a flood its polls show up with
+/// batch sizes of more than one packet and never beyond the budget.
+#[test]
+fn napi_batches_stay_within_budget() {
+    if !root_or_skip("napi_batches_stay_within_budget") {
+        return;
+    }
+    let t = Topo::new();
+    sh(&[
+        "ip", "netns", "exec", &t.b, "ethtool", "-K", &t.vb, "gro", "on",
+    ]);
+    sh(&[
+        "ip", "netns", "exec", &t.a, "ethtool", "-K", &t.va, "tso", "off",
+    ]);
+    let tool = tool(&["softirq", "--json"]);
+    let received = flood(&t, 9302, "1.5");
+    let v = stop_summary(tool);
+    let rows: Vec<&Value> = v["napi"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dev"] == t.vb.as_str())
+        .collect();
+    let all = rows
+        .iter()
+        .find(|r| r["cpu"] == "all")
+        .unwrap_or_else(|| panic!("no NAPI row for {}: {v}", t.vb));
+    let budget = all["budget"].as_u64().unwrap();
+    assert!(budget > 0, "{all}");
+    assert!(all["polls"].as_u64().unwrap() > 100, "{all}");
+    let max = all["batch"]["max"].as_u64().unwrap();
+    assert!(
+        max <= budget,
+        "a batch of {max} beyond the budget {budget}: {all}"
+    );
+    // The distribution accounts for every poll and every packet, and the packets polled
+    // cover what the sink received (it counts a window inside the flood).
+    let buckets: Vec<u64> = all["batch"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    let polls: u64 = buckets.iter().sum();
+    let packets: u64 = buckets.iter().enumerate().map(|(w, n)| w as u64 * n).sum();
+    assert_eq!(polls, all["polls"].as_u64().unwrap(), "{all}");
+    assert_eq!(packets, all["packets"].as_u64().unwrap(), "{all}");
+    assert!(
+        packets >= received && received > 1000,
+        "polled {packets} packets, sink received {received}: {all}"
+    );
+    let full = all["full_budget"].as_u64().unwrap();
+    let at_budget = all["batch"]["buckets"]
+        .as_array()
+        .unwrap()
+        .get(budget as usize)
+        .and_then(|x| x.as_u64())
+        .unwrap_or(0);
+    assert_eq!(
+        full, at_budget,
+        "full-budget polls are the polls at the budget: {all}"
+    );
+    // NET_RX ran, with delays and run times.
+    let rx = v["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["vector"] == "NET_RX" && r["cpu"] == "all")
+        .unwrap();
+    assert!(rx["run"]["count"].as_u64().unwrap() > 0, "{rx}");
+}
+
+/// Clean exit on --duration, SIGINT and SIGTERM: a summary, exit 0, nothing left.
+#[test]
+fn softirq_clean_exit() {
+    if !root_or_skip("softirq_clean_exit") {
+        return;
+    }
+    let before = bpf_state();
+    for ending in ["duration", "SIGINT", "SIGTERM"] {
+        let mut args = vec!["softirq", "--json"];
+        if ending == "duration" {
+            args.extend(["--duration", "1s"]);
+        }
+        let p = tool(&args);
+        let (code, out, _) = match ending {
+            "duration" => p.finish(Duration::from_secs(20)),
+            _ => {
+                std::thread::sleep(Duration::from_millis(300));
+                p.signal(if ending == "SIGINT" {
+                    libc::SIGINT
+                } else {
+                    libc::SIGTERM
+                });
+                p.finish(Duration::from_secs(20))
+            }
+        };
+        assert_eq!(code, Some(0), "{ending}");
+        let v = summary_of(&out);
+        assert_eq!(v["interrupted"], ending != "duration", "{ending}");
+        assert_no_new_bpf(&before, ending);
+    }
+}
