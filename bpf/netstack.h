@@ -85,6 +85,9 @@ struct rx_chain_event {
 	__u32 seq_end; /* TCP: rcv_nxt after the segment was queued */
 	__u32 flags;   /* enum chain_flags */
 	__u32 _pad;
+	/* The NET_RX run that processed the skb: when it was first raised and when it began. */
+	__u64 sirq_raise;
+	__u64 sirq_entry;
 };
 
 struct rx_read_event {

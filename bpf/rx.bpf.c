@@ -32,6 +32,11 @@ struct drv_cache {
 	 * mostly on the same socket, so the LRU lookup is skipped for them. */
 	__u64 last_marked;
 	__u64 last_found;
+	/* NET_RX on this CPU: first raise since it last ran, and the current run's raise and
+	 * entry times, which chains opened during the run carry. */
+	__u64 nrx_raise;
+	__u64 nrx_run_raise;
+	__u64 nrx_run_entry;
 };
 
 struct {
@@ -143,6 +148,14 @@ static __always_inline void slot_open(struct rx_slot *s, __u64 skb, __u32 ifinde
 	s->ev.ifindex = ifindex;
 	s->ev.netns = netns;
 	s->state = SLOT_OPEN;
+	{
+		struct drv_cache *c = drv_get();
+
+		if (c) {
+			s->ev.sirq_raise = c->nrx_run_raise;
+			s->ev.sirq_entry = c->nrx_run_entry;
+		}
+	}
 	if ((f_ifindex && ifindex != f_ifindex) || (netns && !netns_wanted(netns))) {
 		s->state = SLOT_SKIP;
 		count(CNT_FILTERED);
@@ -323,7 +336,63 @@ static __always_inline void on_read(const void *sk, int ret, int flags)
 	rb_submit(rb, ev);
 }
 
+#define NET_RX_VEC 3
+
+/* softirq_raise / softirq_entry, NET_RX only: the softirq-delay context of chains. */
+static __always_inline void on_sirq_raise(unsigned int vec)
+{
+	struct drv_cache *c;
+
+	if (vec != NET_RX_VEC)
+		return;
+	c = drv_get();
+	if (c && !c->nrx_raise)
+		c->nrx_raise = bpf_ktime_get_ns();
+}
+
+static __always_inline void on_sirq_entry(unsigned int vec)
+{
+	struct drv_cache *c;
+
+	if (vec != NET_RX_VEC)
+		return;
+	c = drv_get();
+	if (!c)
+		return;
+	c->nrx_run_entry = bpf_ktime_get_ns();
+	c->nrx_run_raise = c->nrx_raise;
+	c->nrx_raise = 0;
+}
+
 /* ---- tp_btf: typed tracepoint arguments, direct (CO-RE relocated) loads ---- */
+
+SEC("tp_btf/softirq_raise")
+int BPF_PROG(rx_softirq_raise, unsigned int vec)
+{
+	on_sirq_raise(vec);
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(rx_softirq_entry, unsigned int vec)
+{
+	on_sirq_entry(vec);
+	return 0;
+}
+
+SEC("raw_tp/softirq_raise")
+int BPF_PROG(rx_softirq_raise_raw, unsigned int vec)
+{
+	on_sirq_raise(vec);
+	return 0;
+}
+
+SEC("raw_tp/softirq_entry")
+int BPF_PROG(rx_softirq_entry_raw, unsigned int vec)
+{
+	on_sirq_entry(vec);
+	return 0;
+}
 
 static __always_inline __u32 dev_netns(struct net_device *dev)
 {

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::events::{
-    point_name, Chain, Comm, Flow, HeldReason, Read, IPPROTO_TCP, RX_NETIF, RX_READ, RX_SOCKQ,
+    point_name, Chain, Comm, Flow, HeldReason, Read, IPPROTO_TCP, RX_NETIF, RX_READ, RX_SIRQ_ENTRY,
+    RX_SIRQ_RAISE, RX_SOCKQ,
 };
 
 /// A fast non-cryptographic hasher (the Fx multiply-rotate scheme) for the per-event maps:
@@ -97,6 +98,15 @@ pub fn spans_of(ts: &[u64; 6]) -> Vec<(SpanId, u64)> {
     out
 }
 
+/// A chain's spans: its path spans plus, when known, the softirq-delay context span.
+pub fn chain_spans(ts: &[u64; 6], sirq: Option<u64>) -> Vec<(SpanId, u64)> {
+    let mut s = spans_of(ts);
+    if let Some(d) = sirq {
+        s.push(((RX_SIRQ_RAISE, RX_SIRQ_ENTRY), d));
+    }
+    s
+}
+
 /// TCP sequence order with wrap-around: is `a` at or before `b`?
 pub fn seq_le(a: u32, b: u32) -> bool {
     (b.wrapping_sub(a) as i32) >= 0
@@ -158,6 +168,7 @@ pub struct JoinStats {
 
 struct Pending {
     ts: [u64; 6],
+    sirq: Option<u64>,
     flow: Flow,
     end_seq: u32,
     payload: u32,
@@ -276,7 +287,14 @@ impl Correlator {
         self.record((Dir::Rx, *flow), owner, spans, payload, packet);
     }
 
-    fn push_timeline(&mut self, ts: [u64; 6], flow: Flow, owner: Option<Owner>, payload: u32) {
+    fn push_timeline(
+        &mut self,
+        ts: [u64; 6],
+        sirq: Option<u64>,
+        flow: Flow,
+        owner: Option<Owner>,
+        payload: u32,
+    ) {
         if let Some(t) = self.timelines.as_mut() {
             t.push(Timeline {
                 dir: Dir::Rx,
@@ -286,7 +304,7 @@ impl Correlator {
                     .filter(|(_, &v)| v != 0)
                     .map(|(i, &v)| (i, v))
                     .collect(),
-                spans: spans_of(&ts),
+                spans: chain_spans(&ts, sirq),
                 flow,
                 owner,
                 payload,
@@ -322,12 +340,12 @@ impl Correlator {
         };
         let record_now = !self.owner_filter || owner.is_some();
         if record_now {
-            let spans = spans_of(&c.ts);
+            let spans = chain_spans(&c.ts, c.softirq_delay());
             self.record_rx(&c.flow, owner.as_ref(), &spans, c.payload);
         }
         if !queued {
             if record_now {
-                self.push_timeline(c.ts, c.flow, owner, c.payload);
+                self.push_timeline(c.ts, c.softirq_delay(), c.flow, owner, c.payload);
             } else {
                 self.stats.owner_filtered += 1;
             }
@@ -345,6 +363,7 @@ impl Correlator {
         }
         sock.queue.push_back(Pending {
             ts: c.ts,
+            sirq: c.softirq_delay(),
             flow: c.flow,
             end_seq: c.seq_end,
             payload: c.payload,
@@ -389,7 +408,7 @@ impl Correlator {
         }
         for mut p in done {
             p.ts[RX_READ] = r.ts;
-            let spans = spans_of(&p.ts);
+            let spans = chain_spans(&p.ts, p.sirq);
             if p.recorded {
                 let read_spans: Vec<_> = spans
                     .into_iter()
@@ -399,7 +418,7 @@ impl Correlator {
             } else {
                 self.record_rx(&p.flow, Some(&owner), &spans, p.payload);
             }
-            self.push_timeline(p.ts, p.flow, Some(owner), p.payload);
+            self.push_timeline(p.ts, p.sirq, p.flow, Some(owner), p.payload);
         }
     }
 
@@ -431,7 +450,7 @@ impl Correlator {
                 if !p.recorded {
                     match &s.owner {
                         Some(o) => {
-                            let spans = spans_of(&p.ts);
+                            let spans = chain_spans(&p.ts, p.sirq);
                             let o = *o;
                             self.record_rx(&p.flow, Some(&o), &spans, p.payload);
                         }
@@ -474,6 +493,8 @@ mod tests {
             seq_end,
             flags: 0,
             cpu: 0,
+            sirq_raise: t0 + 400,
+            sirq_entry: t0 + 500,
         }
     }
 
@@ -610,5 +631,20 @@ mod tests {
         assert_eq!(c.conns.len(), 1);
         assert_eq!(c.stats.conns_dropped, 1);
         assert_eq!(count(&c, RX_DRIVER, RX_NETIF), 2);
+    }
+
+    #[test]
+    fn softirq_context_span_per_packet() {
+        let mut c = Correlator::new(false, Limits::default(), false);
+        c.on_chain(&chain(IPPROTO_UDP, 7, 0, 0));
+        let mut unknown = chain(IPPROTO_UDP, 7, 1000, 0);
+        unknown.sirq_raise = 0;
+        c.on_chain(&unknown);
+        let id = (RX_SIRQ_RAISE, RX_SIRQ_ENTRY);
+        assert_eq!(span_name(id), "rx_softirq_raise->rx_softirq_entry");
+        assert_eq!(c.spans[&id].count(), 1);
+        assert_eq!(c.spans[&id].max(), 100);
+        let conn = &c.conns[&(Dir::Rx, flow(IPPROTO_UDP, 40000))];
+        assert_eq!(conn.spans[&id].count(), 1);
     }
 }

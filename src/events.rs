@@ -46,12 +46,20 @@ pub const TXF_EVICTED: u32 = txt::tx_flags::TXF_EVICTED.0;
 pub const TXF_DROPPED: u32 = txt::tx_flags::TXF_DROPPED.0;
 pub const TXF_AT_EXIT: u32 = txt::tx_flags::TXF_AT_EXIT.0;
 
-/// Name of a point by its index in the combined list: RX points, then TX points.
+/// The NET_RX softirq run that processed an RX packet: its first raise and its start.
+/// They are context, not path points: their span stands beside the path's spans.
+pub const RX_SIRQ_RAISE: usize = TX_BASE + TX_NPOINTS;
+pub const RX_SIRQ_ENTRY: usize = RX_SIRQ_RAISE + 1;
+
+/// Name of a point by its index in the combined list: RX points, TX points, then the
+/// softirq context points.
 pub fn point_name(i: usize) -> &'static str {
-    if i < TX_BASE {
-        RX_POINTS[i]
-    } else {
-        TX_POINTS.get(i - TX_BASE).copied().unwrap_or("?")
+    match i {
+        _ if i < TX_BASE => RX_POINTS[i],
+        _ if i < RX_SIRQ_RAISE => TX_POINTS[i - TX_BASE],
+        RX_SIRQ_RAISE => "rx_softirq_raise",
+        RX_SIRQ_ENTRY => "rx_softirq_entry",
+        _ => "?",
     }
 }
 
@@ -128,6 +136,17 @@ pub struct Chain {
     pub seq_end: u32,
     pub flags: u32,
     pub cpu: u32,
+    /// The NET_RX run that processed it (0 = unknown).
+    pub sirq_raise: u64,
+    pub sirq_entry: u64,
+}
+
+impl Chain {
+    /// raise -> entry of the NET_RX run that processed the packet.
+    pub fn softirq_delay(&self) -> Option<u64> {
+        (self.sirq_raise != 0 && self.sirq_entry >= self.sirq_raise)
+            .then(|| self.sirq_entry - self.sirq_raise)
+    }
 }
 
 /// A task's command name as the kernel keeps it: fixed size, so decoding a read event
@@ -370,6 +389,8 @@ impl From<&types::rx_chain_event> for Chain {
             seq_end: e.seq_end,
             flags: e.flags,
             cpu: e.cpu,
+            sirq_raise: e.sirq_raise,
+            sirq_entry: e.sirq_entry,
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::correlate::{span_name, Conn, Correlator, Dir, JoinStats, SpanId, Timeline};
-use crate::events::{point_name, HeldReason, RX_POINTS, TX_BASE, TX_DONE, TX_SEND};
+use crate::events::{point_name, HeldReason, RX_POINTS, RX_SIRQ_RAISE, TX_BASE, TX_DONE, TX_SEND};
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
 use crate::probes::PointPlan;
 use crate::trace::KernelCounters;
@@ -182,7 +182,10 @@ fn span_rows(spans: &std::collections::BTreeMap<SpanId, Hist>) -> Vec<(SpanStats
     let total = |a: usize, b: usize| {
         (a, b) == (1, RX_POINTS.len() - 1) || (a, b) == (TX_BASE + TX_SEND, TX_BASE + TX_DONE)
     };
-    ids.sort_by_key(|(a, b)| (*a >= TX_BASE, total(*a, *b), *a, *b));
+    // The softirq context span leads the RX group.
+    let tx = |a: usize| (TX_BASE..RX_SIRQ_RAISE).contains(&a);
+    let first = |a: usize| a != RX_SIRQ_RAISE;
+    ids.sort_by_key(|(a, b)| (tx(*a), total(*a, *b), first(*a), *a, *b));
     ids.into_iter()
         .map(|id| {
             let h = &spans[id];
@@ -494,6 +497,8 @@ mod tests {
             seq_end: 0,
             flags: 0,
             cpu: 0,
+            sirq_raise: 0,
+            sirq_entry: 0,
         });
         c.on_read(&Read {
             ts: 1160,

@@ -144,6 +144,10 @@ fn candidates(point: &str) -> Vec<Candidate> {
             c(TpBtf, &["sock_recv_length"], true),
             c(RawTp, &["sock_recv_length"], true),
         ],
+        "rx_softirq" => vec![
+            c(TpBtf, &["softirq_raise", "softirq_entry"], true),
+            c(RawTp, &["softirq_raise", "softirq_entry"], true),
+        ],
         "tx_send" => vec![c(TpBtf, TX_SEND_TP, true), c(RawTp, TX_SEND_TP, true)],
         "tx_transport" => vec![
             c(
@@ -194,13 +198,15 @@ fn candidates(point: &str) -> Vec<Candidate> {
     }
 }
 
-pub const RX_PLAN_POINTS: [&str; 6] = [
+pub const RX_PLAN_POINTS: [&str; 7] = [
     "rx_driver",
     "rx_netif",
     "rx_ip",
     "rx_transport",
     "rx_sockq",
     "rx_read",
+    // Context: the NET_RX run's raise and entry (span rx_softirq_raise->rx_softirq_entry).
+    "rx_softirq",
 ];
 
 pub const TX_PLAN_POINTS: [&str; 8] = [

@@ -216,6 +216,8 @@ fn programs_for(point: &str, kind: HookKind) -> &'static [&'static str] {
         ("rx_sockq", RawTp) => &["rx_sockq_raw"],
         ("rx_read", TpBtf) => &["rx_read_tp_btf"],
         ("rx_read", RawTp) => &["rx_read_raw"],
+        ("rx_softirq", TpBtf) => &["rx_softirq_raise", "rx_softirq_entry"],
+        ("rx_softirq", RawTp) => &["rx_softirq_raise_raw", "rx_softirq_entry_raw"],
         ("tx_send", TpBtf) => &["tx_send_sys_enter", "tx_send_tcp", "tx_send_end"],
         ("tx_send", RawTp) => &[
             "tx_send_sys_enter_raw",

@@ -201,10 +201,12 @@ fn counts(path: Path) {
         "packets of the flow: {c}; join {}; kernel {}",
         v["join"], v["kernel"]
     );
-    for name in STAGE_SPANS
-        .iter()
-        .chain(&["rx_sockq->rx_read", "rx_netif->rx_read"])
-    {
+    // rx_softirq_raise->rx_softirq_entry: the NET_RX run that processed each datagram.
+    for name in STAGE_SPANS.iter().chain(&[
+        "rx_sockq->rx_read",
+        "rx_netif->rx_read",
+        "rx_softirq_raise->rx_softirq_entry",
+    ]) {
         let n = c["spans"]
             .as_array()
             .unwrap()
