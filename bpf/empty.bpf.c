@@ -176,3 +176,31 @@ int empty_tx_nf_done_nf(struct bpf_nf_ctx *ctx)
 	hit();
 	return NF_ACCEPT;
 }
+
+SEC("tp_btf/softirq_raise")
+int BPF_PROG(empty_rx_softirq_raise)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(empty_rx_softirq_entry)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(empty_softirq_exit)
+{
+	hit();
+	return 0;
+}
+
+SEC("tp_btf/napi_poll")
+int BPF_PROG(empty_softirq_napi_poll)
+{
+	hit();
+	return 0;
+}

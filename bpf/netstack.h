@@ -178,12 +178,21 @@ struct sirq_hist {
 	__u64 b[SIRQ_BUCKETS];
 };
 
-/* Per CPU and vector, index vector of the per-CPU `sirq_counts` array. */
+/* Per CPU and vector. */
 struct sirq_counts {
 	__u64 raised;	 /* softirq_raise calls */
 	__u64 entered;	 /* handler runs (what /proc/softirqs counts) */
 	__u64 ksoftirqd; /* runs in ksoftirqd rather than on IRQ exit or BH enable */
 	__u64 _pad;
+};
+
+/* Per-CPU state and counters, one map value: one lookup per event. */
+struct sirq_cpu {
+	__u64 raise_ts[NR_SOFTIRQS_MAX]; /* first raise since the vector last ran; 0 = none */
+	__u64 entry_ts[NR_SOFTIRQS_MAX];
+	__u64 ksoftirqd; /* this CPU's ksoftirqd task, once seen */
+	__u64 _pad;
+	struct sirq_counts counts[NR_SOFTIRQS_MAX];
 };
 
 #define NAPI_BATCH_MAX 128

@@ -14,7 +14,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct sirq_hist _sirq_hist = {};
-struct sirq_counts _sirq_counts = {};
+struct sirq_cpu _sirq_cpu = {};
 struct napi_key _napi_key = {};
 struct napi_stats napi_zero = {}; /* also makes the skeleton generate the type */
 enum sirq_kind _sirq_kind = 0;
@@ -22,12 +22,6 @@ enum sirq_kind _sirq_kind = 0;
 /* Set by Rust before load: the vectors to follow (bit per vector), and a CPU (-1 = all). */
 const volatile __u32 f_vectors = (1 << NET_TX_SOFTIRQ) | (1 << NET_RX_SOFTIRQ);
 const volatile __s32 f_cpu = -1;
-
-struct sirq_cpu {
-	__u64 raise_ts[NR_SOFTIRQS_MAX]; /* first raise since the vector last ran; 0 = none */
-	__u64 entry_ts[NR_SOFTIRQS_MAX];
-	__u64 ksoftirqd; /* this CPU's ksoftirqd task, once seen */
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -42,13 +36,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sirq_hist);
 } sirq_hists SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NR_SOFTIRQS_MAX);
-	__type(key, __u32);
-	__type(value, struct sirq_counts);
-} sirq_counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -132,19 +119,20 @@ static __always_inline void hist_add(__u32 vec, __u32 kind, __u64 v)
 		h->max = v;
 }
 
-static __always_inline struct sirq_counts *counts(__u32 vec)
-{
-	return bpf_map_lookup_elem(&sirq_counts, &vec);
-}
+#define PF_KTHREAD 0x00200000
 
-/* Is the current task this CPU's ksoftirqd? Its comm is checked until it is first seen. */
+/* Is the current task this CPU's ksoftirqd? Its comm is checked, for kernel threads other
+ * than idle, until it is first seen. */
 static __always_inline bool in_ksoftirqd(struct sirq_cpu *s)
 {
-	__u64 cur = bpf_get_current_task();
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u64 cur = (__u64)t;
 	char comm[16];
 
 	if (s->ksoftirqd)
 		return s->ksoftirqd == cur;
+	if (!t->pid || !(t->flags & PF_KTHREAD))
+		return false;
 	bpf_get_current_comm(comm, sizeof(comm));
 	if (comm[0] != 'k' || comm[1] != 's' || comm[2] != 'o' || comm[3] != 'f' ||
 	    comm[4] != 't' || comm[5] != 'i' || comm[6] != 'r' || comm[7] != 'q' ||
@@ -162,9 +150,9 @@ static __always_inline void on_raise(__u32 vec)
 	if (!wanted(vec) || vec >= NR_SOFTIRQS_MAX)
 		return;
 	s = cpu_state();
-	n = counts(vec);
-	if (!s || !n)
+	if (!s)
 		return;
+	n = &s->counts[vec];
 	n->raised++;
 	/* Raises while pending coalesce: the wait starts at the first one. */
 	if (!s->raise_ts[vec])
@@ -181,9 +169,9 @@ static __always_inline void on_entry(__u32 vec)
 	if (!wanted(vec) || vec >= NR_SOFTIRQS_MAX)
 		return;
 	s = cpu_state();
-	n = counts(vec);
-	if (!s || !n)
+	if (!s)
 		return;
+	n = &s->counts[vec];
 	n->entered++;
 	if (in_ksoftirqd(s))
 		n->ksoftirqd++;

@@ -215,6 +215,12 @@ start_tool() { # MODE PREFIX
 	bpftrace)
 		timeout -s INT "$((TOOL_S + 15))" bpftrace -q -e "$BPFTRACE_PROG" >"$2.out" 2>"$2.err" &
 		;;
+	softirq)
+		"$BIN" softirq --json --duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
+		;;
+	esoftirq)
+		"$BIN" bench empty --hooks softirq --duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
+		;;
 	esac
 	TOOL_PID=$!
 	TOOL_TPID=$TOOL_PID
@@ -237,6 +243,7 @@ wait_tool() { # MODE PID
 	trace) sleep 1.5 && wait_fds "$2" link_type 1 100 ;;
 	empty) wait_fds "$2" link_type 10 100 ;;
 	bpftrace) wait_fds "$2" prog_tag 10 200 && sleep 0.5 ;;
+	softirq | esoftirq) wait_fds "$2" link_type 4 100 ;;
 	esac
 }
 
@@ -345,7 +352,7 @@ main() {
 	[ "$have_bpftrace" = 1 ] || log "bpftrace not found: its column is skipped"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		i=0
-		for m in trace empty bpftrace; do
+		for m in trace empty bpftrace softirq esoftirq; do
 			[ "$m" = bpftrace ] && [ "$have_bpftrace" = 0 ] && continue
 			i=$((i + 1))
 			run_mode "$r" baseline "$i"
@@ -441,7 +448,7 @@ def verdict(ok):
     return "n/a" if ok is None else ("met" if ok else "**MISSED**")
 
 
-tools = ["trace", "empty"] + (["bpftrace"] if have_bt else [])
+tools = ["trace", "empty"] + (["bpftrace"] if have_bt else []) + ["softirq", "esoftirq"]
 by = {m: [r for r in runs if r["mode"] == m] for m in tools}
 # Pairs: each tool run with the baseline run just before it.
 pairs = []
@@ -450,6 +457,8 @@ for i, r in enumerate(runs):
         pairs.append((r["round"], r["mode"], runs[i - 1]["pps"], r["pps"]))
 
 trace_names = sorted({n for r in by["trace"] for n in r["stats"]})
+SOFTIRQ_EMPTY = {"softirq_raise": "empty_rx_softirq_raise", "softirq_entry": "empty_rx_softirq_entry",
+                 "softirq_exit": "empty_softirq_exit", "softirq_napi_poll": "empty_softirq_napi_poll"}
 
 
 def per_round(mode, name):
@@ -469,7 +478,7 @@ L.append("| | |\n|---|---|")
 for k in ("date", "kernel", "commit", "cpu", "bpftool", "bpftrace"):
     L.append(f"| {k} | {meta.get(k, 'n/a')} |")
 L.append(f"| command | `make bench` (= `cargo build --release` + `bash scripts/bench.sh`) |")
-L.append(f"| rounds | {meta['rounds']} x (baseline, trace, baseline, empty, baseline, bpftrace), "
+L.append(f"| rounds | {meta['rounds']} x (baseline, trace, baseline, empty, baseline, bpftrace, baseline, softirq, baseline, esoftirq), "
          f"{meta['flood_s']} s throughput flood + {meta['stats_s']} s bpf_stats flood per tool run; "
          f"bench took {elapsed} s |\n")
 
@@ -553,6 +562,22 @@ if not have_bt:
     L.append("\nbpftrace is not installed: its columns are skipped.")
 L.append("\nA hook with 0 runs/s did not fire for this traffic (e.g. GRO entry on a veth without NAPI); "
          "its ns/run is n/a.\n")
+
+L.append("## softirq (`netstack-lat softirq`, NET_RX + NET_TX, in-kernel histograms)\n")
+L.append("Its programs run on every softirq raise, entry and exit of the machine (all vectors; "
+         "only the chosen ones do work) and on every NAPI poll. esoftirq = do-nothing programs on "
+         "the same four hooks (`netstack-lat bench empty --hooks softirq`).\n")
+L.append("| program | runs/s | softirq ns/run | empty ns/run | ratio (<= 1.5) |")
+L.append("|---|---|---|---|---|")
+for n, e in SOFTIRQ_EMPTY.items():
+    s_ = med(per_round("softirq", n))
+    e_ = med(per_round("esoftirq", e))
+    q = ratio(s_, e_)
+    if q is not None and q > 1.5:
+        missed.append(f"softirq {n}: {q:.2f}x an empty program > 1.5x")
+    L.append(f"| {n} | {f(runs_per_s('softirq', n))} | {f(s_)} | {f(e_)} | "
+             f"{f(q, '{:.2f}x')} {verdict(None if q is None else q <= 1.5) if q is not None else ''} |")
+L.append("")
 
 L.append("## Throughput (sink pps, each tool run against the baseline just before it)\n")
 L.append("| round | tool | baseline pps | with tool pps | ratio (trace >= 0.97) |")

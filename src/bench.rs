@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::bpf::empty::{EmptySkel, EmptySkelBuilder};
 use crate::bpf::rx::types;
-use crate::cli::BenchCommand;
+use crate::cli::{BenchCommand, EmptyHooks};
 use crate::correlate::{Correlator, Limits};
 use crate::error::require_root;
 use crate::events::{self, Event, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
@@ -28,14 +28,18 @@ use crate::trace::{attach_netfilter, NF_FIRST, NF_LAST};
 
 pub fn run(b: &BenchCommand) -> Result<()> {
     match b {
-        BenchCommand::Empty { duration, netns } => empty(*duration, netns),
+        BenchCommand::Empty {
+            duration,
+            netns,
+            hooks,
+        } => empty(*duration, netns, *hooks),
         BenchCommand::Frontend { events } => frontend(*events),
     }
 }
 
 // ---- bench empty ----
 
-fn empty(duration: Duration, netns_paths: &[PathBuf]) -> Result<()> {
+fn empty(duration: Duration, netns_paths: &[PathBuf], hooks: EmptyHooks) -> Result<()> {
     require_root()?;
     libbpf_rs::set_print(None);
     let mut obj = MaybeUninit::uninit();
@@ -43,7 +47,7 @@ fn empty(duration: Duration, netns_paths: &[PathBuf]) -> Result<()> {
         .open(&mut obj)
         .context("opening the empty BPF object")?;
     let mut skel = open.load().context("loading the empty BPF programs")?;
-    let links = attach_empty(&mut skel, netns_paths)?;
+    let links = attach_empty(&mut skel, netns_paths, hooks)?;
     let started = Instant::now();
     let interrupted = wait(duration)?;
     let hits = read_hits(&skel);
@@ -61,17 +65,40 @@ fn empty(duration: Duration, netns_paths: &[PathBuf]) -> Result<()> {
 
 /// Every tp_btf program globally, the netfilter ones at trace's positions inside the
 /// namespace (netfilter hooks are per network namespace).
-fn attach_empty(skel: &mut EmptySkel<'_>, netns_paths: &[PathBuf]) -> Result<Vec<Link>> {
+/// The empty programs standing in for `softirq`'s (raise and entry are shared with trace's
+/// softirq context hooks).
+const SOFTIRQ_EMPTIES: [&str; 4] = [
+    "empty_rx_softirq_raise",
+    "empty_rx_softirq_entry",
+    "empty_softirq_exit",
+    "empty_softirq_napi_poll",
+];
+
+fn attach_empty(
+    skel: &mut EmptySkel<'_>,
+    netns_paths: &[PathBuf],
+    hooks: EmptyHooks,
+) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().to_string();
-        if name.ends_with("_nf") {
+        let wanted = match hooks {
+            EmptyHooks::Softirq => SOFTIRQ_EMPTIES.contains(&name.as_str()),
+            // trace's hooks: all but softirq's own exit and NAPI programs.
+            EmptyHooks::Trace => {
+                !name.ends_with("_nf") && !SOFTIRQ_EMPTIES[2..].contains(&name.as_str())
+            }
+        };
+        if !wanted {
             continue;
         }
         links.push(
             prog.attach()
                 .with_context(|| format!("attaching BPF program {name}"))?,
         );
+    }
+    if hooks == EmptyHooks::Softirq {
+        return Ok(links);
     }
     let here = [None];
     let places: Vec<Option<&Path>> = if netns_paths.is_empty() {

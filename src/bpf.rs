@@ -30,6 +30,6 @@ unsafe impl plain::Plain for rx::types::rx_slot {}
 unsafe impl plain::Plain for tx::types::tx_chain_event {}
 unsafe impl plain::Plain for tx::types::tx_send_event {}
 unsafe impl plain::Plain for softirq::types::sirq_hist {}
-unsafe impl plain::Plain for softirq::types::sirq_counts {}
+unsafe impl plain::Plain for softirq::types::sirq_cpu {}
 unsafe impl plain::Plain for softirq::types::napi_key {}
 unsafe impl plain::Plain for softirq::types::napi_stats {}

@@ -44,6 +44,9 @@ pub enum BenchCommand {
         /// Network namespace for the netfilter hooks (e.g. /run/netns/NAME); repeatable
         #[arg(long)]
         netns: Vec<PathBuf>,
+        /// Whose hooks: `trace` (RX and TX) or `softirq`
+        #[arg(long, value_enum, default_value = "trace")]
+        hooks: EmptyHooks,
     },
     /// Decode and correlate synthetic events in memory; prints events/s
     Frontend {
@@ -51,6 +54,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2_000_000)]
         events: u64,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EmptyHooks {
+    Trace,
+    Softirq,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

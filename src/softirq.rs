@@ -130,10 +130,10 @@ fn read_counts(skel: &SoftirqSkel<'_>, ncpu: usize) -> Result<Snapshot> {
     let mut snap = Snapshot {
         counts: vec![[Counts::default(); 10]; ncpu],
     };
-    for v in 0..VECTORS.len() as u32 {
-        let per: Vec<types::sirq_counts> = percpu(&skel.maps.sirq_counts, &v.to_ne_bytes())?;
-        for (cpu, c) in per.iter().enumerate().take(ncpu) {
-            snap.counts[cpu][v as usize] = Counts {
+    let per: Vec<types::sirq_cpu> = percpu(&skel.maps.sirq_cpu, &0u32.to_ne_bytes())?;
+    for (cpu, s) in per.iter().enumerate().take(ncpu) {
+        for (v, c) in s.counts.iter().enumerate().take(VECTORS.len()) {
+            snap.counts[cpu][v] = Counts {
                 raised: c.raised,
                 entered: c.entered,
                 ksoftirqd: c.ksoftirqd,
