@@ -25,18 +25,22 @@ fn proc_softirqs() -> BTreeMap<String, Vec<u64>> {
         .collect()
 }
 
-/// A UDP flood a -> b; returns the datagrams the sink received.
-fn flood(t: &Topo, port: u16, seconds: &str) -> u64 {
+/// A UDP flood a -> b; returns (datagrams sent, datagrams the sink received).
+fn flood(t: &Topo, port: u16, seconds: &str) -> (u64, u64) {
     let server = t.server(false, port);
     let mut sink = load_in(&t.b, &["udp-sink", "--bind", &server, "--seconds", seconds]);
     wait_ready(&mut sink);
     let f = load_in(&t.a, &["udp-flood", "--to", &server, "--seconds", seconds]);
-    assert_eq!(f.finish(Duration::from_secs(30)).0, Some(0));
+    let (code, fout, _) = f.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
     let (_, out, _) = sink.finish(Duration::from_secs(30));
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| v["received"].as_u64())
-        .unwrap_or(0)
+    let field = |text: &str, k: &str| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find_map(|v| v[k].as_u64())
+            .unwrap_or(0)
+    };
+    (field(&fout, "sent"), field(&out, "received"))
 }
 
 /// Per CPU and vector, the tool's handler-run counts equal the deltas of /proc/softirqs
@@ -50,7 +54,7 @@ fn counts_agree_with_proc_softirqs() {
     let t = Topo::new();
     let tool = tool(&["softirq", "--all", "--json", "--interval", "500ms"]);
     let before = proc_softirqs();
-    flood(&t, 9301, "1.5");
+    let _ = flood(&t, 9301, "1.5");
     let after = proc_softirqs();
     let v = stop_summary(tool);
     let mut checked = 0;
@@ -95,7 +99,7 @@ fn napi_batches_stay_within_budget() {
         "ip", "netns", "exec", &t.a, "ethtool", "-K", &t.va, "tso", "off",
     ]);
     let tool = tool(&["softirq", "--json"]);
-    let received = flood(&t, 9302, "1.5");
+    let (sent, _) = flood(&t, 9302, "1.5");
     let v = stop_summary(tool);
     let rows: Vec<&Value> = v["napi"]
         .as_array()
@@ -115,8 +119,9 @@ fn napi_batches_stay_within_budget() {
         max <= budget,
         "a batch of {max} beyond the budget {budget}: {all}"
     );
-    // The distribution accounts for every poll and every packet, and the packets polled
-    // cover what the sink received (it counts a window inside the flood).
+    // The distribution accounts for every poll and every packet, and no more packets were
+    // polled than the flood sent. What the sink received is no bound: in one CI run only
+    // 21789 of 783552 datagrams took vb's NAPI path, the rest the backlog.
     let buckets: Vec<u64> = all["batch"]["buckets"]
         .as_array()
         .unwrap()
@@ -128,8 +133,8 @@ fn napi_batches_stay_within_budget() {
     assert_eq!(polls, all["polls"].as_u64().unwrap(), "{all}");
     assert_eq!(packets, all["packets"].as_u64().unwrap(), "{all}");
     assert!(
-        packets >= received && received > 1000,
-        "polled {packets} packets, sink received {received}: {all}"
+        packets <= sent && packets > 1000,
+        "polled {packets} packets, the flood sent {sent}: {all}"
     );
     let full = all["full_budget"].as_u64().unwrap();
     let at_budget = all["batch"]["buckets"]
