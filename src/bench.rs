@@ -34,6 +34,12 @@ pub fn run(b: &BenchCommand) -> Result<()> {
             hooks,
         } => empty(*duration, netns, *hooks),
         BenchCommand::Frontend { events } => frontend(*events),
+        BenchCommand::Spin {
+            netns,
+            iface,
+            us,
+            duration,
+        } => spin(netns.as_deref(), iface, *us, *duration),
     }
 }
 
@@ -144,6 +150,50 @@ fn attach_empty_nf(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<()> {
             "an empty program",
         )?);
     }
+    Ok(())
+}
+
+// ---- bench spin ----
+
+fn spin(netns_path: Option<&Path>, iface: &str, us: u64, duration: Duration) -> Result<()> {
+    use crate::bpf::spin::SpinSkelBuilder;
+    require_root()?;
+    libbpf_rs::set_print(None);
+    let (ifindex, ns) = {
+        let _inside = netns_path.map(netns::Entered::enter).transpose()?;
+        (
+            netns::ifindex(iface)?,
+            netns::inode(Path::new("/proc/thread-self/ns/net"))?,
+        )
+    };
+    let mut obj = MaybeUninit::uninit();
+    let mut open = SpinSkelBuilder::default()
+        .open(&mut obj)
+        .context("opening the spin BPF object")?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("BPF object has no rodata")?;
+    ro.f_ifindex = ifindex;
+    ro.f_netns = ns;
+    ro.spin_ns = us * 1000;
+    let skel = open.load().context("loading the spin BPF program")?;
+    let link = skel
+        .progs
+        .spin_xmit
+        .attach()
+        .context("attaching the spin program")?;
+    eprintln!(
+        "netstack-lat: tracing net_dev_xmit of {iface}, spinning {us} us per packet; stop with Ctrl-C"
+    );
+    let interrupted = wait(duration)?;
+    drop(link);
+    let spins = skel.maps.bss_data.as_deref().map_or(0, |b| {
+        // SAFETY: a valid reference into the mmapped .bss, read as volatile memory.
+        unsafe { std::ptr::read_volatile(&b.spins) }
+    });
+    println!("{}", json!({"spins": spins, "interrupted": interrupted}));
     Ok(())
 }
 

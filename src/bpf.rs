@@ -19,6 +19,7 @@ macro_rules! skeleton {
 skeleton!(rx);
 skeleton!(tx);
 skeleton!(softirq);
+skeleton!(spin);
 skeleton!(probe);
 skeleton!(empty);
 

@@ -48,6 +48,22 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value = "trace")]
         hooks: EmptyHooks,
     },
+    /// Spin in net_dev_xmit of one device for a known time per packet: a controlled delay
+    /// of the softirqs the transmit raises (ground truth for tests)
+    Spin {
+        /// Network namespace of the device (e.g. /run/netns/NAME)
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        /// The device, by name in that namespace
+        #[arg(long)]
+        iface: String,
+        /// Microseconds per packet (at most 20000)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=20000))]
+        us: u64,
+        /// How long to stay attached
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        duration: Duration,
+    },
     /// Decode and correlate synthetic events in memory; prints events/s
     Frontend {
         /// Number of synthetic events
