@@ -92,6 +92,10 @@ pub struct TraceArgs {
     /// Trace the transmit path only
     #[arg(long)]
     pub tx: bool,
+    /// Leave out the per-packet softirq context (span rx_softirq_raise->rx_softirq_entry),
+    /// which costs two more hooks on every softirq raise and entry
+    #[arg(long)]
+    pub no_softirq_context: bool,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

@@ -631,7 +631,11 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let (want_rx, want_tx) = (!args.tx, !args.rx);
     let mut plan = Vec::new();
     if want_rx {
-        plan.extend(probes::plan_rx(&facts));
+        plan.extend(
+            probes::plan_rx(&facts)
+                .into_iter()
+                .filter(|p| !(args.no_softirq_context && p.point == "rx_softirq")),
+        );
     }
     if want_tx {
         plan.extend(probes::plan_tx(&facts));

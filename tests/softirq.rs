@@ -303,3 +303,39 @@ fn net_rx_delay_follows_a_known_bh_stall() {
     );
     assert_no_new_bpf(&before, "softirq + bench spin");
 }
+
+/// `trace --no-softirq-context` attaches no softirq hooks and reports no context span; the
+/// default run does both.
+#[test]
+fn trace_softirq_context_can_be_left_out() {
+    if !root_or_skip("trace_softirq_context_can_be_left_out") {
+        return;
+    }
+    let t = Topo::new();
+    let nb = t.netns_path(&t.b);
+    let server = t.server(false, 9304);
+    for without in [false, true] {
+        let mut args = vec!["trace", "--rx", "--netns", &nb, "--port", "9304", "--json"];
+        if without {
+            args.push("--no-softirq-context");
+        }
+        let tr = tool(&args);
+        let mut srv = load_in(&t.b, &["udp-recv", "--bind", &server, "--count", "20"]);
+        wait_ready(&mut srv);
+        let cli = load_in(&t.a, &["udp-send", "--to", &server, "--count", "20"]);
+        assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
+        assert_eq!(srv.finish(Duration::from_secs(30)).0, Some(0));
+        let v = stop_summary(tr);
+        let n = span_count(&v, "rx_softirq_raise->rx_softirq_entry");
+        let hooked = v["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["point"] == "rx_softirq");
+        if without {
+            assert_eq!((n, hooked), (0, false), "{v}");
+        } else {
+            assert_eq!((n, hooked), (20, true), "{v}");
+        }
+    }
+}
