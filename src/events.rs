@@ -45,6 +45,7 @@ pub const TXF_TASK: u32 = txt::tx_flags::TXF_TASK.0;
 pub const TXF_EVICTED: u32 = txt::tx_flags::TXF_EVICTED.0;
 pub const TXF_DROPPED: u32 = txt::tx_flags::TXF_DROPPED.0;
 pub const TXF_AT_EXIT: u32 = txt::tx_flags::TXF_AT_EXIT.0;
+pub const TXF_QUEUED: u32 = txt::tx_flags::TXF_QUEUED.0;
 
 /// The NET_RX softirq run that processed an RX packet: its first raise and its start.
 /// They are context, not path points: their span stands beside the path's spans.

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use crate::correlate::{Correlator, Dir, Owner, SpanId, Timeline};
 use crate::events::{
     Flow, HeldReason, TxChain, TxHeld, TxSend, IPPROTO_TCP, TXF_AT_EXIT, TXF_DROPPED, TXF_EVICTED,
-    TXF_TASK, TX_BASE, TX_DONE, TX_SEND, TX_TRANSPORT,
+    TXF_QUEUED, TXF_TASK, TX_BASE, TX_DONE, TX_SEND, TX_TRANSPORT,
 };
 
 struct Write {
@@ -127,6 +127,7 @@ fn chain_flags(flags: u32) -> Vec<&'static str> {
         (TXF_DROPPED, "dropped"),
         (TXF_EVICTED, "evicted"),
         (TXF_AT_EXIT, "at_exit"),
+        (TXF_QUEUED, "queued"),
     ]
     .iter()
     .filter(|(f, _)| flags & f != 0)
@@ -233,6 +234,9 @@ impl Correlator {
         self.stats.tx_chains += 1;
         if c.flags & TXF_DROPPED != 0 {
             self.stats.tx_dropped += 1;
+        }
+        if c.flags & TXF_AT_EXIT != 0 {
+            self.stats.tx_at_exit += 1;
         }
         let mut ts = c.ts;
         let task = (c.flags & TXF_TASK != 0).then_some(Owner {
