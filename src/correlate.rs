@@ -198,6 +198,8 @@ pub struct Timeline {
     pub owner: Option<Owner>,
     pub payload: u32,
     pub flags: Vec<&'static str>,
+    /// The skb's kernel address (as pwru and bpftrace print it); 0 when not known.
+    pub skb: u64,
 }
 
 pub struct Limits {
@@ -312,6 +314,7 @@ impl Correlator {
                 owner,
                 payload,
                 flags: Vec::new(),
+                skb: 0,
             });
         }
     }

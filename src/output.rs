@@ -457,6 +457,7 @@ pub fn timeline_json(t: &Timeline) -> String {
         "type": "event",
         "direction": t.dir,
         "flags": t.flags,
+        "skb": (t.skb != 0).then(|| format!("{:#x}", t.skb)),
         "proto": t.flow.proto_name(),
         "saddr": t.flow.saddr.to_string(),
         "sport": t.flow.sport,

@@ -282,6 +282,7 @@ impl Correlator {
                 owner,
                 payload: c.payload,
                 flags,
+                skb: c.skb,
             });
         }
     }
