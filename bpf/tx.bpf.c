@@ -494,8 +494,8 @@ static __always_inline void on_tx_driver(const void *skbp)
 	i = tx_index(c, key);
 	if (i < 0) {
 		/*
-		 * Still parked: its qdisc_dequeue was not seen (it happens, rarely, with TBF on
-		 * 6.18). It left the qdisc just now, so stamp the dequeue here (counted).
+		 * Still parked: its qdisc_dequeue was not seen. It left the qdisc just now, so
+		 * stamp the dequeue here (counted).
 		 */
 		if (!parked_n || !bpf_map_lookup_elem(&tx_parked, &key))
 			return;

@@ -83,9 +83,10 @@ fn tbf_burst(with_tbf: bool) -> u64 {
     assert_eq!(code, Some(0), "server got all datagrams: {err}");
     let v = stop_summary(tool);
     let q = span(&v, "tx_qdisc_enq->tx_qdisc_deq").unwrap_or_else(|| panic!("no qdisc span: {v}"));
-    // Every datagram is reported. Rarely (about 1 run in 15 here, with TBF on 6.18) one
-    // chain's qdisc_dequeue is not matched; it is then reported at exit with the points
-    // it passed, never lost: allow that one, and only that one.
+    // Every datagram is reported. Rarely (a few runs in 60 here, TBF on 6.18) the kernel
+    // emits no qdisc_dequeue (nor net_dev_start_xmit) for one enqueued skb, as bpftrace on
+    // those tracepoints confirms; its chain is then reported at exit with the points it
+    // passed, never lost: allow that one, and only that one.
     let at_exit = ns(&v["join"], "tx_at_exit");
     assert_eq!(ns(&v["join"], "tx_chains"), N, "{}", v["join"]);
     assert!(
