@@ -224,7 +224,6 @@ enum counter {
 	CNT_TX_DROPPED = 9,	/* traced TX skbs freed as drops */
 	CNT_TX_FILTERED = 10,	/* TX packets dropped by the BPF-side filters */
 	CNT_TX_PARK_FULL = 11,	/* no room to park a queued or in-flight TX chain */
-	CNT_TX_DEQ_UNSEEN = 12, /* parked chain found at the driver, its dequeue not seen */
 	CNT_MAX = 16,
 };
 

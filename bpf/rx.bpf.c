@@ -138,7 +138,9 @@ static __always_inline void slot_flush(struct rx_slot *s)
 	s->state = SLOT_EMPTY;
 }
 
-static __always_inline void slot_open(struct rx_slot *s, __u64 skb, __u32 ifindex, __u32 netns)
+/* drv: this CPU's cache, where the current NET_RX run's times are (NULL: unknown). */
+static __always_inline void slot_open(struct rx_slot *s, struct drv_cache *drv, __u64 skb,
+				      __u32 ifindex, __u32 netns)
 {
 	slot_flush(s);
 	__builtin_memset(&s->ev, 0, sizeof(s->ev));
@@ -148,13 +150,9 @@ static __always_inline void slot_open(struct rx_slot *s, __u64 skb, __u32 ifinde
 	s->ev.ifindex = ifindex;
 	s->ev.netns = netns;
 	s->state = SLOT_OPEN;
-	{
-		struct drv_cache *c = drv_get();
-
-		if (c) {
-			s->ev.sirq_raise = c->nrx_run_raise;
-			s->ev.sirq_entry = c->nrx_run_entry;
-		}
+	if (drv) {
+		s->ev.sirq_raise = drv->nrx_run_raise;
+		s->ev.sirq_entry = drv->nrx_run_entry;
 	}
 	if ((f_ifindex && ifindex != f_ifindex) || (netns && !netns_wanted(netns))) {
 		s->state = SLOT_SKIP;
@@ -195,7 +193,7 @@ static __always_inline void on_netif(const void *skbp, __u32 ifindex, __u32 netn
 	if (!s || !drv)
 		return;
 	skb = as_scalar(drv, skbp);
-	slot_open(s, skb, ifindex, netns);
+	slot_open(s, drv, skb, ifindex, netns);
 	s->ev.ts[RX_NETIF] = now;
 	i = drv_index(skb);
 	if (drv->skb[i] == skb) {
@@ -216,7 +214,7 @@ static __always_inline void on_ip(__u64 skb, unsigned char *head, __u16 nh, __be
 	if (!s)
 		return;
 	if (s->state == SLOT_EMPTY || s->ev.skb != skb)
-		slot_open(s, skb, ifindex, netns); /* rx_netif not seen: start here */
+		slot_open(s, drv_get(), skb, ifindex, netns); /* rx_netif not seen: start here */
 	if (s->state != SLOT_OPEN)
 		return;
 	if (parse_ip(head, nh, protocol, &s->ev.flow, &s->ev.payload, &seq, &s->ev.seq_end) ||

@@ -37,9 +37,6 @@ enum tx_held_reason _tx_held_reason = 0;
 /* Send syscall numbers of the running architecture (write, writev, sendto, sendmsg,
  * sendmmsg), set by Rust; -1 = unused. */
 const volatile __s64 sys_nr[5] = {-1, -1, -1, -1, -1};
-/* Possible CPUs (set by Rust), for the rare look into another CPU's cache. */
-const volatile __u32 nr_cpus = 1;
-#define MAX_CPUS 256
 
 struct tx_cache {
 	struct tx_chain_event e[TX_CACHE];
@@ -409,45 +406,20 @@ static __always_inline void on_tx_queue(const void *skbp)
 }
 
 /* qdisc_enqueue: the skb waits in a real qdisc; whoever dequeues it may be another CPU. */
-/*
- * qdisc_enqueue: the skb waits in a real qdisc; whoever dequeues it may be another CPU.
- * The enqueue itself may run on another CPU than the sender's too: dev_queue_xmit can
- * hand skbs to the CPU that holds the qdisc lock (a deferred list), so the sender's
- * cache is looked up when this CPU's has no entry.
- */
 static __always_inline void on_qdisc_enqueue(const void *skbp)
 {
-	struct tx_cache *c = cache_get(), *o;
+	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	__u32 zero = 0, me;
-	__u64 key;
 	int i;
 
 	if (!c)
 		return;
-	key = tx_scalar(c, skbp);
-	i = tx_index(c, key);
-	if (i >= 0) {
-		e = &c->e[i & (TX_CACHE - 1)];
-		e->flags |= TXF_QUEUED;
-		tx_park(e);
+	i = tx_index(c, tx_scalar(c, skbp));
+	if (i < 0)
 		return;
-	}
-	me = bpf_get_smp_processor_id();
-	for (__u32 cpu = 0; cpu < MAX_CPUS && cpu < nr_cpus; cpu++) {
-		if (cpu == me)
-			continue;
-		o = bpf_map_lookup_percpu_elem(&tx_cpu, &zero, cpu);
-		if (!o)
-			break;
-		i = tx_index(o, key);
-		if (i >= 0) {
-			e = &o->e[i & (TX_CACHE - 1)];
-			e->flags |= TXF_QUEUED;
-			tx_park(e);
-			return;
-		}
-	}
+	e = &c->e[i & (TX_CACHE - 1)];
+	e->flags |= TXF_QUEUED;
+	tx_park(e);
 }
 
 static __always_inline void restore(struct tx_cache *c, __u64 key, int pt, __u64 now)
@@ -482,33 +454,19 @@ static __always_inline void on_qdisc_dequeue(const void *skbp, int packets)
 /* net_dev_start_xmit: the driver gets the skb. Not queued = no time in the qdisc. */
 static __always_inline void on_tx_driver(const void *skbp)
 {
-	__u64 now = bpf_ktime_get_ns();
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	__u64 key;
 	int i;
 
 	if (!c)
 		return;
-	key = tx_scalar(c, skbp);
-	i = tx_index(c, key);
-	if (i < 0) {
-		/*
-		 * Still parked: its qdisc_dequeue was not seen. It left the qdisc just now, so
-		 * stamp the dequeue here (counted).
-		 */
-		if (!parked_n || !bpf_map_lookup_elem(&tx_parked, &key))
-			return;
-		restore(c, key, TX_QDISC_DEQ, now);
-		count(CNT_TX_DEQ_UNSEEN);
-		i = tx_index(c, key);
-		if (i < 0)
-			return;
-	}
+	i = tx_index(c, tx_scalar(c, skbp));
+	if (i < 0)
+		return;
 	e = &c->e[i & (TX_CACHE - 1)];
 	if (e->ts[TX_DRIVER])
 		return;
-	e->ts[TX_DRIVER] = now;
+	e->ts[TX_DRIVER] = bpf_ktime_get_ns();
 	if (!e->ts[TX_QDISC_DEQ])
 		e->ts[TX_QDISC_DEQ] = e->ts[TX_QDISC_ENQ];
 }

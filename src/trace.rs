@@ -312,8 +312,6 @@ pub struct KernelCounters {
     pub tx_filtered: u64,
     /// TX chains that could not be parked (qdisc or completion wait): emitted early.
     pub tx_park_full: u64,
-    /// Parked chains found at the driver without their qdisc_dequeue: dequeue stamped there.
-    pub tx_deq_unseen: u64,
 }
 
 fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
@@ -329,7 +327,6 @@ fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
         tx_dropped: sum_counter(skel, c::CNT_TX_DROPPED.0),
         tx_filtered: sum_counter(skel, c::CNT_TX_FILTERED.0),
         tx_park_full: sum_counter(skel, c::CNT_TX_PARK_FULL.0),
-        tx_deq_unseen: sum_counter(skel, c::CNT_TX_DEQ_UNSEEN.0),
     }
 }
 
@@ -701,7 +698,6 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     for (d, nr) in ro.sys_nr.iter_mut().zip(SEND_SYSCALLS) {
         *d = i64::from(nr);
     }
-    ro.nr_cpus = libbpf_rs::num_possible_cpus()? as u32;
     tx_open
         .maps
         .events
