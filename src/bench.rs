@@ -6,11 +6,10 @@
 
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::reorder::{self, Reorder};
+use crate::runloop::{RunLoop, Step};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -199,20 +198,14 @@ fn spin(netns_path: Option<&Path>, iface: &str, us: u64, duration: Duration) -> 
 
 /// Sleep until the duration ends (false) or SIGINT/SIGTERM arrives (true).
 fn wait(duration: Duration) -> Result<bool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
-    let started = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let left = duration.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Ok(false);
+    let run = RunLoop::start(Some(duration))?;
+    loop {
+        match run.step() {
+            Step::Wait(w) => std::thread::sleep(w),
+            Step::Done => return Ok(false),
+            Step::Interrupted => return Ok(true),
         }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
     }
-    Ok(true)
 }
 
 fn read_hits(skel: &EmptySkel<'_>) -> u64 {

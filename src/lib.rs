@@ -14,6 +14,7 @@ pub mod netns;
 pub mod output;
 pub mod probes;
 pub mod reorder;
+pub mod runloop;
 pub mod softirq;
 pub mod trace;
 pub mod txjoin;

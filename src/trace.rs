@@ -7,9 +7,7 @@ use std::mem::MaybeUninit;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -26,6 +24,7 @@ use crate::netns;
 use crate::output::{self, IntervalReport, Summary};
 use crate::probes::{self, HookKind, PointPlan};
 use crate::reorder::{self, Reorder};
+use crate::runloop::{RunLoop, Step};
 
 /// Namespaces one run can trace (the BPF filter's array size).
 pub const MAX_NETNS: usize = 4;
@@ -736,29 +735,20 @@ pub fn run(args: &TraceArgs) -> Result<()> {
         hooks.join(" ")
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let run = RunLoop::start(args.duration)?;
 
     let mut corr = Correlator::new(filters.by_owner(), Limits::default(), args.events);
-    let started = Instant::now();
+    let started = run.started();
     let ticker = crossbeam_channel::tick(args.interval);
     let mut out = std::io::stdout().lock();
     let mut last = IntervalReport::default();
     let mut timelines = TimelineWriter::new(args.sample);
     let interrupted = loop {
-        let remaining = args.duration.map(|d| d.saturating_sub(started.elapsed()));
-        if remaining == Some(Duration::ZERO) {
-            break false;
-        }
-        if stop.load(Ordering::Relaxed) {
-            break true;
-        }
-        let wait = remaining.map_or(Duration::from_millis(100), |r| {
-            r.min(Duration::from_millis(100))
-        });
+        let wait = match run.step() {
+            Step::Wait(w) => w,
+            Step::Done => break false,
+            Step::Interrupted => break true,
+        };
         rings.poll(wait)?;
         let now = now_monotonic_ns();
         rings.release(now.saturating_sub(reorder::HOLD_NS), &mut corr);
