@@ -266,31 +266,3 @@ int BPF_PROG(softirq_napi_poll, struct napi_struct *napi, int work, int budget)
 	on_napi_poll(napi, work, budget);
 	return 0;
 }
-
-SEC("raw_tp/softirq_raise")
-int BPF_PROG(softirq_raise_raw, unsigned int vec)
-{
-	on_raise(vec);
-	return 0;
-}
-
-SEC("raw_tp/softirq_entry")
-int BPF_PROG(softirq_entry_raw, unsigned int vec)
-{
-	on_entry(vec);
-	return 0;
-}
-
-SEC("raw_tp/softirq_exit")
-int BPF_PROG(softirq_exit_raw, unsigned int vec)
-{
-	on_exit(vec);
-	return 0;
-}
-
-SEC("raw_tp/napi_poll")
-int BPF_PROG(softirq_napi_poll_raw, struct napi_struct *napi, int work, int budget)
-{
-	on_napi_poll(napi, work, budget);
-	return 0;
-}

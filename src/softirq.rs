@@ -8,9 +8,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::mem::MaybeUninit;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -23,6 +21,7 @@ use crate::cli::{SoftirqArgs, VECTORS};
 use crate::error::{require_root, UserError};
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
 use crate::probes;
+use crate::runloop::{RunLoop, Step};
 
 const NET_TX: u32 = 2;
 const NET_RX: u32 = 3;
@@ -267,15 +266,17 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Rows per vector: each CPU that ran it, then all CPUs together.
+/// Rows per vector: each CPU that ran it, then all CPUs together; and per vector the
+/// all-CPU delay and run histograms.
 pub fn vector_rows(
     vecs: &[u32],
     counts: &Snapshot,
     hists: &BTreeMap<(u32, usize), [Hist; 2]>,
     secs: f64,
     width_ns: u64,
-) -> Vec<VectorRow> {
+) -> (Vec<VectorRow>, Vec<(u32, [Hist; 2])>) {
     let mut rows = Vec::new();
+    let mut merged = Vec::new();
     for &v in vecs {
         let mut all = [Hist::new(), Hist::new()];
         let mut tot = Counts::default();
@@ -294,8 +295,9 @@ pub fn vector_rows(
             rows.push(row(v, Some(cpu), c, h, secs, width_ns));
         }
         rows.push(row(v, None, tot, &all, secs, width_ns));
+        merged.push((v, all));
     }
-    rows
+    (rows, merged)
 }
 
 fn row(v: u32, cpu: Option<usize>, c: Counts, h: &[Hist; 2], secs: f64, width: u64) -> VectorRow {
@@ -591,13 +593,10 @@ impl Summary {
     }
 }
 
-fn attach(skel: &mut SoftirqSkel<'_>, raw: bool) -> Result<Vec<libbpf_rs::Link>> {
+fn attach(skel: &mut SoftirqSkel<'_>) -> Result<Vec<libbpf_rs::Link>> {
     let mut links = Vec::new();
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().to_string();
-        if name.ends_with("_raw") != raw {
-            continue;
-        }
         links.push(
             prog.attach()
                 .with_context(|| format!("attaching BPF program {name}"))?,
@@ -648,14 +647,8 @@ pub fn run(a: &SoftirqArgs) -> Result<()> {
         .context("BPF object has no rodata")?;
     ro.f_vectors = mask;
     ro.f_cpu = a.cpu.map_or(-1, |c| c as i32);
-    // tp_btf where the kernel has BTF for the tracepoints (it does, we checked), raw_tp
-    // programs stay unloaded.
-    for mut prog in open.open_object_mut().progs_mut() {
-        let raw = prog.name().to_string_lossy().ends_with("_raw");
-        prog.set_autoload(!raw);
-    }
     let mut skel = open.load().context("loading the softirq BPF programs")?;
-    let links = attach(&mut skel, false)?;
+    let links = attach(&mut skel)?;
     let names: Vec<&str> = vecs.iter().map(|&v| VECTORS[v as usize]).collect();
     eprintln!(
         "netstack-lat: tracing softirq {} (tp_btf softirq_raise/entry/exit, napi_poll){}; stop with Ctrl-C",
@@ -663,13 +656,9 @@ pub fn run(a: &SoftirqArgs) -> Result<()> {
         a.cpu.map_or(String::new(), |c| format!(" on CPU {c}"))
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let run = RunLoop::start(a.duration)?;
     let ncpu = libbpf_rs::num_possible_cpus()?;
-    let started = Instant::now();
+    let started = run.started();
     let ticker = crossbeam_channel::tick(a.interval);
     let mut out = std::io::stdout().lock();
     let mut prev = Snapshot {
@@ -677,16 +666,11 @@ pub fn run(a: &SoftirqArgs) -> Result<()> {
     };
     let mut prev_t = 0.0f64;
     let interrupted = loop {
-        let remaining = a.duration.map(|d| d.saturating_sub(started.elapsed()));
-        if remaining == Some(Duration::ZERO) {
-            break false;
-        }
-        if stop.load(Ordering::Relaxed) {
-            break true;
-        }
-        let wait = remaining.map_or(Duration::from_millis(100), |r| {
-            r.min(Duration::from_millis(100))
-        });
+        let wait = match run.step() {
+            Step::Wait(w) => w,
+            Step::Done => break false,
+            Step::Interrupted => break true,
+        };
         if crossbeam_channel::select! {
             recv(ticker) -> _ => true,
             default(wait) => false,
@@ -710,15 +694,9 @@ pub fn run(a: &SoftirqArgs) -> Result<()> {
     drop(links);
     let secs = started.elapsed().as_secs_f64();
     let width = a.linear_us * 1000;
-    let vectors = vector_rows(&vecs, &counts, &hists, secs, width);
+    let (vectors, merged) = vector_rows(&vecs, &counts, &hists, secs, width);
     let mut named = Vec::new();
-    for &v in &vecs {
-        let (mut d, mut r) = (Hist::new(), Hist::new());
-        for ((hv, _), h) in hists.iter().filter(|((hv, _), _)| *hv == v) {
-            let _ = hv;
-            d.merge(&h[0]);
-            r.merge(&h[1]);
-        }
+    for (v, [d, r]) in merged {
         if d.count() > 0 {
             named.push((format!("{} raise->entry", VECTORS[v as usize]), d));
         }
@@ -790,7 +768,8 @@ mod tests {
         let mut d = Hist::new();
         d.record(1000);
         hists.insert((3, 0), [d, Hist::new()]);
-        let rows = vector_rows(&[3], &snap, &hists, 2.0, 10_000);
+        let (rows, merged) = vector_rows(&[3], &snap, &hists, 2.0, 10_000);
+        assert_eq!(merged[0].1[0].count(), 1);
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[2].cpu, None);
         assert_eq!(rows[2].count, 12);
