@@ -205,27 +205,12 @@ fn net_rx_delay_follows_a_known_bh_stall() {
         return;
     }
     const SPIN_US: u64 = 300;
-    const K: &str = "200";
+    const K: u64 = 200;
     let t = Topo::new();
     let server = t.server(false, 9303);
     let measure = || -> Value {
         let tool = tool(&["softirq", "--vector", "NET_RX", "--json"]);
-        let mut srv = load_in(&t.b, &["udp-recv", "--bind", &server, "--count", K]);
-        wait_ready(&mut srv);
-        let cli = load_in(
-            &t.a,
-            &[
-                "udp-send",
-                "--to",
-                &server,
-                "--count",
-                K,
-                "--interval-ms",
-                "2",
-            ],
-        );
-        assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
-        assert_eq!(srv.finish(Duration::from_secs(30)).0, Some(0));
+        udp_exchange(&t, &server, K, 2);
         let v = stop_summary(tool);
         v["vectors"]
             .as_array()
@@ -255,22 +240,7 @@ fn net_rx_delay_follows_a_known_bh_stall() {
     // trace carries the same delay per packet.
     let nb = t.netns_path(&t.b);
     let tr = tool(&["trace", "--rx", "--netns", &nb, "--port", "9303", "--json"]);
-    let mut srv = load_in(&t.b, &["udp-recv", "--bind", &server, "--count", "50"]);
-    wait_ready(&mut srv);
-    let cli = load_in(
-        &t.a,
-        &[
-            "udp-send",
-            "--to",
-            &server,
-            "--count",
-            "50",
-            "--interval-ms",
-            "2",
-        ],
-    );
-    assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
-    assert_eq!(srv.finish(Duration::from_secs(30)).0, Some(0));
+    udp_exchange(&t, &server, 50, 2);
     let tv = stop_summary(tr);
     let ctx = span(&tv, "rx_softirq_raise->rx_softirq_entry")
         .unwrap_or_else(|| panic!("no softirq context span in trace: {tv}"))
@@ -279,7 +249,7 @@ fn net_rx_delay_follows_a_known_bh_stall() {
     let (code, out, _) = spin.finish(Duration::from_secs(20));
     assert_eq!(code, Some(0));
     let spins: Value = serde_json::from_str(out.trim()).unwrap();
-    assert!(spins["spins"].as_u64().unwrap() >= 200, "{spins}");
+    assert!(spins["spins"].as_u64().unwrap() >= K, "{spins}");
 
     let d = SPIN_US * 1000;
     let (b99, s50, s99) = (
@@ -295,7 +265,7 @@ fn net_rx_delay_follows_a_known_bh_stall() {
         s99 >= 5 * b99,
         "p99 {s99} ns not 5x the baseline {b99} ns: {base} / {stalled}"
     );
-    assert!(stalled["count"].as_u64().unwrap() >= 200, "{stalled}");
+    assert!(stalled["count"].as_u64().unwrap() >= K, "{stalled}");
     let t50 = ctx["p50_ns"].as_u64().unwrap();
     assert!(
         (d * 9 / 10..=d * 3 / 2).contains(&t50) && ctx["count"].as_u64().unwrap() >= 50,
@@ -320,11 +290,7 @@ fn trace_softirq_context_can_be_left_out() {
             args.push("--no-softirq-context");
         }
         let tr = tool(&args);
-        let mut srv = load_in(&t.b, &["udp-recv", "--bind", &server, "--count", "20"]);
-        wait_ready(&mut srv);
-        let cli = load_in(&t.a, &["udp-send", "--to", &server, "--count", "20"]);
-        assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
-        assert_eq!(srv.finish(Duration::from_secs(30)).0, Some(0));
+        udp_exchange(&t, &server, 20, 0);
         let v = stop_summary(tr);
         let n = span_count(&v, "rx_softirq_raise->rx_softirq_entry");
         let hooked = v["hooks"]

@@ -380,3 +380,27 @@ pub fn assert_no_new_bpf(before: &(Vec<u64>, Vec<u64>), what: &str) {
         "{what}: BPF programs/links left behind"
     );
 }
+
+/// `count` UDP datagrams from `a` to `server` in `b`, `interval_ms` apart, to a receiver
+/// that takes them all; both ends must finish cleanly.
+pub fn udp_exchange(t: &Topo, server: &str, count: u64, interval_ms: u64) {
+    let (k, gap) = (count.to_string(), interval_ms.to_string());
+    let mut srv = load_in(&t.b, &["udp-recv", "--bind", server, "--count", &k]);
+    wait_ready(&mut srv);
+    let cli = load_in(
+        &t.a,
+        &[
+            "udp-send",
+            "--to",
+            server,
+            "--count",
+            &k,
+            "--interval-ms",
+            &gap,
+        ],
+    );
+    let (code, _, err) = cli.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "udp-send: {err}");
+    let (code, _, err) = srv.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "udp-recv got all {count}: {err}");
+}
