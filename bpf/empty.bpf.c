@@ -91,6 +91,34 @@ int empty_rx_transport_nf(struct bpf_nf_ctx *ctx)
 	return NF_ACCEPT;
 }
 
+SEC("netfilter")
+int empty_rx_nf_pre_done_nf(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int empty_rx_nf_in_nf(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int empty_tx_nf_out_done_nf(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int empty_tx_nf_post_nf(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(empty_tx_send_sys_enter)
 {
@@ -203,4 +231,19 @@ int BPF_PROG(empty_softirq_napi_poll)
 {
 	hit();
 	return 0;
+}
+
+/* `netfilter`'s bracket: the same program at the first and at the last priority of a hook. */
+SEC("netfilter")
+int empty_nf_first(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int empty_nf_last(struct bpf_nf_ctx *ctx)
+{
+	hit();
+	return NF_ACCEPT;
 }

@@ -88,6 +88,9 @@ struct rx_chain_event {
 	/* The NET_RX run that processed the skb: when it was first raised and when it began. */
 	__u64 sirq_raise;
 	__u64 sirq_entry;
+	/* Between the two netfilter hooks: [0] the last PRE_ROUTING priority (routing next),
+	 * [1] the first LOCAL_IN priority. 0 = not seen. */
+	__u64 nf_mid[2];
 };
 
 struct rx_read_event {
@@ -120,6 +123,9 @@ struct tx_chain_event {
 	__u32 tgid;
 	__u32 _pad;
 	char comm[COMM_LEN];
+	/* Between the two netfilter hooks: [0] the last LOCAL_OUT priority, [1] the first
+	 * POST_ROUTING priority. 0 = not seen. */
+	__u64 nf_mid[2];
 };
 
 /* TCP writes: EV_TX_SEND at the start, EV_TX_HELD at the end when data stayed behind. */
@@ -156,26 +162,28 @@ struct rx_slot {
 	__u32 _pad;
 };
 
+/* ---- histograms kept in the kernel (softirq, netfilter): Rust rebuilds exact stats ---- */
+
+/* Log-linear buckets as in Rust's hist.rs: 16 per power of two; the last one also holds
+ * everything above (about 17 s), whose exact max is kept apart. */
+#define FINE_BUCKETS 512
+
+struct fine_hist {
+	__u64 count;
+	__u64 sum;
+	__u64 min_plus1; /* 0 = empty */
+	__u64 max;
+	__u64 b[FINE_BUCKETS];
+};
+
 /* ---- softirq: aggregated in the kernel (softirqs are far more frequent than packets) ---- */
 
 #define NR_SOFTIRQS_MAX 10
-/* Log-linear buckets as in Rust's hist.rs: 16 per power of two; the last one also holds
- * everything above (about 17 s), whose exact max is kept apart. */
-#define SIRQ_BUCKETS 512
 
 enum sirq_kind {
 	SIRQ_DELAY = 0, /* raise -> entry */
 	SIRQ_RUN = 1,	/* entry -> exit */
 	SIRQ_KINDS = 2,
-};
-
-/* One histogram; index vector * SIRQ_KINDS + kind of the per-CPU `sirq_hists` array. */
-struct sirq_hist {
-	__u64 count;
-	__u64 sum;
-	__u64 min_plus1; /* 0 = empty */
-	__u64 max;
-	__u64 b[SIRQ_BUCKETS];
 };
 
 /* Per CPU and vector. */
@@ -197,6 +205,8 @@ struct sirq_cpu {
 
 #define NAPI_BATCH_MAX 128
 
+/* softirq's per-CPU `sirq_hists` array holds one fine_hist per vector * SIRQ_KINDS + kind. */
+
 struct napi_key {
 	__u32 ifindex;
 	__u32 netns;
@@ -211,6 +221,35 @@ struct napi_stats {
 	__u32 _pad;
 	char name[16];
 	__u64 b[NAPI_BATCH_MAX + 1]; /* polls by packets processed; the last holds more */
+};
+
+/* ---- netfilter: time between the first and the last netfilter priority of one hook ---- */
+
+enum nf_sizes {
+	NF_HOOKS = 5, /* PRE_ROUTING, LOCAL_IN, FORWARD, LOCAL_OUT, POST_ROUTING */
+	NF_KEYS = 10, /* hook * 2 + (IPv6 ? 1 : 0) */
+	NF_SLOTS = 4, /* traversals open at once on one CPU (nesting: softirq, REJECT) */
+};
+
+/* A traversal in flight: opened at the first priority, closed at the last or at a drop. */
+struct nf_slot {
+	__u64 skb; /* 0 = free */
+	__u64 ts;
+	__u32 key;  /* hook * 2 + family */
+	__u32 skip; /* filtered out: close it without recording */
+};
+
+struct nf_cpu {
+	struct nf_slot slot[NF_SLOTS];
+};
+
+/* Per CPU and key: passed traversals are the histogram's count. */
+struct nf_hook_stats {
+	__u64 drops;	  /* freed inside the traversal (an NF_DROP verdict, e.g. DROP or REJECT) */
+	__u64 drop_ns;	  /* time from the first priority to the drop, summed */
+	__u64 unfinished; /* opened but never closed here: stolen, queued or moved CPU unseen */
+	__u64 filtered;	  /* traversals the filters left out */
+	struct fine_hist lat;
 };
 
 /* Per-CPU counters, summed by Rust; index into the `counters` array map. */

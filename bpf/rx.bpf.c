@@ -235,6 +235,16 @@ static __always_inline void on_transport(__u64 skb)
 		s->ev.ts[RX_TRANSPORT] = bpf_ktime_get_ns();
 }
 
+/* The netfilter split of rx_ip -> rx_transport: where PRE_ROUTING's hooks end and LOCAL_IN's
+ * begin. */
+static __always_inline void on_nf_mid(__u64 skb, int i)
+{
+	struct rx_slot *s = slot_get();
+
+	if (s && s->state == SLOT_PASS && s->ev.skb == skb)
+		s->ev.nf_mid[i & 1] = bpf_ktime_get_ns();
+}
+
 /* sk_data_ready: emit the chain joined to its socket, and mark the socket for rx_read. */
 static __always_inline void on_sockq(const void *sk)
 {
@@ -504,6 +514,20 @@ SEC("netfilter")
 int rx_transport_nf(struct bpf_nf_ctx *ctx)
 {
 	on_transport((__u64)ctx->skb);
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int rx_nf_pre_done_nf(struct bpf_nf_ctx *ctx)
+{
+	on_nf_mid((__u64)ctx->skb, 0);
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int rx_nf_in_nf(struct bpf_nf_ctx *ctx)
+{
+	on_nf_mid((__u64)ctx->skb, 1);
 	return NF_ACCEPT;
 }
 

@@ -10,10 +10,11 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "netstack.h"
+#include "hist.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-struct sirq_hist _sirq_hist = {};
+struct fine_hist _fine_hist = {};
 struct sirq_cpu _sirq_cpu = {};
 struct napi_key _napi_key = {};
 struct napi_stats napi_zero = {}; /* also makes the skeleton generate the type */
@@ -34,7 +35,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, NR_SOFTIRQS_MAX *SIRQ_KINDS);
 	__type(key, __u32);
-	__type(value, struct sirq_hist);
+	__type(value, struct fine_hist);
 } sirq_hists SEC(".maps");
 
 struct {
@@ -58,65 +59,13 @@ static __always_inline struct sirq_cpu *cpu_state(void)
 	return bpf_map_lookup_elem(&sirq_cpu, &zero);
 }
 
-/* Index of the most significant set bit (v > 0). */
-static __always_inline __u32 msb64(__u64 v)
-{
-	__u32 r = 0;
-
-	if (v >> 32) {
-		v >>= 32;
-		r = 32;
-	}
-	if (v >> 16) {
-		v >>= 16;
-		r += 16;
-	}
-	if (v >> 8) {
-		v >>= 8;
-		r += 8;
-	}
-	if (v >> 4) {
-		v >>= 4;
-		r += 4;
-	}
-	if (v >> 2) {
-		v >>= 2;
-		r += 2;
-	}
-	if (v >> 1)
-		r += 1;
-	return r;
-}
-
-/* Rust's hist.rs fine_index: exact below 16, then 16 sub-buckets per power of two. */
-static __always_inline __u32 fine_index(__u64 v)
-{
-	__u32 e;
-
-	if (v < 16)
-		return v;
-	e = msb64(v);
-	return (e - 3) * 16 + ((v >> (e - 4)) & 15);
-}
-
 static __always_inline void hist_add(__u32 vec, __u32 kind, __u64 v)
 {
 	__u32 key = vec * SIRQ_KINDS + kind;
-	struct sirq_hist *h = bpf_map_lookup_elem(&sirq_hists, &key);
-	__u32 i;
+	struct fine_hist *h = bpf_map_lookup_elem(&sirq_hists, &key);
 
-	if (!h)
-		return;
-	i = fine_index(v);
-	if (i >= SIRQ_BUCKETS)
-		i = SIRQ_BUCKETS - 1;
-	h->b[i & (SIRQ_BUCKETS - 1)]++;
-	h->count++;
-	h->sum += v;
-	if (!h->min_plus1 || v + 1 < h->min_plus1)
-		h->min_plus1 = v + 1;
-	if (v > h->max)
-		h->max = v;
+	if (h)
+		fine_hist_add(h, v);
 }
 
 #define PF_KTHREAD 0x00200000

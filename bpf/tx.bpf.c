@@ -378,6 +378,20 @@ static __always_inline void on_tx_point(const void *skbp, int pt)
 		e->ts[pt] = bpf_ktime_get_ns();
 }
 
+/* The netfilter split of tx_transport -> tx_nf_done: where LOCAL_OUT's hooks end and
+ * POST_ROUTING's begin. */
+static __always_inline void on_tx_nf_mid(const void *skbp, int k)
+{
+	struct tx_cache *c = cache_get();
+	int i;
+
+	if (!c)
+		return;
+	i = tx_index(c, tx_scalar(c, skbp));
+	if (i >= 0)
+		c->e[i & (TX_CACHE - 1)].nf_mid[k & 1] = bpf_ktime_get_ns();
+}
+
 /* net_dev_queue: dev_queue_xmit took the skb; the output device is now known. */
 static __always_inline void on_tx_queue(const void *skbp)
 {
@@ -583,6 +597,20 @@ SEC("netfilter")
 int tx_nf_done_nf(struct bpf_nf_ctx *ctx)
 {
 	on_tx_point(ctx->skb, TX_NF_DONE);
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int tx_nf_out_done_nf(struct bpf_nf_ctx *ctx)
+{
+	on_tx_nf_mid(ctx->skb, 0);
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int tx_nf_post_nf(struct bpf_nf_ctx *ctx)
+{
+	on_tx_nf_mid(ctx->skb, 1);
 	return NF_ACCEPT;
 }
 

@@ -12,7 +12,9 @@
 #
 # Run as root from the repository root after `cargo build --release`.
 # Knobs (environment): ROUNDS (3), FLOOD_S (4: throughput flood), STATS_S (2: bpf_stats flood),
-# FRONTEND_EVENTS (2000000), IPERF_S (3: each TCP throughput run), OUT (BENCHMARKS.md).
+# FRONTEND_EVENTS (2000000), IPERF_S (3: each TCP throughput run), OUT (BENCHMARKS.md),
+# NF_RULES (0,100,1000,5000,10000), NF_BACKENDS (all four), NF_RATE (10000), NF_S (10): the
+# `bench netfilter` sweep, whose plot goes to docs/netfilter-sweep.svg.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -21,6 +23,11 @@ STATS_S=${STATS_S:-2}
 FRONTEND_EVENTS=${FRONTEND_EVENTS:-2000000}
 IPERF_S=${IPERF_S:-3}
 OUT=${OUT:-BENCHMARKS.md}
+NF_RULES=${NF_RULES:-0,100,1000,5000,10000}
+NF_BACKENDS=${NF_BACKENDS:-iptables-legacy,iptables-nft,nftables-map,nftables-linear}
+NF_RATE=${NF_RATE:-10000}
+NF_S=${NF_S:-10}
+NF_PLOT=docs/netfilter-sweep.svg
 
 NS_A=nsl-bench-a
 NS_B=nsl-bench-b
@@ -221,6 +228,14 @@ start_tool() { # MODE PREFIX
 	esoftirq)
 		"$BIN" bench empty --hooks softirq --duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
 		;;
+	netfilter)
+		"$BIN" netfilter --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" --json \
+			--duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
+		;;
+	enetfilter)
+		"$BIN" bench empty --hooks netfilter --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" \
+			--duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
+		;;
 	esac
 	TOOL_PID=$!
 	TOOL_TPID=$TOOL_PID
@@ -244,6 +259,8 @@ wait_tool() { # MODE PID
 	empty) wait_fds "$2" link_type 10 100 ;;
 	bpftrace) wait_fds "$2" prog_tag 10 200 && sleep 0.5 ;;
 	softirq | esoftirq) wait_fds "$2" link_type 4 100 ;;
+	# 5 hooks x 2 families x first/last x 2 namespaces.
+	netfilter | enetfilter) wait_fds "$2" link_type 40 100 ;;
 	esac
 }
 
@@ -341,6 +358,19 @@ frontend() {
 	done
 }
 
+# The rule-count sweep: its own namespaces, rules and traffic (see src/nfbench.rs).
+nf_sweep() {
+	if ! command -v iptables-legacy-restore >/dev/null || ! command -v nft >/dev/null; then
+		log "iptables or nftables not installed: the netfilter sweep is skipped"
+		return
+	fi
+	log "netfilter sweep: rules $NF_RULES, backends $NF_BACKENDS, $NF_RATE/s for ${NF_S}s each"
+	mkdir -p "$(dirname "$NF_PLOT")"
+	"$BIN" bench netfilter --rules "$NF_RULES" --backend "$NF_BACKENDS" --rate "$NF_RATE" \
+		--duration "$NF_S" --json --csv "$WORK/nf.csv" --plot "$NF_PLOT" \
+		>"$WORK/nf.jsonl" 2>"$WORK/nf.err" || log "netfilter sweep failed (see $WORK/nf.err)"
+}
+
 main() {
 	preflight
 	local started=$SECONDS
@@ -352,7 +382,7 @@ main() {
 	[ "$have_bpftrace" = 1 ] || log "bpftrace not found: its column is skipped"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		i=0
-		for m in trace empty bpftrace softirq esoftirq; do
+		for m in trace empty bpftrace softirq esoftirq netfilter enetfilter; do
 			[ "$m" = bpftrace ] && [ "$have_bpftrace" = 0 ] && continue
 			i=$((i + 1))
 			run_mode "$r" baseline "$i"
@@ -367,6 +397,7 @@ main() {
 		log "iperf3 not found: the TCP throughput table is skipped"
 	fi
 	frontend
+	nf_sweep
 	meta_json >"$WORK/meta.json"
 	python3 - "$WORK" "$OUT" "$have_bpftrace" "$((SECONDS - started))" <<'PY'
 import json, os, statistics as st, sys
@@ -448,7 +479,8 @@ def verdict(ok):
     return "n/a" if ok is None else ("met" if ok else "**MISSED**")
 
 
-tools = ["trace", "empty"] + (["bpftrace"] if have_bt else []) + ["softirq", "esoftirq"]
+tools = ["trace", "empty"] + (["bpftrace"] if have_bt else []) + ["softirq", "esoftirq",
+                                                                  "netfilter", "enetfilter"]
 by = {m: [r for r in runs if r["mode"] == m] for m in tools}
 # Pairs: each tool run with the baseline run just before it.
 pairs = []
@@ -478,7 +510,7 @@ L.append("| | |\n|---|---|")
 for k in ("date", "kernel", "commit", "cpu", "bpftool", "bpftrace"):
     L.append(f"| {k} | {meta.get(k, 'n/a')} |")
 L.append(f"| command | `make bench` (= `cargo build --release` + `bash scripts/bench.sh`) |")
-L.append(f"| rounds | {meta['rounds']} x (baseline, trace, baseline, empty, baseline, bpftrace, baseline, softirq, baseline, esoftirq), "
+L.append(f"| rounds | {meta['rounds']} x (baseline, trace, baseline, empty, baseline, bpftrace, baseline, softirq, baseline, esoftirq, baseline, netfilter, baseline, enetfilter), "
          f"{meta['flood_s']} s throughput flood + {meta['stats_s']} s bpf_stats flood per tool run; "
          f"bench took {elapsed} s |\n")
 
@@ -578,6 +610,55 @@ for n, e in SOFTIRQ_EMPTY.items():
     L.append(f"| {n} | {f(runs_per_s('softirq', n))} | {f(s_)} | {f(e_)} | "
              f"{f(q, '{:.2f}x')} {verdict(None if q is None else q <= 1.5) if q is not None else ''} |")
 L.append("")
+
+L.append("## netfilter (`netstack-lat netfilter`: the bracket on all five hooks, IPv4 and IPv6)\n")
+L.append("nf_first runs at the first priority a netfilter link may take and nf_last at the last, on "
+         "every hook of both namespaces (the flood passes LOCAL_OUT and POST_ROUTING in a, PRE_ROUTING "
+         "and LOCAL_IN in b: 4 brackets per datagram); nf_drop runs on kfree_skb only. enetfilter = "
+         "the same links with do-nothing programs (`netstack-lat bench empty --hooks netfilter`). "
+         "bpftrace 0.17 has no netfilter hook and this kernel no kprobes for ipt_do_table/nft_do_chain, "
+         "so there is no bpftrace column.\n")
+L.append("| program | runs/s | netfilter ns/run | empty ns/run | ratio (<= 1.5) |")
+L.append("|---|---|---|---|---|")
+for n, e in (("nf_first", "empty_nf_first"), ("nf_last", "empty_nf_last"), ("nf_drop", None)):
+    s_ = med(per_round("netfilter", n))
+    e_ = med(per_round("enetfilter", e)) if e else None
+    q = ratio(s_, e_)
+    if q is not None and q > 1.5:
+        missed.append(f"netfilter {n}: {q:.2f}x an empty program > 1.5x")
+    L.append(f"| {n} | {f(runs_per_s('netfilter', n))} | {f(s_)} | {f(e_)} | "
+             f"{f(q, '{:.2f}x')} {verdict(None if q is None else q <= 1.5) if q is not None else ''} |")
+L.append("")
+
+steps = []
+try:
+    steps = [json.loads(l) for l in open(os.path.join(work, "nf.jsonl")) if '"step"' in l]
+except (OSError, ValueError):
+    pass
+if steps:
+    backends = list(dict.fromkeys(s["backend"] for s in steps))
+    rules = sorted({s["rules"] for s in steps})
+    L.append("## netfilter rule walk: iptables vs nftables (`bench netfilter`)\n")
+    L.append(f"`netstack-lat bench netfilter --rules {meta['nf_rules']} --backend {meta['nf_backends']} "
+             f"--rate {meta['nf_rate']} --duration {meta['nf_s']} --csv FILE --plot {meta['nf_plot']}`: "
+             "per step, fresh namespaces, kube-proxy-shaped NAT rules (N dummy services ahead of the "
+             "probed one) loaded with the real tools, UDP to the probed service with scrambled source "
+             "ports, PRE_ROUTING bracket time per packet (conntrack + NAT table walk + DNAT). "
+             f"Plot: [{meta['nf_plot']}]({meta['nf_plot']}).\n")
+    head = "| rules | " + " | ".join(f"{b} avg / p50 / p99 us" for b in backends) + " |"
+    L.append(head)
+    L.append("|---|" + "---|" * len(backends))
+    for n in rules:
+        cells = []
+        for b in backends:
+            s = next((s for s in steps if s["rules"] == n and s["backend"] == b), None)
+            cells.append("-" if s is None else f"{s['avg_us']:.2f} / {s['p50_us']:.2f} / {s['p99_us']:.2f}")
+        L.append(f"| {n} | " + " | ".join(cells) + " |")
+    L.append("\n| backend | rules | measured / sent | installed rules | install s |")
+    L.append("|---|---|---|---|---|")
+    for s in steps:
+        L.append(f"| {s['backend']} | {s['rules']} | {s['count']} / {s['sent']} | {s['installed_rules']} | {s['install_s']:.2f} |")
+    L.append("")
 
 L.append("## Throughput (sink pps, each tool run against the baseline just before it)\n")
 L.append("| round | tool | baseline pps | with tool pps | ratio (trace >= 0.97) |")
@@ -698,6 +779,8 @@ print(json.dumps({
     "bpftrace": "$(bpftrace --version 2>/dev/null || echo absent)",
     "rounds": $ROUNDS, "flood_s": $FLOOD_S, "stats_s": $STATS_S, "sink_s": $SINK_S, "port": $PORT,
     "frontend_events": $FRONTEND_EVENTS, "iperf_s": $IPERF_S,
+    "nf_rules": "$NF_RULES", "nf_backends": "$NF_BACKENDS", "nf_rate": $NF_RATE, "nf_s": $NF_S,
+    "nf_plot": "$NF_PLOT",
 }))
 PY
 }

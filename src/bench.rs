@@ -39,6 +39,7 @@ pub fn run(b: &BenchCommand) -> Result<()> {
             us,
             duration,
         } => spin(netns.as_deref(), iface, *us, *duration),
+        BenchCommand::Netfilter(a) => crate::nfbench::run(a),
     }
 }
 
@@ -91,8 +92,11 @@ fn attach_empty(
             EmptyHooks::Softirq => SOFTIRQ_EMPTIES.contains(&name.as_str()),
             // trace's hooks: all but softirq's own exit and NAPI programs.
             EmptyHooks::Trace => {
-                !name.ends_with("_nf") && !SOFTIRQ_EMPTIES[2..].contains(&name.as_str())
+                !name.ends_with("_nf")
+                    && !name.starts_with("empty_nf_")
+                    && !SOFTIRQ_EMPTIES[2..].contains(&name.as_str())
             }
+            EmptyHooks::Netfilter => false,
         };
         if !wanted {
             continue;
@@ -113,9 +117,31 @@ fn attach_empty(
     };
     for place in places {
         let _inside = place.map(netns::Entered::enter).transpose()?;
-        attach_empty_nf(skel, &mut links)?;
+        if hooks == EmptyHooks::Netfilter {
+            attach_empty_bracket(skel, &mut links)?;
+        } else {
+            attach_empty_nf(skel, &mut links)?;
+        }
     }
     Ok(links)
+}
+
+/// `netfilter`'s bracket, empty: first and last priority of every hook, both families.
+fn attach_empty_bracket(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<()> {
+    for hooknum in 0..crate::cli::NF_HOOK_NAMES.len() as i32 {
+        for (prog, priority) in [
+            (&skel.progs.empty_nf_first, NF_FIRST),
+            (&skel.progs.empty_nf_last, NF_LAST),
+        ] {
+            links.extend(attach_netfilter(
+                prog,
+                hooknum,
+                priority,
+                "an empty program",
+            )?);
+        }
+    }
+    Ok(())
 }
 
 fn attach_empty_nf(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<()> {
@@ -139,6 +165,26 @@ fn attach_empty_nf(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<()> {
             &skel.progs.empty_tx_nf_done_nf,
             libbpf_rs::NF_INET_POST_ROUTING,
             NF_LAST,
+        ),
+        (
+            &skel.progs.empty_rx_nf_pre_done_nf,
+            libbpf_rs::NF_INET_PRE_ROUTING,
+            NF_LAST,
+        ),
+        (
+            &skel.progs.empty_rx_nf_in_nf,
+            libbpf_rs::NF_INET_LOCAL_IN,
+            NF_FIRST,
+        ),
+        (
+            &skel.progs.empty_tx_nf_out_done_nf,
+            libbpf_rs::NF_INET_LOCAL_OUT,
+            NF_LAST,
+        ),
+        (
+            &skel.progs.empty_tx_nf_post_nf,
+            libbpf_rs::NF_INET_POST_ROUTING,
+            NF_FIRST,
         ),
     ];
     for (prog, hooknum, priority) in hooks {

@@ -22,6 +22,7 @@ skeleton!(softirq);
 skeleton!(spin);
 skeleton!(probe);
 skeleton!(empty);
+skeleton!(netfilter);
 
 // SAFETY: plain C structs of integers and byte arrays generated from bpf/netstack.h;
 // every bit pattern is a valid value.
@@ -30,7 +31,8 @@ unsafe impl plain::Plain for rx::types::rx_read_event {}
 unsafe impl plain::Plain for rx::types::rx_slot {}
 unsafe impl plain::Plain for tx::types::tx_chain_event {}
 unsafe impl plain::Plain for tx::types::tx_send_event {}
-unsafe impl plain::Plain for softirq::types::sirq_hist {}
+unsafe impl plain::Plain for softirq::types::fine_hist {}
 unsafe impl plain::Plain for softirq::types::sirq_cpu {}
 unsafe impl plain::Plain for softirq::types::napi_key {}
 unsafe impl plain::Plain for softirq::types::napi_stats {}
+unsafe impl plain::Plain for netfilter::types::nf_hook_stats {}

@@ -27,6 +27,9 @@ pub enum Command {
     Trace(TraceArgs),
     /// Softirq raise->entry delay and run time per CPU and vector, NAPI batch sizes
     Softirq(SoftirqArgs),
+    /// Time spent in netfilter per hook and family (conntrack, NAT, iptables, nftables), with
+    /// drop verdicts
+    Netfilter(NetfilterArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
     /// Benchmark helpers used by `make bench`
@@ -64,6 +67,9 @@ pub enum BenchCommand {
         #[arg(long, value_parser = parse_duration, default_value = "10s")]
         duration: Duration,
     },
+    /// Sweep rule counts and backends (iptables-legacy, iptables-nft, nftables) with
+    /// kube-proxy-shaped rules in namespaces of its own; table, CSV and SVG of the latency
+    Netfilter(NfBenchArgs),
     /// Decode and correlate synthetic events in memory; prints events/s
     Frontend {
         /// Number of synthetic events
@@ -76,6 +82,178 @@ pub enum BenchCommand {
 pub enum EmptyHooks {
     Trace,
     Softirq,
+    /// The first and last netfilter priority of every hook, IPv4 and IPv6 (as `netfilter`)
+    Netfilter,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NfBenchArgs {
+    /// Service rules ahead of the probed service, comma-separated (e.g. 0,100,1000,5000,10000)
+    #[arg(long, value_parser = parse_rule_counts, default_value = "0,100,1000,5000,10000")]
+    pub rules: RuleCounts,
+    /// Backends, comma-separated: iptables-legacy, iptables-nft, nftables-map, nftables-linear
+    #[arg(
+        long,
+        value_parser = parse_backends,
+        default_value = "iptables-legacy,iptables-nft,nftables-map"
+    )]
+    pub backend: Backends,
+    /// Packets per second sent to the probed service in each step
+    #[arg(long, default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+    /// Traffic time per step (e.g. 10, 10s, 500ms)
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Write the results as CSV (backend,rules,count,avg_us,p50_us,p99_us,...)
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Draw latency against rule count, one line per backend, as SVG
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// One JSON line per step and a summary line, instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
+}
+
+/// `--rules` after parsing (a newtype, so clap keeps the list whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleCounts(pub Vec<u32>);
+
+/// `--backend` after parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends(pub Vec<crate::nfrules::Backend>);
+
+/// Most service rules one step installs: the service addresses come from a /16.
+pub const MAX_RULES: u32 = 60_000;
+
+/// "0,100,1000" -> [0, 100, 1000]; every count within 0..=MAX_RULES, no duplicates.
+pub fn parse_rule_counts(s: &str) -> Result<RuleCounts, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(format!(
+                "empty rule count in '{s}': give counts like 0,100,1000"
+            ));
+        }
+        let n: u32 = part.parse().map_err(|_| {
+            format!("rule count '{part}' is not a whole number from 0 to {MAX_RULES}")
+        })?;
+        if n > MAX_RULES {
+            return Err(format!("rule count {n} is above the maximum {MAX_RULES}"));
+        }
+        if out.contains(&n) {
+            return Err(format!("rule count {n} is given twice"));
+        }
+        out.push(n);
+    }
+    Ok(RuleCounts(out))
+}
+
+/// "iptables-legacy,nftables-map" -> backends, in the order given, no duplicates.
+pub fn parse_backends(s: &str) -> Result<Backends, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(format!(
+                "empty backend in '{s}': use iptables-legacy, iptables-nft, nftables-map or nftables-linear"
+            ));
+        }
+        let b = crate::nfrules::Backend::parse(part)?;
+        if out.contains(&b) {
+            return Err(format!("backend {part} is given twice"));
+        }
+        out.push(b);
+    }
+    Ok(Backends(out))
+}
+
+/// Netfilter hooks, in the kernel's order (index = NF_INET_* number).
+pub const NF_HOOK_NAMES: [&str; 5] = [
+    "PRE_ROUTING",
+    "LOCAL_IN",
+    "FORWARD",
+    "LOCAL_OUT",
+    "POST_ROUTING",
+];
+
+/// "LOCAL_OUT,prerouting,INPUT" -> a bit mask of hook numbers (iptables chain names too).
+pub fn parse_nf_hooks(s: &str) -> Result<u32, String> {
+    let mut mask = 0u32;
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let upper = name.to_ascii_uppercase().replace('-', "_");
+        let i = match upper.as_str() {
+            "PREROUTING" | "PRE_ROUTING" => 0,
+            "INPUT" | "LOCAL_IN" => 1,
+            "FORWARD" => 2,
+            "OUTPUT" | "LOCAL_OUT" => 3,
+            "POSTROUTING" | "POST_ROUTING" => 4,
+            _ => {
+                return Err(format!(
+                    "unknown netfilter hook '{name}': use one of {}",
+                    NF_HOOK_NAMES.join(", ")
+                ))
+            }
+        };
+        mask |= 1 << i;
+    }
+    if mask == 0 {
+        return Err("no netfilter hook given: use e.g. LOCAL_OUT,PRE_ROUTING".into());
+    }
+    Ok(mask)
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct NetfilterArgs {
+    /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print a live line every interval
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// JSON lines on stdout: {"type":"interval"} per interval, {"type":"summary"} last
+    #[arg(long)]
+    pub json: bool,
+    /// Hooks to bracket, comma-separated (PRE_ROUTING, LOCAL_IN, FORWARD, LOCAL_OUT,
+    /// POST_ROUTING; iptables' chain names work too) [default: all]
+    #[arg(long, value_parser = parse_nf_hooks)]
+    pub hook: Option<u32>,
+    /// Only packets with this source or destination port
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only packets with a source or destination address in this CIDR (10.0.0.0/8, fd00::/64)
+    #[arg(long, value_parser = parse_cidr)]
+    pub addr: Option<Cidr>,
+    /// Only packets coming in or going out on this interface (name, in the namespace)
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Measure in this network namespace (e.g. /run/netns/NAME) instead of the current one;
+    /// repeat for up to 4
+    #[arg(long)]
+    pub netns: Vec<PathBuf>,
+    /// Only this transport protocol
+    #[arg(long, value_enum)]
+    pub proto: Option<Proto>,
+    /// Only IPv4
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// Bin width of the linear histogram, in microseconds
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub linear_us: u64,
+    /// Upper end of the linear histogram, in microseconds (the last bin holds the rest)
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub linear_max_us: u64,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
+    /// Print libbpf's own messages
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -96,6 +274,11 @@ pub struct TraceArgs {
     /// which costs two more hooks on every softirq raise and entry
     #[arg(long)]
     pub no_softirq_context: bool,
+    /// Leave out the netfilter split of rx_ip->rx_transport and tx_transport->tx_nf_done
+    /// (spans per netfilter hook and the routing between), which costs one more netfilter
+    /// program per hook and packet
+    #[arg(long)]
+    pub no_netfilter_split: bool,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

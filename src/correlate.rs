@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::events::{
-    point_name, Chain, Comm, Flow, HeldReason, Read, IPPROTO_TCP, RX_NETIF, RX_READ, RX_SIRQ_ENTRY,
-    RX_SIRQ_RAISE, RX_SOCKQ,
+    point_name, Chain, Comm, Context, Flow, HeldReason, Read, IPPROTO_TCP, RX_IP, RX_NETIF,
+    RX_NF_IN, RX_NF_PRE_DONE, RX_READ, RX_SIRQ_ENTRY, RX_SIRQ_RAISE, RX_SOCKQ, RX_TRANSPORT,
 };
 
 /// A fast non-cryptographic hasher (the Fx multiply-rotate scheme) for the per-event maps:
@@ -98,13 +98,33 @@ pub fn spans_of(ts: &[u64; 6]) -> Vec<(SpanId, u64)> {
     out
 }
 
-/// A chain's spans: its path spans plus, when known, the softirq-delay context span.
-pub fn chain_spans(ts: &[u64; 6], sirq: Option<u64>) -> Vec<(SpanId, u64)> {
+/// A chain's spans: its path spans plus, when known, the context spans beside the path
+/// (softirq delay, netfilter split).
+pub fn chain_spans(ts: &[u64; 6], ctx: &Context) -> Vec<(SpanId, u64)> {
     let mut s = spans_of(ts);
-    if let Some(d) = sirq {
+    if let Some(d) = ctx.sirq {
         s.push(((RX_SIRQ_RAISE, RX_SIRQ_ENTRY), d));
     }
+    s.extend(nf_split([
+        (RX_IP, ts[RX_IP]),
+        (RX_NF_PRE_DONE, ctx.nf_mid[0]),
+        (RX_NF_IN, ctx.nf_mid[1]),
+        (RX_TRANSPORT, ts[RX_TRANSPORT]),
+    ]));
     s
+}
+
+/// The netfilter split of a stretch bracketed by two hooks, from (point, time) of: the first
+/// hook's start, its end, the second hook's start, its end. A span for each neighbouring
+/// pair seen in order; nothing without the middle stamps (split off, or not traced).
+pub fn nf_split(p: [(usize, u64); 4]) -> Vec<(SpanId, u64)> {
+    if p[1].1 == 0 && p[2].1 == 0 {
+        return Vec::new();
+    }
+    p.windows(2)
+        .filter(|w| w[0].1 != 0 && w[1].1 >= w[0].1)
+        .map(|w| ((w[0].0, w[1].0), w[1].1 - w[0].1))
+        .collect()
 }
 
 /// TCP sequence order with wrap-around: is `a` at or before `b`?
@@ -171,7 +191,7 @@ pub struct JoinStats {
 
 struct Pending {
     ts: [u64; 6],
-    sirq: Option<u64>,
+    ctx: Context,
     flow: Flow,
     end_seq: u32,
     payload: u32,
@@ -295,7 +315,7 @@ impl Correlator {
     fn push_timeline(
         &mut self,
         ts: [u64; 6],
-        sirq: Option<u64>,
+        ctx: Context,
         flow: Flow,
         owner: Option<Owner>,
         payload: u32,
@@ -309,7 +329,7 @@ impl Correlator {
                     .filter(|(_, &v)| v != 0)
                     .map(|(i, &v)| (i, v))
                     .collect(),
-                spans: chain_spans(&ts, sirq),
+                spans: chain_spans(&ts, &ctx),
                 flow,
                 owner,
                 payload,
@@ -346,12 +366,12 @@ impl Correlator {
         };
         let record_now = !self.owner_filter || owner.is_some();
         if record_now {
-            let spans = chain_spans(&c.ts, c.softirq_delay());
+            let spans = chain_spans(&c.ts, &c.context());
             self.record_rx(&c.flow, owner.as_ref(), &spans, c.payload);
         }
         if !queued {
             if record_now {
-                self.push_timeline(c.ts, c.softirq_delay(), c.flow, owner, c.payload);
+                self.push_timeline(c.ts, c.context(), c.flow, owner, c.payload);
             } else {
                 self.stats.owner_filtered += 1;
             }
@@ -369,7 +389,7 @@ impl Correlator {
         }
         sock.queue.push_back(Pending {
             ts: c.ts,
-            sirq: c.softirq_delay(),
+            ctx: c.context(),
             flow: c.flow,
             end_seq: c.seq_end,
             payload: c.payload,
@@ -414,7 +434,7 @@ impl Correlator {
         }
         for mut p in done {
             p.ts[RX_READ] = r.ts;
-            let spans = chain_spans(&p.ts, p.sirq);
+            let spans = chain_spans(&p.ts, &p.ctx);
             if p.recorded {
                 let read_spans: Vec<_> = spans
                     .into_iter()
@@ -424,7 +444,7 @@ impl Correlator {
             } else {
                 self.record_rx(&p.flow, Some(&owner), &spans, p.payload);
             }
-            self.push_timeline(p.ts, p.sirq, p.flow, Some(owner), p.payload);
+            self.push_timeline(p.ts, p.ctx, p.flow, Some(owner), p.payload);
         }
     }
 
@@ -456,7 +476,7 @@ impl Correlator {
                 if !p.recorded {
                     match &s.owner {
                         Some(o) => {
-                            let spans = chain_spans(&p.ts, p.sirq);
+                            let spans = chain_spans(&p.ts, &p.ctx);
                             let o = *o;
                             self.record_rx(&p.flow, Some(&o), &spans, p.payload);
                         }
@@ -501,6 +521,7 @@ mod tests {
             cpu: 0,
             sirq_raise: t0 + 400,
             sirq_entry: t0 + 500,
+            nf_mid: [0; 2],
         }
     }
 
@@ -652,5 +673,40 @@ mod tests {
         assert_eq!(c.spans[&id].max(), 100);
         let conn = &c.conns[&(Dir::Rx, flow(IPPROTO_UDP, 40000))];
         assert_eq!(conn.spans[&id].count(), 1);
+    }
+
+    #[test]
+    fn netfilter_split_needs_its_middle_stamps_and_order() {
+        let p = |t: [u64; 4]| {
+            nf_split([
+                (RX_IP, t[0]),
+                (RX_NF_PRE_DONE, t[1]),
+                (RX_NF_IN, t[2]),
+                (RX_TRANSPORT, t[3]),
+            ])
+        };
+        assert_eq!(
+            p([100, 150, 170, 400]),
+            vec![
+                ((RX_IP, RX_NF_PRE_DONE), 50),
+                ((RX_NF_PRE_DONE, RX_NF_IN), 20),
+                ((RX_NF_IN, RX_TRANSPORT), 230)
+            ]
+        );
+        assert!(p([100, 0, 0, 400]).is_empty(), "split off: no spans");
+        // LOCAL_IN's start not seen (the packet was forwarded, say): PRE_ROUTING's alone.
+        assert_eq!(p([100, 150, 0, 0]), vec![((RX_IP, RX_NF_PRE_DONE), 50)]);
+        // A stamp out of order (another CPU's clock) gives no negative span.
+        assert_eq!(p([100, 90, 170, 400]).len(), 2);
+        let mut c = chain(IPPROTO_UDP, 7, 0, 0);
+        c.nf_mid = [c.ts[RX_IP] + 5, c.ts[RX_IP] + 7];
+        let names: Vec<String> = chain_spans(&c.ts, &c.context())
+            .into_iter()
+            .map(|(id, _)| span_name(id))
+            .collect();
+        assert!(
+            names.contains(&"rx_nf_pre_done->rx_nf_in".to_string()),
+            "{names:?}"
+        );
     }
 }

@@ -51,6 +51,12 @@ pub const TXF_QUEUED: u32 = txt::tx_flags::TXF_QUEUED.0;
 /// They are context, not path points: their span stands beside the path's spans.
 pub const RX_SIRQ_RAISE: usize = TX_BASE + TX_NPOINTS;
 pub const RX_SIRQ_ENTRY: usize = RX_SIRQ_RAISE + 1;
+/// The netfilter split, also beside the path: where the first hook's functions end and
+/// the second's begin (RX: PRE_ROUTING, LOCAL_IN; TX: LOCAL_OUT, POST_ROUTING).
+pub const RX_NF_PRE_DONE: usize = RX_SIRQ_ENTRY + 1;
+pub const RX_NF_IN: usize = RX_SIRQ_ENTRY + 2;
+pub const TX_NF_OUT_DONE: usize = RX_SIRQ_ENTRY + 3;
+pub const TX_NF_POST: usize = RX_SIRQ_ENTRY + 4;
 
 /// Name of a point by its index in the combined list: RX points, TX points, then the
 /// softirq context points.
@@ -60,11 +66,18 @@ pub fn point_name(i: usize) -> &'static str {
         _ if i < RX_SIRQ_RAISE => TX_POINTS[i - TX_BASE],
         RX_SIRQ_RAISE => "rx_softirq_raise",
         RX_SIRQ_ENTRY => "rx_softirq_entry",
+        RX_NF_PRE_DONE => "rx_nf_pre_done",
+        RX_NF_IN => "rx_nf_in",
+        TX_NF_OUT_DONE => "tx_nf_out_done",
+        TX_NF_POST => "tx_nf_post",
         _ => "?",
     }
 }
 
 pub const RX_DRIVER: usize = types::rx_point::RX_DRIVER.0 as usize;
+pub const RX_IP: usize = types::rx_point::RX_IP.0 as usize;
+pub const RX_TRANSPORT: usize = types::rx_point::RX_TRANSPORT.0 as usize;
+pub const TX_NF_DONE: usize = txt::tx_point::TX_NF_DONE.0 as usize;
 pub const RX_NETIF: usize = types::rx_point::RX_NETIF.0 as usize;
 pub const RX_SOCKQ: usize = types::rx_point::RX_SOCKQ.0 as usize;
 pub const RX_READ: usize = RX_SOCKQ + 1;
@@ -125,6 +138,14 @@ fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// What an RX chain knows beside its path points: the NET_RX softirq delay and the
+/// netfilter split stamps.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Context {
+    pub sirq: Option<u64>,
+    pub nf_mid: [u64; 2],
+}
+
 /// An skb's receive timeline up to the socket queue. `ts[i]` is 0 where point i was not seen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chain {
@@ -140,9 +161,19 @@ pub struct Chain {
     /// The NET_RX run that processed it (0 = unknown).
     pub sirq_raise: u64,
     pub sirq_entry: u64,
+    /// The netfilter split: last PRE_ROUTING and first LOCAL_IN priority (0 = not seen).
+    pub nf_mid: [u64; 2],
 }
 
 impl Chain {
+    /// The spans beside the path that this chain can give.
+    pub fn context(&self) -> Context {
+        Context {
+            sirq: self.softirq_delay(),
+            nf_mid: self.nf_mid,
+        }
+    }
+
     /// raise -> entry of the NET_RX run that processed the packet.
     pub fn softirq_delay(&self) -> Option<u64> {
         (self.sirq_raise != 0 && self.sirq_entry >= self.sirq_raise)
@@ -219,6 +250,8 @@ pub struct TxChain {
     pub tgid: u32,
     pub comm: Comm,
     pub cpu: u32,
+    /// The netfilter split: last LOCAL_OUT and first POST_ROUTING priority (0 = not seen).
+    pub nf_mid: [u64; 2],
 }
 
 /// A TCP write started: its data begins at sequence number `seq`.
@@ -357,6 +390,7 @@ impl From<&txt::tx_chain_event> for TxChain {
             tgid: e.tgid,
             comm: Comm::from_raw(&e.comm),
             cpu: e.cpu,
+            nf_mid: e.nf_mid,
         }
     }
 }
@@ -392,6 +426,7 @@ impl From<&types::rx_chain_event> for Chain {
             cpu: e.cpu,
             sirq_raise: e.sirq_raise,
             sirq_entry: e.sirq_entry,
+            nf_mid: e.nf_mid,
         }
     }
 }

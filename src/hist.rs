@@ -178,6 +178,17 @@ impl Hist {
         h
     }
 
+    /// Like [`Hist::from_fine`] for counts without a known min and max (e.g. the difference
+    /// of two snapshots): they are taken from the first and last non-empty buckets.
+    pub fn from_fine_counts(buckets: &[u64], sum: u128) -> Hist {
+        let first = buckets.iter().position(|&n| n != 0);
+        let last = buckets.iter().rposition(|&n| n != 0);
+        match (first, last) {
+            (Some(f), Some(l)) => Hist::from_fine(buckets, sum, fine_lower(f), fine_upper(l)),
+            _ => Hist::new(),
+        }
+    }
+
     /// Linear view: counts in `bins` bins of `width` from 0, the last one also holding
     /// everything above. Each fine bucket goes to the bin of its midpoint.
     pub fn linear(&self, width: u64, bins: usize) -> Vec<u64> {
@@ -210,6 +221,11 @@ impl Hist {
         for (a, b) in self.log2_us.iter_mut().zip(&other.log2_us) {
             *a = a.saturating_add(*b);
         }
+    }
+
+    /// The fine log-linear buckets (the BPF side's layout), up to the last non-empty one.
+    pub fn fine_buckets(&self) -> &[u64] {
+        &self.fine
     }
 
     /// Number of recorded values.
@@ -656,5 +672,18 @@ mod tests {
             h.record(v);
         }
         assert_eq!(h.linear(10, 3), vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn fine_counts_take_min_and_max_from_buckets() {
+        let mut h = Hist::new();
+        for v in [900u64, 1000, 5000] {
+            h.record(v);
+        }
+        let d = Hist::from_fine_counts(&h.fine, 6900);
+        assert_eq!(d.count(), 3);
+        assert_eq!(d.avg(), 2300);
+        assert!(d.min() <= 900 && d.max() >= 5000 && d.max() < 5400);
+        assert_eq!(Hist::from_fine_counts(&[0, 0], 0).count(), 0);
     }
 }

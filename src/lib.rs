@@ -3,6 +3,9 @@
 //! CO-RE BPF programs (bpf/) stamp packets at each stage; this library loads them,
 //! joins their events into per-stage latencies and prints them. `main.rs` is a thin CLI.
 
+#[macro_use]
+mod macros;
+
 pub mod bench;
 pub mod bpf;
 pub mod cli;
@@ -10,8 +13,12 @@ pub mod correlate;
 pub mod error;
 pub mod events;
 pub mod hist;
+pub mod netfilter;
 pub mod netns;
+pub mod nfbench;
+pub mod nfrules;
 pub mod output;
+pub mod plot;
 pub mod probes;
 pub mod reorder;
 pub mod runloop;
@@ -26,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Trace(a)) => trace::run(&a),
         Some(Command::Softirq(a)) => softirq::run(&a),
+        Some(Command::Netfilter(a)) => netfilter::run(&a),
         Some(Command::Probes(a)) => probes::run(&a),
         Some(Command::Bench(b)) => bench::run(&b),
         None => trace::run(&cli.trace),

@@ -7,7 +7,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::correlate::{span_name, Conn, Correlator, Dir, JoinStats, SpanId, Timeline};
-use crate::events::{point_name, HeldReason, RX_POINTS, RX_SIRQ_RAISE, TX_BASE, TX_DONE, TX_SEND};
+use crate::events::{
+    point_name, HeldReason, RX_IP, RX_NF_IN, RX_NF_PRE_DONE, RX_POINTS, RX_SIRQ_RAISE, TX_BASE,
+    TX_DONE, TX_NF_OUT_DONE, TX_NF_POST, TX_SEND, TX_TRANSPORT,
+};
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
 use crate::probes::PointPlan;
 use crate::trace::KernelCounters;
@@ -176,16 +179,49 @@ pub struct Summary {
     pub hooks: Vec<HookRow>,
 }
 
+fn is_nf_mid(p: usize) -> bool {
+    matches!(p, RX_NF_PRE_DONE | RX_NF_IN | TX_NF_OUT_DONE | TX_NF_POST)
+}
+
+/// A netfilter split span, by name (indented under the span it splits).
+fn is_split_name(name: &str) -> bool {
+    ["rx_nf_pre_done", "rx_nf_in", "tx_nf_out_done", "tx_nf_post"]
+        .iter()
+        .any(|p| name.split("->").any(|end| end == *p))
+}
+
 fn span_rows(spans: &std::collections::BTreeMap<SpanId, Hist>) -> Vec<(SpanStats, Hist)> {
     let mut ids: Vec<&SpanId> = spans.keys().collect();
     // RX then TX, path order, each direction's total after its stage spans.
     let total = |a: usize, b: usize| {
         (a, b) == (1, RX_POINTS.len() - 1) || (a, b) == (TX_BASE + TX_SEND, TX_BASE + TX_DONE)
     };
-    // The softirq context span leads the RX group.
-    let tx = |a: usize| (TX_BASE..RX_SIRQ_RAISE).contains(&a);
+    // The softirq context span leads the RX group; a netfilter split follows the span it
+    // splits.
+    let tx = |a: usize| (TX_BASE..RX_SIRQ_RAISE).contains(&a) || is_nf_mid(a);
     let first = |a: usize| a != RX_SIRQ_RAISE;
-    ids.sort_by_key(|(a, b)| (tx(*a), total(*a, *b), first(*a), *a, *b));
+    let group = |a: usize| match a {
+        RX_NF_PRE_DONE | RX_NF_IN => RX_IP,
+        TX_NF_OUT_DONE | TX_NF_POST => TX_BASE + TX_TRANSPORT,
+        a => a,
+    };
+    let order = |p: usize| match p {
+        RX_NF_PRE_DONE | TX_NF_OUT_DONE => group(p) * 10 + 1,
+        RX_NF_IN | TX_NF_POST => group(p) * 10 + 2,
+        p => p * 10,
+    };
+    ids.sort_by_key(|(a, b)| {
+        let split = is_nf_mid(*a) || is_nf_mid(*b);
+        (
+            tx(*a),
+            total(*a, *b),
+            first(*a),
+            group(*a),
+            split,
+            order(*a),
+            order(*b),
+        )
+    });
     ids.into_iter()
         .map(|id| {
             let h = &spans[id];
@@ -311,15 +347,16 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "\n{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "\n{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "span", "count", "min", "avg", "p50", "p90", "p99", "max"
         );
         for (sp, _) in &self.spans {
             let t = &sp.stats;
+            let indent = if is_split_name(&sp.name) { "  " } else { "" };
             let _ = writeln!(
                 s,
-                "{:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                sp.name,
+                "{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                format!("{indent}{}", sp.name),
                 t.count,
                 fmt_ns(t.min_ns),
                 fmt_ns(t.avg_ns),
@@ -500,6 +537,7 @@ mod tests {
             cpu: 0,
             sirq_raise: 0,
             sirq_entry: 0,
+            nf_mid: [0; 2],
         });
         c.on_read(&Read {
             ts: 1160,
@@ -613,5 +651,38 @@ mod tests {
         assert_eq!(v["spans"]["rx_sockq->rx_read"], 1000);
         assert_eq!(v["spans"]["rx_netif->rx_read"], 1140);
         assert_eq!(v["ts_ns"]["rx_driver"], 10);
+    }
+
+    #[test]
+    fn netfilter_split_rows_follow_the_span_they_split() {
+        let mut spans = std::collections::BTreeMap::new();
+        for id in [
+            (RX_IP, RX_POINTS.len() - 3),
+            (RX_NF_IN, RX_IP + 1),
+            (RX_IP, RX_NF_PRE_DONE),
+            (RX_NF_PRE_DONE, RX_NF_IN),
+            (1, RX_IP),
+            (TX_BASE + TX_TRANSPORT, TX_NF_OUT_DONE),
+            (TX_BASE + TX_TRANSPORT, TX_BASE + TX_TRANSPORT + 1),
+        ] {
+            let mut h = Hist::new();
+            h.record(100);
+            spans.insert(id, h);
+        }
+        let names: Vec<String> = span_rows(&spans).into_iter().map(|(s, _)| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "rx_netif->rx_ip",
+                "rx_ip->rx_transport",
+                "rx_ip->rx_nf_pre_done",
+                "rx_nf_pre_done->rx_nf_in",
+                "rx_nf_in->rx_transport",
+                "tx_transport->tx_nf_done",
+                "tx_transport->tx_nf_out_done",
+            ]
+        );
+        assert!(is_split_name("rx_nf_in->rx_transport"));
+        assert!(!is_split_name("rx_ip->rx_transport"));
     }
 }

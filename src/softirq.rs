@@ -148,7 +148,7 @@ fn read_hists(skel: &SoftirqSkel<'_>, vecs: &[u32]) -> Result<BTreeMap<(u32, usi
     for &v in vecs {
         for kind in 0..KINDS {
             let key = v * KINDS + kind;
-            let per: Vec<types::sirq_hist> = percpu(&skel.maps.sirq_hists, &key.to_ne_bytes())?;
+            let per: Vec<types::fine_hist> = percpu(&skel.maps.sirq_hists, &key.to_ne_bytes())?;
             for (cpu, h) in per.iter().enumerate() {
                 let min = h.min_plus1.saturating_sub(1);
                 let hist = Hist::from_fine(&h.b, u128::from(h.sum), min, h.max);
@@ -454,7 +454,7 @@ fn interval_human(v: &Value) -> String {
     s
 }
 
-fn render_linear(bins: &[u64], width: u64) -> String {
+pub fn render_linear(bins: &[u64], width: u64) -> String {
     let peak = bins.iter().copied().max().unwrap_or(0).max(1);
     let mut out = String::new();
     let last = bins.len().saturating_sub(1);

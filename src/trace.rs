@@ -138,45 +138,6 @@ pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
     Ok(f)
 }
 
-/// Write the filters into an object's rodata (the RX and TX objects share the names).
-macro_rules! set_filters {
-    ($open:expr, $f:expr) => {{
-        let ro = $open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .context("BPF object has no rodata")?;
-        write_filters!(&mut *ro, $f);
-        ro
-    }};
-}
-
-macro_rules! write_filters {
-    ($ro:expr, $f:expr) => {{
-        let (ro, f) = ($ro, $f);
-        ro.f_port = f.port;
-        ro.f_proto = f.proto;
-        ro.f_family = f.family;
-        ro.f_ifindex = f.ifindex;
-        for (d, s) in ro.f_netns.iter_mut().zip(&f.netns) {
-            *d = *s;
-        }
-        if let Some(c) = &f.cidr {
-            ro.f_cidr_family = if c.addr.is_ipv4() { AF_INET } else { AF_INET6 };
-            ro.f_cidr_len = c.len;
-            ro.f_cidr_addr = c.bytes();
-        }
-        ro.f_tgid = f.tgid;
-        if let Some(comm) = &f.comm {
-            ro.f_comm_set = 1;
-            for (d, s) in ro.f_comm.iter_mut().zip(comm.bytes()) {
-                *d = s as i8;
-            }
-        }
-        ro.f_cgroup = f.cgroup;
-    }};
-}
-
 /// The send syscalls whose entry starts tx_send, for this architecture.
 const SEND_SYSCALLS: [libc::c_long; 5] = [
     libc::SYS_write,
@@ -265,6 +226,46 @@ fn chosen_programs(plan: &[PointPlan]) -> Vec<&'static str> {
         }
     }
     out
+}
+
+/// The programs that split the netfilter stretch of a point served by netfilter links: the
+/// other end of each hook, as (point, program, hook, priority).
+const NF_SPLIT: [(&str, &str, i32, i32); 4] = [
+    (
+        "rx_ip",
+        "rx_nf_pre_done_nf",
+        libbpf_rs::NF_INET_PRE_ROUTING,
+        NF_LAST,
+    ),
+    (
+        "rx_transport",
+        "rx_nf_in_nf",
+        libbpf_rs::NF_INET_LOCAL_IN,
+        NF_FIRST,
+    ),
+    (
+        "tx_transport",
+        "tx_nf_out_done_nf",
+        libbpf_rs::NF_INET_LOCAL_OUT,
+        NF_LAST,
+    ),
+    (
+        "tx_nf_done",
+        "tx_nf_post_nf",
+        libbpf_rs::NF_INET_POST_ROUTING,
+        NF_FIRST,
+    ),
+];
+
+fn split_programs(plan: &[PointPlan]) -> Vec<&'static str> {
+    NF_SPLIT
+        .iter()
+        .filter(|(point, ..)| {
+            plan.iter()
+                .any(|p| p.point == *point && p.kind == Some(HookKind::Netfilter))
+        })
+        .map(|(_, prog, ..)| *prog)
+        .collect()
 }
 
 fn now_monotonic_ns() -> u64 {
@@ -421,9 +422,9 @@ fn attach(
     tx: &mut TxSkel<'_>,
     plan: &[PointPlan],
     netns_paths: &[PathBuf],
+    chosen: &[&str],
 ) -> Result<Vec<Link>> {
     let mut links = Vec::new();
-    let chosen = chosen_programs(plan);
     for prog in skel.object().progs_mut().chain(tx.object().progs_mut()) {
         let name = prog.name().to_string_lossy().to_string();
         if !chosen.contains(&name.as_str()) || name.ends_with("_nf") {
@@ -445,6 +446,18 @@ fn attach(
     for place in places {
         let _inside = place.map(netns::Entered::enter).transpose()?;
         attach_nf_here(skel, tx, plan, &mut links)?;
+        for &(_, name, hooknum, priority) in &NF_SPLIT {
+            if !chosen.contains(&name) {
+                continue;
+            }
+            let prog = match name {
+                "rx_nf_pre_done_nf" => &skel.progs.rx_nf_pre_done_nf,
+                "rx_nf_in_nf" => &skel.progs.rx_nf_in_nf,
+                "tx_nf_out_done_nf" => &tx.progs.tx_nf_out_done_nf,
+                _ => &tx.progs.tx_nf_post_nf,
+            };
+            links.extend(attach_netfilter(prog, hooknum, priority, name)?);
+        }
     }
     Ok(links)
 }
@@ -664,7 +677,10 @@ pub fn run(args: &TraceArgs) -> Result<()> {
 
     // Both objects load (a direction not traced loads no programs); TX writes into RX's
     // ring buffers and counters, so one reader and one set of counters serve both.
-    let chosen = chosen_programs(&plan);
+    let mut chosen = chosen_programs(&plan);
+    if !args.no_netfilter_split {
+        chosen.extend(split_programs(&plan));
+    }
     let mut obj = MaybeUninit::uninit();
     let mut builder = RxSkelBuilder::default();
     if btf != Path::new(probes::DEFAULT_BTF) {
@@ -714,7 +730,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut tx = tx_open.load().context("loading the TX BPF programs")?;
     // Rings first: a program attached before its ring exists would count events as lost.
     let rings = PerCpuRings::install(&skel)?;
-    let links = attach(&mut skel, &mut tx, &plan, &args.netns)?;
+    let links = attach(&mut skel, &mut tx, &plan, &args.netns, &chosen)?;
     let hooks: Vec<String> = plan
         .iter()
         .map(|p| {

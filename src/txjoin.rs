@@ -6,10 +6,11 @@
 
 use std::collections::VecDeque;
 
-use crate::correlate::{Correlator, Dir, Owner, SpanId, Timeline};
+use crate::correlate::{nf_split, Correlator, Dir, Owner, SpanId, Timeline};
 use crate::events::{
     Flow, HeldReason, TxChain, TxHeld, TxSend, IPPROTO_TCP, TXF_AT_EXIT, TXF_DROPPED, TXF_EVICTED,
-    TXF_QUEUED, TXF_TASK, TX_BASE, TX_DONE, TX_SEND, TX_TRANSPORT,
+    TXF_QUEUED, TXF_TASK, TX_BASE, TX_DONE, TX_NF_DONE, TX_NF_OUT_DONE, TX_NF_POST, TX_SEND,
+    TX_TRANSPORT,
 };
 
 struct Write {
@@ -255,7 +256,13 @@ impl Correlator {
             self.stats.owner_filtered += 1;
             return;
         }
-        let spans = tx_spans_of(&ts);
+        let mut spans = tx_spans_of(&ts);
+        spans.extend(nf_split([
+            (TX_BASE + TX_TRANSPORT, ts[TX_TRANSPORT]),
+            (TX_NF_OUT_DONE, c.nf_mid[0]),
+            (TX_NF_POST, c.nf_mid[1]),
+            (TX_BASE + TX_NF_DONE, ts[TX_NF_DONE]),
+        ]));
         if let Some(conn) = self.record((Dir::Tx, c.flow), owner.as_ref(), &spans, c.payload, true)
         {
             if let Some(r) = held {
@@ -345,6 +352,7 @@ mod tests {
             tgid: 0,
             comm: Comm::default(),
             cpu: 0,
+            nf_mid: [t + 4, t + 6],
         }
     }
 

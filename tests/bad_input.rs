@@ -56,6 +56,24 @@ fn malformed_flags_need_no_root() {
         "cannot be used",
     );
     expect_user_error(&mut tool(&["--no-such-flag"]), "--no-such-flag");
+    expect_user_error(
+        &mut tool(&["netfilter", "--hook", "OUTPUT,SIDEWAYS"]),
+        "unknown netfilter hook 'SIDEWAYS'",
+    );
+    let bench = |extra: &[&str]| {
+        let mut c = tool(&["bench", "netfilter"]);
+        c.args(extra);
+        c
+    };
+    expect_user_error(
+        &mut bench(&["--backend", "iptables-legacy,ipchains"]),
+        "unknown backend 'ipchains'",
+    );
+    expect_user_error(&mut bench(&["--rules", "100,-5"]), "rule count '-5'");
+    expect_user_error(&mut bench(&["--rules", ""]), "empty rule count");
+    expect_user_error(&mut bench(&["--rules", "100,,1000"]), "empty rule count");
+    expect_user_error(&mut bench(&["--rules", "70000"]), "above the maximum");
+    expect_user_error(&mut bench(&["--rate", "0"]), "--rate");
 }
 
 #[test]
@@ -128,6 +146,17 @@ fn unknown_interface_pid_netns_and_missing_btf() {
         ]),
         "at most 4",
     );
+    expect_user_error(
+        &mut tool(&["netfilter", "--iface", "nosuch0", "--duration", "1"]),
+        "unknown interface 'nosuch0'",
+    );
+    // A machine without iptables: the sweep stops before it changes anything.
+    let mut c = tool(&["bench", "netfilter", "--backend", "iptables-legacy"]);
+    c.env("PATH", "/nonexistent");
+    expect_user_error(&mut c, "install the iptables package");
+    let mut c = tool(&["bench", "netfilter", "--backend", "nftables-map"]);
+    c.env("PATH", "/nonexistent");
+    expect_user_error(&mut c, "install the nftables package");
     let mut c = tool(&["trace", "--duration", "1"]);
     c.env("NETSTACK_LAT_BTF", "/nonexistent/vmlinux");
     expect_user_error(&mut c, "BTF not found");

@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/* Packet parsing and the filters every object shares (trace, netfilter). */
+#ifndef FILTER_BPF_H
+#define FILTER_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "netstack.h"
+
+#define AF_INET	     2
+#define AF_INET6     10
+#define ETH_P_IP     0x0800
+#define ETH_P_IPV6   0x86DD
+#define IPPROTO_TCP  6
+#define IPPROTO_UDP  17
+#define NF_ACCEPT    1
+#define MSG_PEEK     2
+#define MSG_ERRQUEUE 0x2000
+
+/* Filters, written by Rust through rodata before load; 0 means "any". */
+const volatile __u16 f_port = 0;
+const volatile __u8 f_proto = 0;
+const volatile __u8 f_family = 0;
+const volatile __u32 f_ifindex = 0;
+#define MAX_NETNS 4
+const volatile __u32 f_netns[MAX_NETNS] = {}; /* inodes; f_netns[0] == 0: any */
+const volatile __u8 f_cidr_family = 0;
+const volatile __u8 f_cidr_len = 0;
+const volatile __u8 f_cidr_addr[16] = {};
+const volatile __u32 f_tgid = 0;
+const volatile __u8 f_comm_set = 0;
+const volatile char f_comm[COMM_LEN] = {};
+const volatile __u64 f_cgroup = 0;
+/* Our own header layouts: plain byte copies, so no CO-RE relocation is involved. */
+struct nsl_ip4 {
+	__u8 vihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 proto;
+	__be16 check;
+	__u8 saddr[4];
+	__u8 daddr[4];
+};
+
+struct nsl_ip6 {
+	__be32 vtc;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct nsl_l4 {
+	__be16 sport;
+	__be16 dport;
+	__be32 seq;	/* TCP; UDP: len + check */
+	__be32 ack;	/* TCP only */
+	__u8 doff_res;	/* TCP only */
+	__u8 tcp_flags; /* TCP only */
+};
+
+/* IP + TCP/UDP headers as one copy: one probe read covers IPv4 (no options) and IPv6. */
+struct nsl_hdrs {
+	union {
+		struct {
+			struct nsl_ip4 ip4;
+			struct nsl_l4 l4_after_ip4;
+		};
+		struct {
+			struct nsl_ip6 ip6;
+			struct nsl_l4 l4_after_ip6;
+		};
+	};
+};
+
+/*
+ * Parse the IP and TCP/UDP headers at skb->head + network_header.
+ * Returns 0 for TCP/UDP with the flow, payload length and TCP end sequence filled in.
+ */
+static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protocol, struct flow *f,
+				    __u32 *payload, __u32 *seq, __u32 *seq_end)
+{
+	struct nsl_hdrs h;
+	struct nsl_l4 *l4;
+	__u32 l4len;
+
+	if (bpf_probe_read_kernel(&h, sizeof(h), head + nh))
+		return -1;
+	if (protocol == bpf_htons(ETH_P_IP)) {
+		__u32 ihl = (h.ip4.vihl & 0x0f) * 4;
+
+		if (h.ip4.frag_off & bpf_htons(0x1fff))
+			return -1; /* not the first fragment: no ports */
+		f->family = AF_INET;
+		f->proto = h.ip4.proto;
+		__builtin_memcpy(f->saddr, h.ip4.saddr, 4);
+		__builtin_memcpy(f->daddr, h.ip4.daddr, 4);
+		l4len = bpf_ntohs(h.ip4.tot_len) - ihl;
+		l4 = &h.l4_after_ip4;
+		/* IP options move the transport header: read it again where it is. */
+		if (ihl != sizeof(struct nsl_ip4) &&
+		    bpf_probe_read_kernel(l4, sizeof(*l4), head + nh + ihl))
+			return -1;
+	} else if (protocol == bpf_htons(ETH_P_IPV6)) {
+		f->family = AF_INET6;
+		f->proto = h.ip6.nexthdr; /* extension headers are not walked */
+		__builtin_memcpy(f->saddr, h.ip6.saddr, 16);
+		__builtin_memcpy(f->daddr, h.ip6.daddr, 16);
+		l4len = bpf_ntohs(h.ip6.payload_len);
+		l4 = &h.l4_after_ip6;
+	} else {
+		return -1;
+	}
+	if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP)
+		return -1;
+	f->sport = bpf_ntohs(l4->sport);
+	f->dport = bpf_ntohs(l4->dport);
+	if (f->proto == IPPROTO_TCP) {
+		__u32 hl = (l4->doff_res >> 4) * 4;
+
+		*payload = l4len > hl ? l4len - hl : 0;
+		*seq = bpf_ntohl(l4->seq);
+		/* SYN and FIN take one sequence number each. */
+		*seq_end = *seq + *payload + (l4->tcp_flags & 1) + ((l4->tcp_flags >> 1) & 1);
+	} else {
+		*payload = l4len > 8 ? l4len - 8 : 0;
+		*seq = 0;
+		*seq_end = 0;
+	}
+	return 0;
+}
+
+static __always_inline bool cidr_match(const __u8 *addr)
+{
+	__u8 bits = f_cidr_len;
+
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		__u8 mask;
+
+		if (bits == 0)
+			break;
+		mask = bits >= 8 ? 0xff : (__u8)(0xff << (8 - bits));
+		if ((addr[i] ^ f_cidr_addr[i]) & mask)
+			return false;
+		bits = bits >= 8 ? bits - 8 : 0;
+	}
+	return true;
+}
+
+/* The packet filters: protocol, family, port and address (either end). */
+static __always_inline bool flow_wanted(const struct flow *f)
+{
+	if (f_proto && f->proto != f_proto)
+		return false;
+	if (f_family && f->family != f_family)
+		return false;
+	if (f_port && f->sport != f_port && f->dport != f_port)
+		return false;
+	if (f_cidr_family) {
+		if (f->family != f_cidr_family)
+			return false;
+		if (!cidr_match(f->saddr) && !cidr_match(f->daddr))
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool netns_wanted(__u32 ns)
+{
+	if (!f_netns[0])
+		return true;
+	return ns == f_netns[0] || ns == f_netns[1] || ns == f_netns[2] || ns == f_netns[3];
+}
+
+/* The process filters, for events in process context. */
+static __always_inline bool task_wanted(__u32 tgid)
+{
+	if (f_tgid && tgid != f_tgid)
+		return false;
+	if (f_cgroup && bpf_get_current_cgroup_id() != f_cgroup)
+		return false;
+	if (f_comm_set) {
+		char comm[COMM_LEN];
+
+		bpf_get_current_comm(comm, sizeof(comm));
+#pragma unroll
+		for (int i = 0; i < COMM_LEN; i++) {
+			if (comm[i] != f_comm[i])
+				return false;
+			if (!comm[i])
+				break;
+		}
+	}
+	return true;
+}
+
+#endif /* FILTER_BPF_H */

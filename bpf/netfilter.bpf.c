@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * `netstack-lat netfilter`: time spent in netfilter per hook. Two netfilter BPF links
+ * bracket each hook: nf_first at the first priority a link may take and nf_last at the
+ * last, so the time between them is every hook function registered in between
+ * (conntrack, NAT, iptables tables, nftables chains). A free of the skb while the bracket
+ * is open is the traversal's drop verdict. Everything is aggregated per CPU in the kernel:
+ * no ring buffer, Rust reads and sums the maps.
+ */
+#include "filter.bpf.h"
+#include "hist.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define NFPROTO_IPV4 2
+#define NFPROTO_IPV6 10
+
+/* Past this age an open slot is a traversal that never came back (stolen, queued). */
+#define NF_STALE_NS 1000000000ULL
+
+/* Set by Rust: possible CPUs, for the cross-CPU search when a task moved mid-traversal. */
+const volatile __u32 nr_cpus = 1;
+
+struct nf_cpu _nf_cpu = {};
+enum nf_sizes _nf_sizes = 0;
+struct nf_hook_stats nf_zero = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nf_cpu);
+} nf_open SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NF_KEYS);
+	__type(key, __u32);
+	__type(value, struct nf_hook_stats);
+} nf_stats SEC(".maps");
+
+static __always_inline struct nf_hook_stats *stats_of(__u32 key)
+{
+	return bpf_map_lookup_elem(&nf_stats, &key);
+}
+
+/* Only the address and port filters need the headers: parse when one is set. */
+static __always_inline bool packet_wanted(const struct bpf_nf_ctx *ctx)
+{
+	const struct nf_hook_state *st = ctx->state;
+	struct sk_buff *skb = ctx->skb;
+	__u32 payload, seq, seq_end;
+	struct flow f = {};
+
+	if (f_ifindex) {
+		const struct net_device *in = st->in, *out = st->out;
+
+		if (!(in && in->ifindex == f_ifindex) && !(out && out->ifindex == f_ifindex))
+			return false;
+	}
+	if (!f_port && !f_proto && !f_cidr_family)
+		return true;
+	if (parse_ip(skb->head, skb->network_header, skb->protocol, &f, &payload, &seq, &seq_end))
+		return false; /* not TCP/UDP (or a later fragment): no ports to match */
+	return flow_wanted(&f);
+}
+
+SEC("netfilter")
+int nf_first(struct bpf_nf_ctx *ctx)
+{
+	const struct nf_hook_state *st = ctx->state;
+	__u64 now = bpf_ktime_get_ns();
+	struct nf_slot *free = NULL;
+	__u32 zero = 0, key;
+	struct nf_cpu *c;
+
+	key = st->hook * 2 + (st->pf == NFPROTO_IPV6);
+	if (key >= NF_KEYS)
+		return NF_ACCEPT;
+	c = bpf_map_lookup_elem(&nf_open, &zero);
+	if (!c)
+		return NF_ACCEPT;
+	for (int i = 0; i < NF_SLOTS; i++) {
+		struct nf_slot *s = &c->slot[i];
+
+		if (s->skb && now - s->ts > NF_STALE_NS) {
+			struct nf_hook_stats *old = stats_of(s->key);
+
+			if (old && !s->skip)
+				old->unfinished++;
+			s->skb = 0;
+		}
+		if (!s->skb && !free)
+			free = s;
+	}
+	if (!free) {
+		/* Deeper nesting than NF_SLOTS: not measured, but counted. */
+		struct nf_hook_stats *h = stats_of(key);
+
+		if (h)
+			h->unfinished++;
+		return NF_ACCEPT;
+	}
+	free->skb = (__u64)ctx->skb;
+	free->key = key;
+	free->skip = !packet_wanted(ctx);
+	/* Stamp last, so the parse above is not part of the measured time. */
+	free->ts = bpf_ktime_get_ns();
+	return NF_ACCEPT;
+}
+
+static __always_inline struct nf_slot *find(struct nf_cpu *c, __u64 skb)
+{
+	for (int i = 0; i < NF_SLOTS; i++) {
+		if (c->slot[i].skb == skb)
+			return &c->slot[i];
+	}
+	return NULL;
+}
+
+/* The task moved CPU inside the traversal (preemptible process context): look elsewhere. */
+static __always_inline struct nf_slot *find_any_cpu(__u64 skb)
+{
+	__u32 zero = 0;
+
+	for (__u32 cpu = 0; cpu < 256; cpu++) {
+		struct nf_cpu *c;
+		struct nf_slot *s;
+
+		if (cpu >= nr_cpus)
+			break;
+		c = bpf_map_lookup_percpu_elem(&nf_open, &zero, cpu);
+		if (!c)
+			continue;
+		s = find(c, skb);
+		if (s)
+			return s;
+	}
+	return NULL;
+}
+
+SEC("netfilter")
+int nf_last(struct bpf_nf_ctx *ctx)
+{
+	__u64 now = bpf_ktime_get_ns(), skb = (__u64)ctx->skb;
+	struct nf_hook_stats *h;
+	struct nf_slot *s;
+	__u32 zero = 0;
+	struct nf_cpu *c;
+
+	c = bpf_map_lookup_elem(&nf_open, &zero);
+	if (!c)
+		return NF_ACCEPT;
+	s = find(c, skb);
+	if (!s)
+		s = find_any_cpu(skb);
+	if (!s)
+		return NF_ACCEPT; /* opened before the tool started */
+	h = stats_of(s->key);
+	if (h) {
+		if (s->skip)
+			h->filtered++;
+		else if (now >= s->ts)
+			fine_hist_add(&h->lat, now - s->ts);
+	}
+	s->skb = 0;
+	return NF_ACCEPT;
+}
+
+/* An skb freed while its bracket is open was dropped by a hook in between. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(nf_drop, struct sk_buff *skb)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct nf_hook_stats *h;
+	struct nf_slot *s;
+	__u32 zero = 0;
+	struct nf_cpu *c;
+
+	c = bpf_map_lookup_elem(&nf_open, &zero);
+	if (!c)
+		return 0;
+	s = find(c, (__u64)skb);
+	if (!s)
+		return 0;
+	h = stats_of(s->key);
+	if (h && !s->skip) {
+		h->drops++;
+		if (now >= s->ts)
+			h->drop_ns += now - s->ts;
+	}
+	s->skb = 0;
+	return 0;
+}

@@ -1,0 +1,45 @@
+//! Macros shared by the commands that load BPF objects with the common filters
+//! (bpf/filter.bpf.h): each skeleton has its own rodata type with the same field names.
+
+/// Write the filters into an object's rodata; the objects share the field names.
+macro_rules! set_filters {
+    ($open:expr, $f:expr) => {{
+        let ro = $open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("BPF object has no rodata")?;
+        write_filters!(&mut *ro, $f);
+        ro
+    }};
+}
+
+macro_rules! write_filters {
+    ($ro:expr, $f:expr) => {{
+        let (ro, f) = ($ro, $f);
+        ro.f_port = f.port;
+        ro.f_proto = f.proto;
+        ro.f_family = f.family;
+        ro.f_ifindex = f.ifindex;
+        for (d, s) in ro.f_netns.iter_mut().zip(&f.netns) {
+            *d = *s;
+        }
+        if let Some(c) = &f.cidr {
+            ro.f_cidr_family = if c.addr.is_ipv4() {
+                $crate::events::AF_INET
+            } else {
+                $crate::events::AF_INET6
+            };
+            ro.f_cidr_len = c.len;
+            ro.f_cidr_addr = c.bytes();
+        }
+        ro.f_tgid = f.tgid;
+        if let Some(comm) = &f.comm {
+            ro.f_comm_set = 1;
+            for (d, s) in ro.f_comm.iter_mut().zip(comm.bytes()) {
+                *d = s as i8;
+            }
+        }
+        ro.f_cgroup = f.cgroup;
+    }};
+}

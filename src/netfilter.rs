@@ -1,0 +1,679 @@
+//! `netstack-lat netfilter`: time spent in netfilter per hook and family, measured by a
+//! bracket of two netfilter BPF links (bpf/netfilter.bpf.c): one at the first priority a
+//! link may take, one at the last. Everything registered in between (conntrack, NAT,
+//! iptables tables, nftables chains) is inside the bracket. The kernel aggregates per CPU;
+//! this module reads, sums and prints.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, NetfilterOpts, OpenObject};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::bpf::netfilter::{types, NetfilterSkel, NetfilterSkelBuilder};
+use crate::cli::{NetfilterArgs, TraceArgs, NF_HOOK_NAMES};
+use crate::error::{require_root, UserError};
+use crate::hist::{fmt_ns, Hist, Stats, Unit};
+use crate::netns;
+use crate::probes;
+use crate::runloop::{RunLoop, Step};
+use crate::trace::{self, Filters, NF_FIRST, NF_LAST};
+
+/// Hook and family slots the BPF side keeps: hook * 2 + (IPv6 ? 1 : 0).
+pub const KEYS: usize = types::nf_sizes::NF_KEYS.0 as usize;
+pub const ALL_HOOKS: u32 = (1 << NF_HOOK_NAMES.len()) - 1;
+
+pub fn family_name(v6: bool) -> &'static str {
+    if v6 {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
+/// One hook and family, summed over CPUs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HookStat {
+    pub hook: usize,
+    pub v6: bool,
+    /// Fine buckets of the bracket time of traversals that went through (accepted).
+    pub fine: Vec<u64>,
+    pub sum: u128,
+    pub min: u64,
+    pub max: u64,
+    pub drops: u64,
+    pub drop_ns: u64,
+    pub unfinished: u64,
+    pub filtered: u64,
+}
+
+impl HookStat {
+    fn empty(key: usize) -> HookStat {
+        HookStat {
+            hook: key / 2,
+            v6: key % 2 == 1,
+            min: u64::MAX,
+            ..HookStat::default()
+        }
+    }
+
+    pub fn key(&self) -> usize {
+        self.hook * 2 + usize::from(self.v6)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.fine.iter().sum()
+    }
+
+    fn add_cpu(&mut self, s: &types::nf_hook_stats) {
+        let h = &s.lat;
+        if self.fine.len() < h.b.len() {
+            self.fine.resize(h.b.len(), 0);
+        }
+        for (a, b) in self.fine.iter_mut().zip(h.b.iter()) {
+            *a += b;
+        }
+        self.sum += u128::from(h.sum);
+        if h.count > 0 {
+            self.min = self.min.min(h.min_plus1.saturating_sub(1));
+            self.max = self.max.max(h.max);
+        }
+        self.drops += s.drops;
+        self.drop_ns += s.drop_ns;
+        self.unfinished += s.unfinished;
+        self.filtered += s.filtered;
+    }
+
+    /// The whole run: exact min and max.
+    pub fn hist(&self) -> Hist {
+        if self.count() == 0 {
+            return Hist::new();
+        }
+        Hist::from_fine(&self.fine, self.sum, self.min, self.max)
+    }
+
+    /// What happened since `prev` (an earlier snapshot of the same key).
+    pub fn since(&self, prev: &HookStat) -> HookStat {
+        let fine: Vec<u64> = self
+            .fine
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| n.saturating_sub(prev.fine.get(i).copied().unwrap_or(0)))
+            .collect();
+        HookStat {
+            hook: self.hook,
+            v6: self.v6,
+            fine,
+            sum: self.sum.saturating_sub(prev.sum),
+            min: 0,
+            max: 0,
+            drops: self.drops.saturating_sub(prev.drops),
+            drop_ns: self.drop_ns.saturating_sub(prev.drop_ns),
+            unfinished: self.unfinished.saturating_sub(prev.unfinished),
+            filtered: self.filtered.saturating_sub(prev.filtered),
+        }
+    }
+
+    /// A delta's histogram: min and max from its buckets.
+    pub fn delta_hist(&self) -> Hist {
+        Hist::from_fine_counts(&self.fine, self.sum)
+    }
+}
+
+/// The bracket programs loaded once; attach them to hooks in one or more namespaces.
+pub struct Bracket<'o> {
+    skel: NetfilterSkel<'o>,
+    /// The kfree_skb program, which serves every namespace.
+    _drop: Option<Link>,
+    /// The netfilter links, per namespace and hook.
+    links: Vec<Link>,
+}
+
+impl<'o> Bracket<'o> {
+    pub fn load(obj: &'o mut MaybeUninit<OpenObject>, btf: &Path, f: &Filters) -> Result<Self> {
+        require_netfilter_link(btf)?;
+        let mut builder = NetfilterSkelBuilder::default();
+        if btf != Path::new(probes::DEFAULT_BTF) {
+            builder.obj_builder.btf_custom_path(btf)?;
+        }
+        let mut open = builder
+            .open(obj)
+            .context("opening the netfilter BPF object")?;
+        let ro = set_filters!(open, f);
+        ro.nr_cpus = libbpf_rs::num_possible_cpus()? as u32;
+        // Without the kfree_skb tracepoint, drops are counted as unfinished instead.
+        let has_kfree = probes::gather_tracepoints(btf, &["kfree_skb"])?.len() == 1;
+        open.progs.nf_drop.set_autoload(has_kfree);
+        let skel = open.load().context("loading the netfilter BPF programs")?;
+        let drop = if has_kfree {
+            Some(
+                skel.progs
+                    .nf_drop
+                    .attach()
+                    .context("attaching nf_drop to kfree_skb")?,
+            )
+        } else {
+            None
+        };
+        Ok(Bracket {
+            skel,
+            _drop: drop,
+            links: Vec::new(),
+        })
+    }
+
+    /// Bracket the hooks in `hooks` (bit per NF_INET_* number) for the given families, in
+    /// `place` (None: this thread's namespace).
+    pub fn attach(&mut self, hooks: u32, v4: bool, v6: bool, place: Option<&Path>) -> Result<()> {
+        let _inside = place.map(netns::Entered::enter).transpose()?;
+        let pfs = [(v4, libc::NFPROTO_IPV4), (v6, libc::NFPROTO_IPV6)];
+        for hook in (0..NF_HOOK_NAMES.len()).filter(|h| hooks & (1 << h) != 0) {
+            for &(_, pf) in pfs.iter().filter(|(on, _)| *on) {
+                for (prog, priority) in [
+                    (&self.skel.progs.nf_first, NF_FIRST),
+                    (&self.skel.progs.nf_last, NF_LAST),
+                ] {
+                    let opts = NetfilterOpts {
+                        protocol_family: pf,
+                        hooknum: hook as i32,
+                        priority,
+                        ..Default::default()
+                    };
+                    let link = prog.attach_netfilter_with_opts(opts).with_context(|| {
+                        format!(
+                            "attaching the netfilter bracket to {} {}",
+                            NF_HOOK_NAMES[hook],
+                            family_name(pf == libc::NFPROTO_IPV6)
+                        )
+                    })?;
+                    self.links.push(link);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove the netfilter links (the statistics stay).
+    pub fn detach(&mut self) {
+        self.links.clear();
+    }
+
+    /// Every key, summed over CPUs.
+    pub fn read(&self) -> Result<Vec<HookStat>> {
+        let mut out: Vec<HookStat> = (0..KEYS).map(HookStat::empty).collect();
+        for (key, st) in out.iter_mut().enumerate() {
+            let per = self
+                .skel
+                .maps
+                .nf_stats
+                .lookup_percpu(&(key as u32).to_ne_bytes(), MapFlags::ANY)
+                .context("reading the netfilter statistics")?
+                .unwrap_or_default();
+            for raw in per {
+                let mut s = types::nf_hook_stats::default();
+                let _ = plain::copy_from_bytes(&mut s, &raw);
+                st.add_cpu(&s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub fn require_netfilter_link(btf: &Path) -> Result<(), UserError> {
+    match probes::netfilter_link(btf) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(UserError::new(
+            "this kernel has no netfilter BPF link (Linux 6.4+), which the netfilter bracket needs: \
+             see `netstack-lat probes`",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Counts of the traversals' outcomes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Verdicts {
+    /// Went through every hook function of the bracket.
+    pub accept: u64,
+    /// Freed inside the bracket: an NF_DROP verdict (DROP, REJECT, conntrack INVALID ...).
+    pub drop: u64,
+    /// Never came back (NF_STOLEN, NF_QUEUE) or nested deeper than the BPF side follows.
+    pub unfinished: u64,
+}
+
+/// One summary row: a hook and family over the whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookRow {
+    pub hook: &'static str,
+    pub family: &'static str,
+    /// Traversals measured (accepted ones: the bracket closed).
+    pub count: u64,
+    pub per_s: f64,
+    pub verdicts: Verdicts,
+    /// Time from the first priority to the drop, averaged.
+    pub drop_avg_ns: u64,
+    /// Traversals the filters left out.
+    pub filtered: u64,
+    pub latency: Stats,
+    pub linear: Linear,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Linear {
+    pub width_ns: u64,
+    /// Counts per bin from 0; the last bin also holds everything above.
+    pub bins: Vec<u64>,
+}
+
+/// Bins for a linear view from 0 to `max_us` in `width_us` steps, plus one for the rest.
+pub fn linear_bins(width_us: u64, max_us: u64) -> usize {
+    (max_us.div_ceil(width_us.max(1)) as usize).clamp(1, 1000) + 1
+}
+
+pub fn hook_row(s: &HookStat, secs: f64, width_ns: u64, bins: usize) -> HookRow {
+    let h = s.hist();
+    HookRow {
+        hook: NF_HOOK_NAMES[s.hook],
+        family: family_name(s.v6),
+        count: h.count(),
+        per_s: if secs > 0.0 {
+            h.count() as f64 / secs
+        } else {
+            0.0
+        },
+        verdicts: Verdicts {
+            accept: h.count(),
+            drop: s.drops,
+            unfinished: s.unfinished,
+        },
+        drop_avg_ns: s.drop_ns.checked_div(s.drops).unwrap_or(0),
+        filtered: s.filtered,
+        latency: h.summary(),
+        linear: Linear {
+            width_ns,
+            bins: h.linear(width_ns, bins),
+        },
+    }
+}
+
+/// The keys a run brackets, in hook order.
+pub fn attached_keys(hooks: u32, v4: bool, v6: bool) -> Vec<usize> {
+    (0..KEYS)
+        .filter(|k| hooks & (1 << (k / 2)) != 0 && if k % 2 == 1 { v6 } else { v4 })
+        .collect()
+}
+
+/// The interval line: per attached key with traffic, rate, mean and tail of the interval.
+pub fn interval_json(
+    elapsed: f64,
+    prev: &[HookStat],
+    cur: &[HookStat],
+    keys: &[usize],
+    secs: f64,
+) -> Value {
+    let rows: Vec<Value> = keys
+        .iter()
+        .filter_map(|&k| {
+            let d = cur.get(k)?.since(prev.get(k)?);
+            let h = d.delta_hist();
+            if h.count() == 0 && d.drops == 0 {
+                return None;
+            }
+            Some(json!({
+                "hook": NF_HOOK_NAMES[d.hook],
+                "family": family_name(d.v6),
+                "count": h.count(),
+                "per_s": if secs > 0.0 { h.count() as f64 / secs } else { 0.0 },
+                "avg_ns": h.avg(),
+                "p50_ns": h.percentile(50.0),
+                "p99_ns": h.percentile(99.0),
+                "drops": d.drops,
+            }))
+        })
+        .collect();
+    json!({"type": "interval", "elapsed_s": elapsed, "hooks": rows})
+}
+
+fn interval_human(v: &Value) -> String {
+    let mut s = format!("{:>8.1}s", v["elapsed_s"].as_f64().unwrap_or(0.0));
+    let rows = v["hooks"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if rows.is_empty() {
+        s.push_str("  no traversals");
+    }
+    for r in rows {
+        let _ = write!(
+            s,
+            "  {}/{} {:.0}/s avg {} p99 {}",
+            r["hook"].as_str().unwrap_or("?"),
+            r["family"].as_str().unwrap_or("?"),
+            r["per_s"].as_f64().unwrap_or(0.0),
+            fmt_ns(r["avg_ns"].as_u64().unwrap_or(0)),
+            fmt_ns(r["p99_ns"].as_u64().unwrap_or(0)),
+        );
+        let drops = r["drops"].as_u64().unwrap_or(0);
+        if drops > 0 {
+            let _ = write!(s, " drops {drops}");
+        }
+    }
+    s
+}
+
+pub struct Summary {
+    pub secs: f64,
+    pub interrupted: bool,
+    pub rows: Vec<HookRow>,
+    pub hists: Vec<Hist>,
+}
+
+impl Summary {
+    pub fn to_json(&self) -> String {
+        json!({
+            "type": "summary",
+            "duration_s": self.secs,
+            "interrupted": self.interrupted,
+            "hooks": self.rows,
+        })
+        .to_string()
+    }
+
+    /// A table, then per active hook the seed's report: totals, min/avg/max, log2 and
+    /// linear histograms.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\nNetfilter: {:.1}s{}\n\n{:<13} {:<6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            self.secs,
+            if self.interrupted { " (interrupted)" } else { "" },
+            "hook",
+            "family",
+            "count",
+            "per s",
+            "min",
+            "avg",
+            "p50",
+            "p99",
+            "max",
+            "drops",
+            "unfin."
+        );
+        for r in &self.rows {
+            let l = &r.latency;
+            let _ = writeln!(
+                s,
+                "{:<13} {:<6} {:>10} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                r.hook,
+                r.family,
+                r.count,
+                r.per_s,
+                fmt_ns(l.min_ns),
+                fmt_ns(l.avg_ns),
+                fmt_ns(l.p50_ns),
+                fmt_ns(l.p99_ns),
+                fmt_ns(l.max_ns),
+                r.verdicts.drop,
+                r.verdicts.unfinished
+            );
+        }
+        for (r, h) in self.rows.iter().zip(&self.hists) {
+            if r.count == 0 && r.verdicts.drop == 0 {
+                continue;
+            }
+            let l = &r.latency;
+            let _ = writeln!(
+                s,
+                "\n--- {} {} ---\nTotal invocations: {} (accepted {}, dropped {}, unfinished {})\n\
+                 Min latency: {}\nAvg latency: {}\nMax latency: {}\np50 / p90 / p99: {} / {} / {}",
+                r.hook,
+                r.family,
+                r.count + r.verdicts.drop + r.verdicts.unfinished,
+                r.count,
+                r.verdicts.drop,
+                r.verdicts.unfinished,
+                fmt_ns(l.min_ns),
+                fmt_ns(l.avg_ns),
+                fmt_ns(l.max_ns),
+                fmt_ns(l.p50_ns),
+                fmt_ns(l.p90_ns),
+                fmt_ns(l.p99_ns),
+            );
+            if r.count == 0 {
+                continue;
+            }
+            let w = r.linear.width_ns;
+            let top = w * (r.linear.bins.len() as u64 - 1);
+            // Microsecond buckets say nothing when everything is below 10 us.
+            let (unit, unit_name) = if l.max_ns < 10_000 {
+                (Unit::Ns, "ns")
+            } else {
+                (Unit::Us, "us")
+            };
+            let _ = write!(
+                s,
+                "\nLatency distribution (logarithmic buckets, {unit_name}):\n{}\nLatency distribution (linear 0-{}, {} buckets):\n{}",
+                h.render_log2(unit),
+                fmt_ns(top),
+                fmt_ns(w),
+                crate::softirq::render_linear(&r.linear.bins, w)
+            );
+        }
+        s
+    }
+}
+
+/// Resolve the filters that apply to netfilter (address, port, protocol, family, interface,
+/// namespaces) with trace's rules, so both commands read and reject them alike.
+fn filters(a: &NetfilterArgs) -> Result<Filters, UserError> {
+    let t = TraceArgs {
+        port: a.port,
+        addr: a.addr,
+        iface: a.iface.clone(),
+        netns: a.netns.clone(),
+        proto: a.proto,
+        ipv4: a.ipv4,
+        ipv6: a.ipv6,
+        ..TraceArgs::default()
+    };
+    // Interface names belong to the namespace measured.
+    let _inside = match a.netns.as_slice() {
+        [one] if a.iface.is_some() => Some(netns::Entered::enter(one)?),
+        _ => None,
+    };
+    trace::resolve_filters(&t)
+}
+
+pub fn run(a: &NetfilterArgs) -> Result<()> {
+    require_root()?;
+    let btf = probes::btf_path(a.btf.as_deref());
+    probes::require_btf(&btf)?;
+    if !a.verbose {
+        libbpf_rs::set_print(None);
+    }
+    let f = filters(a)?;
+    let hooks = a.hook.unwrap_or(ALL_HOOKS);
+    let (v4, v6) = (!a.ipv6, !a.ipv4);
+    let keys = attached_keys(hooks, v4, v6);
+
+    let mut obj = MaybeUninit::uninit();
+    let mut bracket = Bracket::load(&mut obj, &btf, &f)?;
+    let places: Vec<Option<PathBuf>> = if a.netns.is_empty() {
+        vec![None]
+    } else {
+        a.netns.iter().cloned().map(Some).collect()
+    };
+    for p in &places {
+        bracket.attach(hooks, v4, v6, p.as_deref())?;
+    }
+    let names: Vec<&str> = NF_HOOK_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| hooks & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    eprintln!(
+        "netstack-lat: tracing netfilter {} ({}) between priorities {NF_FIRST} and {NF_LAST}; stop with Ctrl-C",
+        names.join(","),
+        match (v4, v6) {
+            (true, true) => "IPv4 and IPv6",
+            (true, false) => "IPv4",
+            _ => "IPv6",
+        }
+    );
+
+    let run = RunLoop::start(a.duration)?;
+    let started = run.started();
+    let ticker = crossbeam_channel::tick(a.interval);
+    let mut out = std::io::stdout().lock();
+    let mut prev = bracket.read()?;
+    let mut prev_t = 0.0f64;
+    let interrupted = loop {
+        let wait = match run.step() {
+            Step::Wait(w) => w,
+            Step::Done => break false,
+            Step::Interrupted => break true,
+        };
+        if crossbeam_channel::select! {
+            recv(ticker) -> _ => true,
+            default(wait) => false,
+        } {
+            let cur = bracket.read()?;
+            let t = started.elapsed().as_secs_f64();
+            let line = interval_json(t, &prev, &cur, &keys, t - prev_t);
+            if a.json {
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(out, "{}", interval_human(&line))?;
+            }
+            out.flush()?;
+            prev = cur;
+            prev_t = t;
+        }
+    };
+    let stats = bracket.read()?;
+    drop(bracket);
+    let secs = started.elapsed().as_secs_f64();
+    let width = a.linear_us * 1000;
+    let bins = linear_bins(a.linear_us, a.linear_max_us);
+    let chosen: Vec<&HookStat> = keys.iter().filter_map(|&k| stats.get(k)).collect();
+    let summary = Summary {
+        secs,
+        interrupted,
+        rows: chosen
+            .iter()
+            .map(|s| hook_row(s, secs, width, bins))
+            .collect(),
+        hists: chosen.iter().map(|s| s.hist()).collect(),
+    };
+    if a.json {
+        writeln!(out, "{}", summary.to_json())?;
+    } else {
+        write!(out, "{}", summary.human())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_nf_hooks;
+
+    fn stat(key: usize, values: &[u64]) -> HookStat {
+        let mut h = Hist::new();
+        let mut s = HookStat::empty(key);
+        for &v in values {
+            h.record(v);
+            s.sum += u128::from(v);
+            s.min = s.min.min(v);
+            s.max = s.max.max(v);
+        }
+        s.fine = h.fine_buckets().to_vec();
+        s
+    }
+
+    #[test]
+    fn keys_follow_hooks_and_families() {
+        assert_eq!(
+            attached_keys(ALL_HOOKS, true, true),
+            (0..10).collect::<Vec<_>>()
+        );
+        let out = parse_nf_hooks("OUTPUT").unwrap();
+        assert_eq!(attached_keys(out, true, false), vec![6]);
+        assert_eq!(attached_keys(out | 1, false, true), vec![1, 7]);
+        let s = HookStat::empty(7);
+        assert_eq!((s.hook, s.v6, s.key()), (3, true, 7));
+    }
+
+    #[test]
+    fn hook_names_parse_both_spellings() {
+        assert_eq!(parse_nf_hooks("prerouting,LOCAL_IN").unwrap(), 0b11);
+        assert_eq!(parse_nf_hooks("post-routing, forward").unwrap(), 0b10100);
+        assert!(parse_nf_hooks("SIDEWAYS").unwrap_err().contains("SIDEWAYS"));
+        assert!(parse_nf_hooks(",").is_err());
+    }
+
+    #[test]
+    fn rows_count_verdicts_and_exact_extremes() {
+        let mut s = stat(6, &[1000, 2000, 3000, 42_000]);
+        s.drops = 2;
+        s.drop_ns = 5000;
+        s.unfinished = 1;
+        let r = hook_row(&s, 2.0, 5000, linear_bins(5, 100));
+        assert_eq!((r.hook, r.family), ("LOCAL_OUT", "ipv4"));
+        assert_eq!(r.count, 4);
+        assert_eq!(r.per_s, 2.0);
+        assert_eq!(
+            r.verdicts,
+            Verdicts {
+                accept: 4,
+                drop: 2,
+                unfinished: 1
+            }
+        );
+        assert_eq!(r.drop_avg_ns, 2500);
+        assert_eq!((r.latency.min_ns, r.latency.max_ns), (1000, 42_000));
+        assert_eq!(r.latency.avg_ns, 12_000);
+        assert_eq!(r.linear.bins.len(), 21);
+        assert_eq!(r.linear.bins[0], 3);
+        assert_eq!(r.linear.bins[8], 1);
+        assert!(Summary {
+            secs: 2.0,
+            interrupted: false,
+            rows: vec![r],
+            hists: vec![s.hist()]
+        }
+        .human()
+        .contains("Total invocations: 7 (accepted 4, dropped 2, unfinished 1)"));
+    }
+
+    #[test]
+    fn intervals_are_differences() {
+        let a = stat(6, &[1000, 1000]);
+        let b = stat(6, &[1000, 1000, 8000, 8000]);
+        let d = b.since(&a);
+        assert_eq!(d.count(), 2);
+        assert_eq!(d.delta_hist().avg(), 8000);
+        let mut prev: Vec<HookStat> = (0..KEYS).map(HookStat::empty).collect();
+        let mut cur = prev.clone();
+        prev[6] = a;
+        cur[6] = b;
+        let v = interval_json(1.0, &prev, &cur, &[0, 6], 1.0);
+        let rows = v["hooks"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "quiet hooks are left out: {v}");
+        assert_eq!(rows[0]["hook"], "LOCAL_OUT");
+        assert_eq!(rows[0]["count"], 2);
+        assert!(interval_human(&v).contains("LOCAL_OUT/ipv4 2/s"));
+    }
+
+    #[test]
+    fn linear_bins_cover_the_range_plus_overflow() {
+        assert_eq!(linear_bins(5, 100), 21);
+        assert_eq!(linear_bins(7, 100), 16);
+        assert_eq!(linear_bins(1000, 1), 2);
+    }
+}
