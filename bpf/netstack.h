@@ -241,6 +241,23 @@ struct nf_slot {
 
 struct nf_cpu {
 	struct nf_slot slot[NF_SLOTS];
+	/* Calls of the rule-walk functions in flight (fentry, where the kernel allows it). */
+	struct nf_slot fn[NF_SLOTS];
+};
+
+enum nf_fn_kind {
+	NF_FN_IPT_DO_TABLE = 1,	 /* iptables (legacy xtables): one call per table */
+	NF_FN_IP6T_DO_TABLE = 2, /* ip6tables */
+	NF_FN_NFT_DO_CHAIN = 3,	 /* nftables (and iptables-nft): one call per base chain */
+};
+
+#define NF_NAME_LEN 32
+
+/* Per-CPU hash key: which function, for which table or base chain, on which hook. */
+struct nf_fn_key {
+	char name[NF_NAME_LEN];
+	__u32 kind; /* enum nf_fn_kind */
+	__u32 hook;
 };
 
 /* Per CPU and key: passed traversals are the histogram's count. */

@@ -36,3 +36,5 @@ unsafe impl plain::Plain for softirq::types::sirq_cpu {}
 unsafe impl plain::Plain for softirq::types::napi_key {}
 unsafe impl plain::Plain for softirq::types::napi_stats {}
 unsafe impl plain::Plain for netfilter::types::nf_hook_stats {}
+unsafe impl plain::Plain for netfilter::types::nf_fn_key {}
+unsafe impl plain::Plain for netfilter::types::fine_hist {}

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, NetfilterOpts, OpenObject};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -128,6 +128,9 @@ impl HookStat {
 /// The bracket programs loaded once; attach them to hooks in one or more namespaces.
 pub struct Bracket<'o> {
     skel: NetfilterSkel<'o>,
+    /// Why ipt_do_table/nft_do_chain are not timed (None: they are).
+    pub functions_note: Option<String>,
+    _functions: Vec<Link>,
     /// The kfree_skb program, which serves every namespace.
     _drop: Option<Link>,
     /// The netfilter links, per namespace and hook.
@@ -149,7 +152,30 @@ impl<'o> Bracket<'o> {
         // Without the kfree_skb tracepoint, drops are counted as unfinished instead.
         let has_kfree = probes::gather_tracepoints(btf, &["kfree_skb"])?.len() == 1;
         open.progs.nf_drop.set_autoload(has_kfree);
+        let (fns, functions_note) = rule_walk_functions(btf);
+        for mut prog in open.open_object_mut().progs_mut() {
+            let name = prog.name().to_string_lossy().to_string();
+            if let Some((func, _)) = FN_PROGS.iter().find(|(_, p)| p.contains(&name.as_str())) {
+                prog.set_autoload(fns.contains(func));
+            }
+        }
         let skel = open.load().context("loading the netfilter BPF programs")?;
+        let mut functions = Vec::new();
+        let mut functions_note = functions_note;
+        for prog in skel.object().progs_mut() {
+            let name = prog.name().to_string_lossy().to_string();
+            if !FN_PROGS.iter().any(|(_, p)| p.contains(&name.as_str())) || !prog.autoload() {
+                continue;
+            }
+            match prog.attach() {
+                Ok(l) => functions.push(l),
+                Err(e) => {
+                    functions.clear();
+                    functions_note = Some(format!("attaching {name} failed: {e}"));
+                    break;
+                }
+            }
+        }
         let drop = if has_kfree {
             Some(
                 skel.progs
@@ -162,6 +188,8 @@ impl<'o> Bracket<'o> {
         };
         Ok(Bracket {
             skel,
+            functions_note,
+            _functions: functions,
             _drop: drop,
             links: Vec::new(),
         })
@@ -203,6 +231,43 @@ impl<'o> Bracket<'o> {
         self.links.clear();
     }
 
+    /// The rule-walk functions' calls per table or chain, summed over CPUs.
+    pub fn read_functions(&self) -> Result<Vec<FnRow>> {
+        let map = &self.skel.maps.nf_fn_stats;
+        let mut out = Vec::new();
+        for key in map.keys() {
+            let mut k = types::nf_fn_key::default();
+            let _ = plain::copy_from_bytes(&mut k, &key);
+            let mut h = Hist::new();
+            for raw in map
+                .lookup_percpu(&key, MapFlags::ANY)
+                .context("reading the rule-walk function statistics")?
+                .unwrap_or_default()
+            {
+                let mut f = types::fine_hist::default();
+                let _ = plain::copy_from_bytes(&mut f, &raw);
+                if f.count > 0 {
+                    let min = f.min_plus1.saturating_sub(1);
+                    h.merge(&Hist::from_fine(&f.b, u128::from(f.sum), min, f.max));
+                }
+            }
+            let name: Vec<u8> = k
+                .name
+                .iter()
+                .map(|&c| c as u8)
+                .take_while(|&c| c != 0)
+                .collect();
+            out.push(FnRow {
+                function: fn_name(k.kind),
+                name: String::from_utf8_lossy(&name).to_string(),
+                hook: NF_HOOK_NAMES.get(k.hook as usize).copied().unwrap_or("?"),
+                latency: h.summary(),
+            });
+        }
+        out.sort_by(|a, b| (a.function, &a.name, a.hook).cmp(&(b.function, &b.name, b.hook)));
+        Ok(out)
+    }
+
     /// Every key, summed over CPUs.
     pub fn read(&self) -> Result<Vec<HookStat>> {
         let mut out: Vec<HookStat> = (0..KEYS).map(HookStat::empty).collect();
@@ -221,6 +286,57 @@ impl<'o> Bracket<'o> {
             }
         }
         Ok(out)
+    }
+}
+
+/// The fentry/fexit pair timing each rule-walk function.
+const FN_PROGS: [(&str, [&str; 2]); 3] = [
+    ("ipt_do_table", ["nf_ipt_enter", "nf_ipt_exit"]),
+    ("ip6t_do_table", ["nf_ip6t_enter", "nf_ip6t_exit"]),
+    ("nft_do_chain", ["nf_nft_enter", "nf_nft_exit"]),
+];
+
+/// The rule-walk functions this kernel lets us time with fentry, or why none.
+fn rule_walk_functions(btf: &Path) -> (Vec<&'static str>, Option<String>) {
+    let facts = match probes::gather(btf) {
+        Ok(f) => f,
+        Err(e) => return (Vec::new(), Some(format!("cannot probe the kernel: {e:#}"))),
+    };
+    if let Err(e) = &facts.fentry {
+        return (
+            Vec::new(),
+            Some(format!(
+                "ipt_do_table/nft_do_chain not timed: fentry programs cannot load here ({e})"
+            )),
+        );
+    }
+    let fns: Vec<&'static str> = FN_PROGS
+        .iter()
+        .map(|(f, _)| *f)
+        .filter(|f| facts.funcs.contains(*f))
+        .collect();
+    let note = fns
+        .is_empty()
+        .then(|| "ipt_do_table/nft_do_chain not timed: not in this kernel's BTF".to_string());
+    (fns, note)
+}
+
+/// One rule-walk function's calls for one table (iptables) or base chain (nftables).
+#[derive(Debug, Clone, Serialize)]
+pub struct FnRow {
+    pub function: &'static str,
+    /// iptables table ("nat", "filter") or nftables base chain name.
+    pub name: String,
+    pub hook: &'static str,
+    pub latency: Stats,
+}
+
+fn fn_name(kind: u32) -> &'static str {
+    match kind {
+        1 => "ipt_do_table",
+        2 => "ip6t_do_table",
+        3 => "nft_do_chain",
+        _ => "?",
     }
 }
 
@@ -368,6 +484,8 @@ pub struct Summary {
     pub interrupted: bool,
     pub rows: Vec<HookRow>,
     pub hists: Vec<Hist>,
+    pub functions: Vec<FnRow>,
+    pub functions_note: Option<String>,
 }
 
 impl Summary {
@@ -377,6 +495,8 @@ impl Summary {
             "duration_s": self.secs,
             "interrupted": self.interrupted,
             "hooks": self.rows,
+            "functions": self.functions,
+            "functions_note": self.functions_note,
         })
         .to_string()
     }
@@ -419,6 +539,30 @@ impl Summary {
                 r.verdicts.drop,
                 r.verdicts.unfinished
             );
+        }
+        if let Some(note) = &self.functions_note {
+            let _ = writeln!(s, "\n{note}");
+        } else if !self.functions.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<14} {:<24} {:<13} {:>10} {:>8} {:>8} {:>8} {:>8}",
+                "function", "table/chain", "hook", "calls", "avg", "p50", "p99", "max"
+            );
+            for f in &self.functions {
+                let l = &f.latency;
+                let _ = writeln!(
+                    s,
+                    "{:<14} {:<24} {:<13} {:>10} {:>8} {:>8} {:>8} {:>8}",
+                    f.function,
+                    f.name,
+                    f.hook,
+                    l.count,
+                    fmt_ns(l.avg_ns),
+                    fmt_ns(l.p50_ns),
+                    fmt_ns(l.p99_ns),
+                    fmt_ns(l.max_ns)
+                );
+            }
         }
         for (r, h) in self.rows.iter().zip(&self.hists) {
             if r.count == 0 && r.verdicts.drop == 0 {
@@ -555,6 +699,8 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
         }
     };
     let stats = bracket.read()?;
+    let functions = bracket.read_functions()?;
+    let functions_note = bracket.functions_note.clone();
     drop(bracket);
     let secs = started.elapsed().as_secs_f64();
     let width = a.linear_us * 1000;
@@ -568,6 +714,8 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
             .map(|s| hook_row(s, secs, width, bins))
             .collect(),
         hists: chosen.iter().map(|s| s.hist()).collect(),
+        functions,
+        functions_note,
     };
     if a.json {
         writeln!(out, "{}", summary.to_json())?;
@@ -645,7 +793,9 @@ mod tests {
             secs: 2.0,
             interrupted: false,
             rows: vec![r],
-            hists: vec![s.hist()]
+            hists: vec![s.hist()],
+            functions: Vec::new(),
+            functions_note: None,
         }
         .human()
         .contains("Total invocations: 7 (accepted 4, dropped 2, unfinished 1)"));

@@ -383,6 +383,9 @@ const FUNCS: &[&str] = &[
     "ip6_output",
     "ip_finish_output2",
     "ip6_finish_output2",
+    "ipt_do_table",
+    "ip6t_do_table",
+    "nft_do_chain",
 ];
 
 /// Gather facts from BTF and from test loads. Needs root for the fentry probe.
