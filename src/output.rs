@@ -198,7 +198,9 @@ fn span_rows(spans: &std::collections::BTreeMap<SpanId, Hist>) -> Vec<(SpanStats
     };
     // The softirq context span leads the RX group; a netfilter split follows the span it
     // splits.
-    let tx = |a: usize| (TX_BASE..RX_SIRQ_RAISE).contains(&a) || is_nf_mid(a);
+    let tx = |a: usize| {
+        (TX_BASE..RX_SIRQ_RAISE).contains(&a) || matches!(a, TX_NF_OUT_DONE | TX_NF_POST)
+    };
     let first = |a: usize| a != RX_SIRQ_RAISE;
     let group = |a: usize| match a {
         RX_NF_PRE_DONE | RX_NF_IN => RX_IP,
@@ -662,6 +664,8 @@ mod tests {
             (RX_IP, RX_NF_PRE_DONE),
             (RX_NF_PRE_DONE, RX_NF_IN),
             (1, RX_IP),
+            (1, RX_POINTS.len() - 1),
+            (TX_NF_POST, TX_BASE + TX_TRANSPORT + 1),
             (TX_BASE + TX_TRANSPORT, TX_NF_OUT_DONE),
             (TX_BASE + TX_TRANSPORT, TX_BASE + TX_TRANSPORT + 1),
         ] {
@@ -678,8 +682,10 @@ mod tests {
                 "rx_ip->rx_nf_pre_done",
                 "rx_nf_pre_done->rx_nf_in",
                 "rx_nf_in->rx_transport",
+                "rx_netif->rx_read",
                 "tx_transport->tx_nf_done",
                 "tx_transport->tx_nf_out_done",
+                "tx_nf_post->tx_nf_done",
             ]
         );
         assert!(is_split_name("rx_nf_in->rx_transport"));
