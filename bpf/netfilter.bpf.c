@@ -75,6 +75,29 @@ static __always_inline bool packet_wanted(const struct bpf_nf_ctx *ctx)
 	return flow_wanted(&f);
 }
 
+/* Free the slots of traversals that never came back (stolen, queued): only looked at when
+ * every slot is taken, so the common path reads one slot. */
+static __always_inline struct nf_slot *reclaim(struct nf_cpu *c, __u64 now)
+{
+	struct nf_slot *free = NULL;
+
+	for (int i = 0; i < NF_SLOTS; i++) {
+		struct nf_slot *s = &c->slot[i];
+		struct nf_hook_stats *old;
+
+		if (now - s->ts <= NF_STALE_NS)
+			continue;
+		old = stats_of(s->key);
+		if (old && s->skip)
+			old->filtered++;
+		else if (old)
+			old->unfinished++;
+		s->skb = 0;
+		free = s;
+	}
+	return free;
+}
+
 SEC("netfilter")
 int nf_first(struct bpf_nf_ctx *ctx)
 {
@@ -91,18 +114,13 @@ int nf_first(struct bpf_nf_ctx *ctx)
 	if (!c)
 		return NF_ACCEPT;
 	for (int i = 0; i < NF_SLOTS; i++) {
-		struct nf_slot *s = &c->slot[i];
-
-		if (s->skb && now - s->ts > NF_STALE_NS) {
-			struct nf_hook_stats *old = stats_of(s->key);
-
-			if (old && !s->skip)
-				old->unfinished++;
-			s->skb = 0;
+		if (!c->slot[i].skb) {
+			free = &c->slot[i];
+			break;
 		}
-		if (!s->skb && !free)
-			free = s;
 	}
+	if (!free)
+		free = reclaim(c, now);
 	if (!free) {
 		/* Deeper nesting than NF_SLOTS: not measured, but counted. */
 		struct nf_hook_stats *h = stats_of(key);
@@ -113,9 +131,13 @@ int nf_first(struct bpf_nf_ctx *ctx)
 	}
 	free->skb = (__u64)ctx->skb;
 	free->key = key;
-	free->skip = !packet_wanted(ctx);
-	/* Stamp last, so the parse above is not part of the measured time. */
-	free->ts = bpf_ktime_get_ns();
+	free->skip = 0;
+	free->ts = now;
+	if (f_ifindex || f_port || f_proto || f_cidr_family) {
+		free->skip = !packet_wanted(ctx);
+		/* Stamp after the parse, so it is not part of the measured time. */
+		free->ts = bpf_ktime_get_ns();
+	}
 	return NF_ACCEPT;
 }
 
@@ -194,7 +216,9 @@ int BPF_PROG(nf_drop, struct sk_buff *skb)
 	if (!s)
 		return 0;
 	h = stats_of(s->key);
-	if (h && !s->skip) {
+	if (h && s->skip) {
+		h->filtered++;
+	} else if (h) {
 		h->drops++;
 		if (now >= s->ts)
 			h->drop_ns += now - s->ts;

@@ -265,7 +265,7 @@ struct nf_hook_stats {
 	__u64 drops;	  /* freed inside the traversal (an NF_DROP verdict, e.g. DROP or REJECT) */
 	__u64 drop_ns;	  /* time from the first priority to the drop, summed */
 	__u64 unfinished; /* opened but never closed here: stolen, queued or moved CPU unseen */
-	__u64 filtered;	  /* traversals the filters left out */
+	__u64 filtered;	  /* traversals the filters left out, whatever their outcome */
 	struct fine_hist lat;
 };
 

@@ -220,28 +220,8 @@ pub struct NetfilterArgs {
     /// POST_ROUTING; iptables' chain names work too) [default: all]
     #[arg(long, value_parser = parse_nf_hooks)]
     pub hook: Option<u32>,
-    /// Only packets with this source or destination port
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Only packets with a source or destination address in this CIDR (10.0.0.0/8, fd00::/64)
-    #[arg(long, value_parser = parse_cidr)]
-    pub addr: Option<Cidr>,
-    /// Only packets coming in or going out on this interface (name, in the namespace)
-    #[arg(long)]
-    pub iface: Option<String>,
-    /// Measure in this network namespace (e.g. /run/netns/NAME) instead of the current one;
-    /// repeat for up to 4
-    #[arg(long)]
-    pub netns: Vec<PathBuf>,
-    /// Only this transport protocol
-    #[arg(long, value_enum)]
-    pub proto: Option<Proto>,
-    /// Only IPv4
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    pub ipv4: bool,
-    /// Only IPv6
-    #[arg(short = '6')]
-    pub ipv6: bool,
+    #[command(flatten)]
+    pub packet: PacketFilterArgs,
     /// Bin width of the linear histogram, in microseconds
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub linear_us: u64,
@@ -260,6 +240,33 @@ pub struct NetfilterArgs {
 pub enum Proto {
     Tcp,
     Udp,
+}
+
+/// The packet filters of `trace` and `netfilter`, applied in BPF.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PacketFilterArgs {
+    /// Only packets with this source or destination port
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only packets with a source or destination address in this CIDR (10.0.0.0/8, fd00::/64)
+    #[arg(long, value_parser = parse_cidr)]
+    pub addr: Option<Cidr>,
+    /// Only packets received or sent on this interface (name, in the namespace of --netns)
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Work in this network namespace (e.g. /run/netns/NAME) instead of the current one;
+    /// repeat for up to 4 (e.g. a client's and a server's)
+    #[arg(long)]
+    pub netns: Vec<PathBuf>,
+    /// Only this transport protocol
+    #[arg(long, value_enum)]
+    pub proto: Option<Proto>,
+    /// Only IPv4
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Only IPv6
+    #[arg(short = '6')]
+    pub ipv6: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -300,31 +307,11 @@ pub struct TraceArgs {
     /// Only sockets read or written by processes with this command name (up to 15 characters)
     #[arg(long)]
     pub comm: Option<String>,
-    /// Only packets with this source or destination port
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Only packets with a source or destination address in this CIDR (10.0.0.0/8, fd00::/64)
-    #[arg(long, value_parser = parse_cidr)]
-    pub addr: Option<Cidr>,
-    /// Only packets received or sent on this interface (name, in the traced network namespace)
-    #[arg(long)]
-    pub iface: Option<String>,
-    /// Trace this network namespace (e.g. /run/netns/NAME) instead of the current one;
-    /// repeat for up to 4 (e.g. a client's and a server's)
-    #[arg(long)]
-    pub netns: Vec<PathBuf>,
     /// Only sockets read or written by processes in this cgroup v2 directory
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
-    /// Only this transport protocol
-    #[arg(long, value_enum)]
-    pub proto: Option<Proto>,
-    /// Only IPv4
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    pub ipv4: bool,
-    /// Only IPv6
-    #[arg(short = '6')]
-    pub ipv6: bool,
+    #[command(flatten)]
+    pub packet: PacketFilterArgs,
     /// Connections shown in the summary, busiest first
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -524,7 +511,7 @@ mod tests {
         let Some(Command::Trace(t)) = cli.command else {
             panic!("trace expected")
         };
-        assert_eq!((t.port, t.ipv6), (Some(9000), true));
+        assert_eq!((t.packet.port, t.packet.ipv6), (Some(9000), true));
         assert!(Cli::try_parse_from(["netstack-lat", "trace", "-4", "-6"]).is_err());
     }
 }

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, NetfilterOpts, OpenObject};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bpf::netfilter::{types, NetfilterSkel, NetfilterSkelBuilder};
-use crate::cli::{NetfilterArgs, TraceArgs, NF_HOOK_NAMES};
+use crate::cli::{NetfilterArgs, NF_HOOK_NAMES};
 use crate::error::{require_root, UserError};
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
 use crate::netns;
@@ -206,19 +206,12 @@ impl<'o> Bracket<'o> {
                     (&self.skel.progs.nf_first, NF_FIRST),
                     (&self.skel.progs.nf_last, NF_LAST),
                 ] {
-                    let opts = NetfilterOpts {
-                        protocol_family: pf,
-                        hooknum: hook as i32,
-                        priority,
-                        ..Default::default()
-                    };
-                    let link = prog.attach_netfilter_with_opts(opts).with_context(|| {
-                        format!(
-                            "attaching the netfilter bracket to {} {}",
-                            NF_HOOK_NAMES[hook],
-                            family_name(pf == libc::NFPROTO_IPV6)
-                        )
-                    })?;
+                    let what = format!(
+                        "the netfilter bracket on {} {}",
+                        NF_HOOK_NAMES[hook],
+                        family_name(pf == libc::NFPROTO_IPV6)
+                    );
+                    let link = trace::attach_nf_link(prog, pf, hook as i32, priority, &what)?;
                     self.links.push(link);
                 }
             }
@@ -610,25 +603,15 @@ impl Summary {
     }
 }
 
-/// Resolve the filters that apply to netfilter (address, port, protocol, family, interface,
-/// namespaces) with trace's rules, so both commands read and reject them alike.
+/// The packet filters, read and rejected as `trace` does. Interface names belong to the
+/// namespace measured.
 fn filters(a: &NetfilterArgs) -> Result<Filters, UserError> {
-    let t = TraceArgs {
-        port: a.port,
-        addr: a.addr,
-        iface: a.iface.clone(),
-        netns: a.netns.clone(),
-        proto: a.proto,
-        ipv4: a.ipv4,
-        ipv6: a.ipv6,
-        ..TraceArgs::default()
-    };
-    // Interface names belong to the namespace measured.
-    let _inside = match a.netns.as_slice() {
-        [one] if a.iface.is_some() => Some(netns::Entered::enter(one)?),
+    let p = &a.packet;
+    let _inside = match p.netns.as_slice() {
+        [one] if p.iface.is_some() => Some(netns::Entered::enter(one)?),
         _ => None,
     };
-    trace::resolve_filters(&t)
+    trace::resolve_packet_filters(p)
 }
 
 pub fn run(a: &NetfilterArgs) -> Result<()> {
@@ -640,15 +623,15 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
     }
     let f = filters(a)?;
     let hooks = a.hook.unwrap_or(ALL_HOOKS);
-    let (v4, v6) = (!a.ipv6, !a.ipv4);
+    let (v4, v6) = (!a.packet.ipv6, !a.packet.ipv4);
     let keys = attached_keys(hooks, v4, v6);
 
     let mut obj = MaybeUninit::uninit();
     let mut bracket = Bracket::load(&mut obj, &btf, &f)?;
-    let places: Vec<Option<PathBuf>> = if a.netns.is_empty() {
+    let places: Vec<Option<PathBuf>> = if a.packet.netns.is_empty() {
         vec![None]
     } else {
-        a.netns.iter().cloned().map(Some).collect()
+        a.packet.netns.iter().cloned().map(Some).collect()
     };
     for p in &places {
         bracket.attach(hooks, v4, v6, p.as_deref())?;

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use crate::bpf::rx::{types, RxSkel, RxSkelBuilder};
 use crate::bpf::tx::{TxSkel, TxSkelBuilder};
-use crate::cli::{Proto, TraceArgs};
+use crate::cli::{PacketFilterArgs, Proto, TraceArgs};
 use crate::correlate::{Correlator, Limits};
 use crate::error::{require_root, UserError};
 use crate::events::{self, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
@@ -51,9 +51,10 @@ impl Filters {
     }
 }
 
-/// Check every filter against the system; each failure is a one-line user error.
-/// Interface names are looked up in the traced namespace, so the caller enters it first.
-pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
+/// Check every packet filter against the system; each failure is a one-line user error.
+/// Interface names are looked up in the namespace this thread is in, so the caller enters
+/// the traced one first.
+pub fn resolve_packet_filters(a: &PacketFilterArgs) -> Result<Filters, UserError> {
     let mut f = Filters {
         port: a.port.unwrap_or(0),
         proto: match a.proto {
@@ -85,6 +86,31 @@ pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
             )));
         }
     }
+    if a.netns.len() > MAX_NETNS {
+        return Err(UserError::new(format!(
+            "--netns given {} times: at most {MAX_NETNS} namespaces can be traced at once",
+            a.netns.len()
+        )));
+    }
+    f.netns = a
+        .netns
+        .iter()
+        .map(|p| netns::inode(p))
+        .collect::<Result<_, _>>()?;
+    if let Some(name) = &a.iface {
+        if a.netns.len() > 1 {
+            return Err(UserError::new(
+                "--iface names an interface of one namespace: give a single --netns with it",
+            ));
+        }
+        f.ifindex = netns::ifindex(name)?;
+    }
+    Ok(f)
+}
+
+/// The packet filters, then the owner filters (pid, comm, cgroup) of `trace`.
+pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
+    let mut f = resolve_packet_filters(&a.packet)?;
     if let Some(pid) = a.pid {
         if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
             return Err(UserError::new(format!(
@@ -115,25 +141,6 @@ pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
             )));
         }
         f.cgroup = md.ino();
-    }
-    if a.netns.len() > MAX_NETNS {
-        return Err(UserError::new(format!(
-            "--netns given {} times: at most {MAX_NETNS} namespaces can be traced at once",
-            a.netns.len()
-        )));
-    }
-    f.netns = a
-        .netns
-        .iter()
-        .map(|p| netns::inode(p))
-        .collect::<Result<_, _>>()?;
-    if let Some(name) = &a.iface {
-        if a.netns.len() > 1 {
-            return Err(UserError::new(
-                "--iface names an interface of one namespace: give a single --netns with it",
-            ));
-        }
-        f.ifindex = netns::ifindex(name)?;
     }
     Ok(f)
 }
@@ -394,6 +401,46 @@ fn drain_tx(skel: &TxSkel<'_>, corr: &mut Correlator) {
 pub const NF_FIRST: i32 = i32::MIN + 1;
 pub const NF_LAST: i32 = i32::MAX - 1;
 
+/// Priorities tried, stepping inwards, when another BPF link holds the wanted one.
+const NF_PRIORITY_TRIES: i32 = 64;
+
+/// Attach a netfilter program to one hook and family, in this thread's namespace, at
+/// `priority` or, when another BPF link already holds it (the kernel allows one BPF program
+/// per priority and hook: EBUSY, e.g. a `trace` and a `netfilter` run at once), the nearest
+/// free one towards the middle, so the bracket stays outside every other hook function.
+pub fn attach_nf_link(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    pf: i32,
+    hooknum: i32,
+    priority: i32,
+    what: &str,
+) -> Result<Link> {
+    let step = if priority < 0 { 1 } else { -1 };
+    for k in 0..NF_PRIORITY_TRIES {
+        let opts = NetfilterOpts {
+            protocol_family: pf,
+            hooknum,
+            priority: priority + step * k,
+            ..Default::default()
+        };
+        match prog.attach_netfilter_with_opts(opts) {
+            Ok(link) => return Ok(link),
+            Err(e) if is_busy(&e) => continue,
+            Err(e) => return Err(e).with_context(|| format!("attaching {what} to netfilter")),
+        }
+    }
+    Err(UserError::new(format!(
+        "cannot attach {what} to netfilter: {NF_PRIORITY_TRIES} priorities next to {priority} are all held by other BPF programs"
+    ))
+    .into())
+}
+
+/// EBUSY: libbpf-rs keeps the OS error as the innermost cause of its context chain, which
+/// only the alternate form prints.
+fn is_busy(e: &libbpf_rs::Error) -> bool {
+    format!("{e:#}").contains(&std::io::Error::from_raw_os_error(libc::EBUSY).to_string())
+}
+
 /// Attach a netfilter program to one hook for IPv4 and IPv6, in this thread's namespace.
 pub fn attach_netfilter(
     prog: &libbpf_rs::ProgramMut<'_>,
@@ -401,19 +448,9 @@ pub fn attach_netfilter(
     priority: i32,
     what: &str,
 ) -> Result<[Link; 2]> {
-    let attach_pf = |pf: i32| {
-        let opts = NetfilterOpts {
-            protocol_family: pf,
-            hooknum,
-            priority,
-            ..Default::default()
-        };
-        prog.attach_netfilter_with_opts(opts)
-            .with_context(|| format!("attaching {what} to netfilter"))
-    };
     Ok([
-        attach_pf(libc::NFPROTO_IPV4)?,
-        attach_pf(libc::NFPROTO_IPV6)?,
+        attach_nf_link(prog, libc::NFPROTO_IPV4, hooknum, priority, what)?,
+        attach_nf_link(prog, libc::NFPROTO_IPV6, hooknum, priority, what)?,
     ])
 }
 
@@ -633,6 +670,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let filters = {
         // Interface names are looked up where they live: in the (single) traced namespace.
         let _inside = args
+            .packet
             .netns
             .first()
             .map(|p| netns::Entered::enter(p))
@@ -730,7 +768,7 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let mut tx = tx_open.load().context("loading the TX BPF programs")?;
     // Rings first: a program attached before its ring exists would count events as lost.
     let rings = PerCpuRings::install(&skel)?;
-    let links = attach(&mut skel, &mut tx, &plan, &args.netns, &chosen)?;
+    let links = attach(&mut skel, &mut tx, &plan, &args.packet.netns, &chosen)?;
     let hooks: Vec<String> = plan
         .iter()
         .map(|p| {

@@ -83,7 +83,7 @@ fn drop_rule_gives_exactly_its_drop_verdicts() {
         "DROP",
     ]);
     let ns = t.netns_path(&t.b);
-    let tool = tool(&[
+    let all = tool(&[
         "netfilter",
         "--netns",
         &ns,
@@ -92,6 +92,20 @@ fn drop_rule_gives_exactly_its_drop_verdicts() {
         "-4",
         "--proto",
         "udp",
+        "--json",
+    ]);
+    // A second run at the same time, filtered to the port that passes: the BPF-side filter
+    // leaves the dropped packets out (counted as filtered). The kernel allows one BPF link
+    // per hook and priority, so this one must step to the next free priority.
+    let by_port = tool(&[
+        "netfilter",
+        "--netns",
+        &ns,
+        "--hook",
+        "INPUT",
+        "-4",
+        "--port",
+        "7000",
         "--json",
     ]);
     let to_drop = format!("{}:7777", t.b4);
@@ -112,7 +126,12 @@ fn drop_rule_gives_exactly_its_drop_verdicts() {
     assert_eq!(code, Some(0), "udp-send: {err}");
     udp_exchange(&t, &t.server(false, 7000), PASSED, 2);
     std::thread::sleep(Duration::from_millis(200));
-    let s = stop_summary(tool);
+    let s = stop_summary(all);
+    let f = stop_summary(by_port);
+    let rf = row(&f, "LOCAL_IN", "ipv4");
+    assert_eq!(rf["verdicts"]["drop"], 0, "{rf}");
+    assert_eq!(rf["count"], PASSED, "{rf}");
+    assert_eq!(rf["filtered"], DROPPED, "{rf}");
     let r = row(&s, "LOCAL_IN", "ipv4");
     assert_eq!(r["verdicts"]["drop"], DROPPED, "{r}");
     assert_eq!(r["verdicts"]["accept"], PASSED, "{r}");
