@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(
 	clang llvm libelf-dev zlib1g-dev pkg-config make
 	iproute2 ethtool bpftool bpftrace iperf3 clang-format
-	file util-linux procps iptables nftables
+	file util-linux procps iptables nftables prometheus python3-venv
 )
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -33,8 +33,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	fi
 	echo "deps: installing ${missing[*]}"
 	"${SUDO[@]}" apt-get update
+	# The prometheus package would start a server on :9090 where an init system runs it;
+	# the tests start their own. policy-rc.d (exit 101) tells maintainer scripts not to
+	# start services; one made here is removed again.
+	made_policy=0
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+		"${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+		made_policy=1
+	fi
 	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y --no-install-recommends "${missing[@]}"
+	if [ "$made_policy" = 1 ]; then
+		"${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+	fi
 else
 	echo "deps: system packages present"
 fi

@@ -30,6 +30,8 @@ pub enum Command {
     /// Time spent in netfilter per hook and family (conntrack, NAT, iptables, nftables), with
     /// drop verdicts
     Netfilter(NetfilterArgs),
+    /// Prometheus exporter: trace, softirq and netfilter together, served on /metrics
+    Serve(ServeArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
     /// Benchmark helpers used by `make bench`
@@ -170,6 +172,33 @@ pub fn parse_backends(s: &str) -> Result<Backends, String> {
     Ok(Backends(out))
 }
 
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address of the /metrics and /healthz endpoint
+    #[arg(long, default_value = "0.0.0.0:2112")]
+    pub listen: String,
+    /// Also export the spans of the N busiest connections, labelled by address and port
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub per_connection_top: usize,
+    /// Leave out the softirq part (netstack_lat_softirq_*)
+    #[arg(long)]
+    pub no_softirq: bool,
+    /// Leave out the netfilter part (netstack_lat_netfilter_*)
+    #[arg(long)]
+    pub no_netfilter: bool,
+    /// Stop after this long; default: until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub packet: PacketFilterArgs,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
+    /// Print libbpf's own messages
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
 /// Netfilter hooks, in the kernel's order (index = NF_INET_* number).
 pub const NF_HOOK_NAMES: [&str; 5] = [
     "PRE_ROUTING",
@@ -228,6 +257,9 @@ pub struct NetfilterArgs {
     /// Upper end of the linear histogram, in microseconds (the last bin holds the rest)
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub linear_max_us: u64,
+    /// Also serve Prometheus metrics on this address (e.g. 127.0.0.1:2112): /metrics, /healthz
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<String>,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,
@@ -315,6 +347,13 @@ pub struct TraceArgs {
     /// Connections shown in the summary, busiest first
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Also serve Prometheus metrics on this address (e.g. 127.0.0.1:2112): /metrics, /healthz
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<String>,
+    /// With --prometheus: also export the spans of the N busiest connections, labelled by
+    /// address and port (off by default: it multiplies the series)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub per_connection_top: usize,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,
@@ -347,6 +386,9 @@ pub struct SoftirqArgs {
     /// Bin width of the linear histogram view, in microseconds
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub linear_us: u64,
+    /// Also serve Prometheus metrics on this address (e.g. 127.0.0.1:2112): /metrics, /healthz
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<String>,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,

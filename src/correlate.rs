@@ -10,6 +10,7 @@ use crate::events::{
     point_name, Chain, Comm, Context, Flow, HeldReason, Read, IPPROTO_TCP, RX_IP, RX_NETIF,
     RX_NF_IN, RX_NF_PRE_DONE, RX_READ, RX_SIRQ_ENTRY, RX_SIRQ_RAISE, RX_SOCKQ, RX_TRANSPORT,
 };
+use crate::metrics::PromHist;
 
 /// A fast non-cryptographic hasher (the Fx multiply-rotate scheme) for the per-event maps:
 /// keys are kernel addresses and 5-tuples of our own traffic, not attacker-chosen strings.
@@ -55,6 +56,11 @@ impl Hasher for FxHasher {
 }
 
 pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Where a packet passed: (ifindex, netns inode); (0, 0) when unknown.
+pub type Place = (u32, u32);
+/// A labelled span series: span, protocol, ifindex, netns.
+pub type LabelKey = (SpanId, u8, u32, u32);
 use crate::hist::Hist;
 
 /// A span between two points, as indices into the combined point list (RX, then TX).
@@ -192,6 +198,7 @@ pub struct JoinStats {
 struct Pending {
     ts: [u64; 6],
     ctx: Context,
+    place: Place,
     flow: Flow,
     end_seq: u32,
     payload: u32,
@@ -250,6 +257,8 @@ pub struct Correlator {
     socks: FxMap<u64, Sock>,
     pub(crate) tx_socks: FxMap<u64, crate::txjoin::TxSock>,
     pub spans: BTreeMap<SpanId, Hist>,
+    /// Spans per (span, protocol, ifindex, netns), when the exporter asked for them.
+    pub labelled: Option<FxMap<LabelKey, PromHist>>,
     pub conns: FxMap<ConnKey, Conn>,
     pub stats: JoinStats,
     /// Completed timelines, drained by the caller when it wants `--events`.
@@ -267,7 +276,14 @@ impl Correlator {
             conns: FxMap::default(),
             stats: JoinStats::default(),
             timelines: keep_timelines.then(Vec::new),
+            labelled: None,
         }
+    }
+
+    /// Also keep span histograms per protocol, interface and namespace, in Prometheus
+    /// buckets (for the exporter; off otherwise: it costs a hash lookup per span).
+    pub fn keep_labelled(&mut self) {
+        self.labelled = Some(FxMap::default());
     }
 
     /// Record spans overall and on the connection row; `packet` counts it as a packet
@@ -275,6 +291,7 @@ impl Correlator {
     pub(crate) fn record(
         &mut self,
         key: ConnKey,
+        place: Place,
         owner: Option<&Owner>,
         spans: &[(SpanId, u64)],
         payload: u32,
@@ -282,6 +299,13 @@ impl Correlator {
     ) -> Option<&mut Conn> {
         for &(id, v) in spans {
             self.spans.entry(id).or_default().record(v);
+        }
+        if let Some(l) = self.labelled.as_mut() {
+            for &(id, v) in spans {
+                l.entry((id, key.1.proto, place.0, place.1))
+                    .or_default()
+                    .record(v);
+            }
         }
         if !self.conns.contains_key(&key) && self.conns.len() >= self.limits.conns {
             self.stats.conns_dropped += 1;
@@ -304,12 +328,13 @@ impl Correlator {
     fn record_rx(
         &mut self,
         flow: &Flow,
+        place: Place,
         owner: Option<&Owner>,
         spans: &[(SpanId, u64)],
         payload: u32,
     ) {
         let packet = spans.iter().any(|(id, _)| id.1 != RX_READ) || spans.is_empty();
-        self.record((Dir::Rx, *flow), owner, spans, payload, packet);
+        self.record((Dir::Rx, *flow), place, owner, spans, payload, packet);
     }
 
     fn push_timeline(
@@ -367,7 +392,13 @@ impl Correlator {
         let record_now = !self.owner_filter || owner.is_some();
         if record_now {
             let spans = chain_spans(&c.ts, &c.context());
-            self.record_rx(&c.flow, owner.as_ref(), &spans, c.payload);
+            self.record_rx(
+                &c.flow,
+                (c.ifindex, c.netns),
+                owner.as_ref(),
+                &spans,
+                c.payload,
+            );
         }
         if !queued {
             if record_now {
@@ -390,6 +421,7 @@ impl Correlator {
         sock.queue.push_back(Pending {
             ts: c.ts,
             ctx: c.context(),
+            place: (c.ifindex, c.netns),
             flow: c.flow,
             end_seq: c.seq_end,
             payload: c.payload,
@@ -440,9 +472,9 @@ impl Correlator {
                     .into_iter()
                     .filter(|(id, _)| id.1 == RX_READ)
                     .collect();
-                self.record_rx(&p.flow, Some(&owner), &read_spans, p.payload);
+                self.record_rx(&p.flow, p.place, Some(&owner), &read_spans, p.payload);
             } else {
-                self.record_rx(&p.flow, Some(&owner), &spans, p.payload);
+                self.record_rx(&p.flow, p.place, Some(&owner), &spans, p.payload);
             }
             self.push_timeline(p.ts, p.ctx, p.flow, Some(owner), p.payload);
         }
@@ -478,7 +510,7 @@ impl Correlator {
                         Some(o) => {
                             let spans = chain_spans(&p.ts, &p.ctx);
                             let o = *o;
-                            self.record_rx(&p.flow, Some(&o), &spans, p.payload);
+                            self.record_rx(&p.flow, p.place, Some(&o), &spans, p.payload);
                         }
                         None => self.stats.owner_filtered += 1,
                     }

@@ -203,6 +203,20 @@ impl Hist {
         out
     }
 
+    /// Counts per bucket for ascending upper bounds (inclusive), not cumulative, with one
+    /// more bucket for everything above the last bound. Each fine bucket goes where its
+    /// midpoint falls, as in [`Hist::linear`].
+    pub fn bucket_counts(&self, bounds: &[u64]) -> Vec<u64> {
+        let mut out = vec![0u64; bounds.len() + 1];
+        for (i, &n) in self.fine.iter().enumerate().filter(|(_, &n)| n != 0) {
+            let lo = fine_lower(i);
+            let mid = (lo + (fine_upper(i) - lo) / 2).clamp(self.min(), self.max);
+            let b = bounds.partition_point(|&le| le < mid);
+            out[b] = out[b].saturating_add(n);
+        }
+        out
+    }
+
     /// Add all values of `other` to `self`.
     pub fn merge(&mut self, other: &Hist) {
         self.count = self.count.saturating_add(other.count);

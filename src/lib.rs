@@ -12,7 +12,10 @@ pub mod cli;
 pub mod correlate;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod hist;
+pub mod http;
+pub mod metrics;
 pub mod netfilter;
 pub mod netns;
 pub mod nfbench;
@@ -22,6 +25,7 @@ pub mod plot;
 pub mod probes;
 pub mod reorder;
 pub mod runloop;
+pub mod serve;
 pub mod softirq;
 pub mod trace;
 pub mod txjoin;
@@ -35,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Softirq(a)) => softirq::run(&a),
         Some(Command::Netfilter(a)) => netfilter::run(&a),
         Some(Command::Probes(a)) => probes::run(&a),
+        Some(Command::Serve(a)) => serve::run(&a),
         Some(Command::Bench(b)) => bench::run(&b),
         None => trace::run(&cli.trace),
     }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bpf::netfilter::{types, NetfilterSkel, NetfilterSkelBuilder};
-use crate::cli::{NetfilterArgs, NF_HOOK_NAMES};
+use crate::cli::{NetfilterArgs, PacketFilterArgs, NF_HOOK_NAMES};
 use crate::error::{require_root, UserError};
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
 use crate::netns;
@@ -135,6 +135,7 @@ pub struct Bracket<'o> {
     _drop: Option<Link>,
     /// The netfilter links, per namespace and hook.
     links: Vec<Link>,
+    keys: Vec<usize>,
 }
 
 impl<'o> Bracket<'o> {
@@ -190,6 +191,7 @@ impl<'o> Bracket<'o> {
             skel,
             functions_note,
             _functions: functions,
+            keys: Vec::new(),
             _drop: drop,
             links: Vec::new(),
         })
@@ -199,6 +201,12 @@ impl<'o> Bracket<'o> {
     /// `place` (None: this thread's namespace).
     pub fn attach(&mut self, hooks: u32, v4: bool, v6: bool, place: Option<&Path>) -> Result<()> {
         let _inside = place.map(netns::Entered::enter).transpose()?;
+        for k in attached_keys(hooks, v4, v6) {
+            if !self.keys.contains(&k) {
+                self.keys.push(k);
+            }
+        }
+        self.keys.sort();
         let pfs = [(v4, libc::NFPROTO_IPV4), (v6, libc::NFPROTO_IPV6)];
         for hook in (0..NF_HOOK_NAMES.len()).filter(|h| hooks & (1 << h) != 0) {
             for &(_, pf) in pfs.iter().filter(|(on, _)| *on) {
@@ -217,6 +225,11 @@ impl<'o> Bracket<'o> {
             }
         }
         Ok(())
+    }
+
+    /// The hooks and families bracketed so far (keys into `read`).
+    pub fn keys(&self) -> &[usize] {
+        &self.keys
     }
 
     /// Remove the netfilter links (the statistics stay).
@@ -331,6 +344,47 @@ fn fn_name(kind: u32) -> &'static str {
         3 => "nft_do_chain",
         _ => "?",
     }
+}
+
+impl crate::trace::Source for Bracket<'_> {
+    fn part(&self) -> &'static str {
+        "netfilter"
+    }
+
+    fn families(&self) -> Result<Vec<crate::metrics::Family>> {
+        let stats = self.read()?;
+        let chosen: Vec<&HookStat> = self.keys.iter().filter_map(|&k| stats.get(k)).collect();
+        let mut f = crate::export::netfilter_families(&chosen);
+        f.extend(crate::metrics::bpf_families(&trace::prog_stats(&[self
+            .skel
+            .object()])));
+        Ok(f)
+    }
+}
+
+/// Every hook of both families in each namespace of `p` (or this one), with its filters:
+/// what `serve` exports.
+pub fn bracket_everything<'o>(
+    obj: &'o mut MaybeUninit<OpenObject>,
+    btf: &Path,
+    p: &PacketFilterArgs,
+) -> Result<Bracket<'o>> {
+    let f = {
+        let _inside = match p.netns.as_slice() {
+            [one] if p.iface.is_some() => Some(netns::Entered::enter(one)?),
+            _ => None,
+        };
+        trace::resolve_packet_filters(p)?
+    };
+    let mut b = Bracket::load(obj, btf, &f)?;
+    let (v4, v6) = (!p.ipv6, !p.ipv4);
+    if p.netns.is_empty() {
+        b.attach(ALL_HOOKS, v4, v6, None)?;
+    }
+    for ns in &p.netns {
+        b.attach(ALL_HOOKS, v4, v6, Some(ns))?;
+    }
+    Ok(b)
 }
 
 pub fn require_netfilter_link(btf: &Path) -> Result<(), UserError> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -605,50 +605,120 @@ fn attach(skel: &mut SoftirqSkel<'_>) -> Result<Vec<libbpf_rs::Link>> {
     Ok(links)
 }
 
+/// The softirq programs loaded and attached: `run` prints from them, `serve` exports them.
+pub struct Source<'o> {
+    skel: SoftirqSkel<'o>,
+    _links: Vec<libbpf_rs::Link>,
+    vecs: Vec<u32>,
+}
+
+impl<'o> Source<'o> {
+    /// NET_RX and NET_TX on every CPU (what `serve` exports).
+    pub fn load(obj: &'o mut MaybeUninit<OpenObject>, btf: &Path) -> Result<Source<'o>> {
+        Self::load_with(obj, btf, (1 << NET_RX) | (1 << NET_TX), None)
+    }
+
+    pub fn load_with(
+        obj: &'o mut MaybeUninit<OpenObject>,
+        btf: &Path,
+        mask: u32,
+        cpu: Option<u32>,
+    ) -> Result<Source<'o>> {
+        let facts = probes::gather_tracepoints(
+            btf,
+            &[
+                "softirq_raise",
+                "softirq_entry",
+                "softirq_exit",
+                "napi_poll",
+            ],
+        )?;
+        if facts.len() < 4 {
+            return Err(UserError::new(
+                "this kernel lacks the irq:softirq_* or napi:napi_poll tracepoints (CONFIG_TRACEPOINTS): \
+                 see `netstack-lat probes`",
+            )
+            .into());
+        }
+        let mut builder = SoftirqSkelBuilder::default();
+        if btf != Path::new(probes::DEFAULT_BTF) {
+            builder.obj_builder.btf_custom_path(btf)?;
+        }
+        let mut open = builder
+            .open(obj)
+            .context("opening the softirq BPF object")?;
+        let ro = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("BPF object has no rodata")?;
+        ro.f_vectors = mask;
+        ro.f_cpu = cpu.map_or(-1, |c| c as i32);
+        let mut skel = open.load().context("loading the softirq BPF programs")?;
+        let links = attach(&mut skel)?;
+        Ok(Source {
+            skel,
+            _links: links,
+            vecs: vectors_of(mask),
+        })
+    }
+
+    /// Per vector over all CPUs: runs, and the delay and run histograms.
+    pub fn rows(&self) -> Result<Vec<(u32, u64, [Hist; 2])>> {
+        let ncpu = libbpf_rs::num_possible_cpus()?;
+        let counts = read_counts(&self.skel, ncpu)?;
+        let hists = read_hists(&self.skel, &self.vecs)?;
+        let (rows, merged) = vector_rows(&self.vecs, &counts, &hists, 1.0, 1000);
+        Ok(merged
+            .into_iter()
+            .map(|(v, h)| {
+                let n = rows
+                    .iter()
+                    .find(|r| r.cpu.is_none() && r.vector == VECTORS[v as usize])
+                    .map_or(0, |r| r.count);
+                (v, n, h)
+            })
+            .collect())
+    }
+}
+
+impl crate::trace::Source for Source<'_> {
+    fn part(&self) -> &'static str {
+        "softirq"
+    }
+
+    fn families(&self) -> Result<Vec<crate::metrics::Family>> {
+        let mut f = crate::export::softirq_families(&self.rows()?);
+        f.extend(crate::metrics::bpf_families(&crate::trace::prog_stats(&[
+            self.skel.object(),
+        ])));
+        Ok(f)
+    }
+}
+
 pub fn run(a: &SoftirqArgs) -> Result<()> {
     require_root()?;
+    let endpoint = match &a.prometheus {
+        Some(l) => {
+            let x = crate::metrics::Exporter::new();
+            Some((
+                crate::metrics::Endpoint::start(l, std::sync::Arc::clone(&x))?,
+                x,
+            ))
+        }
+        None => None,
+    };
     let btf = probes::btf_path(a.btf.as_deref());
     probes::require_btf(&btf)?;
     if !a.verbose {
         libbpf_rs::set_print(None);
     }
     check_cpu(a.cpu, &online_cpus())?;
-    let facts = probes::gather_tracepoints(
-        &btf,
-        &[
-            "softirq_raise",
-            "softirq_entry",
-            "softirq_exit",
-            "napi_poll",
-        ],
-    )?;
-    if facts.len() < 4 {
-        return Err(UserError::new(
-            "this kernel lacks the irq:softirq_* or napi:napi_poll tracepoints (CONFIG_TRACEPOINTS): \
-             see `netstack-lat probes`",
-        )
-        .into());
-    }
     let mask = vector_mask(a);
     let vecs = vectors_of(mask);
-
     let mut obj = MaybeUninit::uninit();
-    let mut builder = SoftirqSkelBuilder::default();
-    if btf != Path::new(probes::DEFAULT_BTF) {
-        builder.obj_builder.btf_custom_path(&btf)?;
-    }
-    let mut open = builder
-        .open(&mut obj)
-        .context("opening the softirq BPF object")?;
-    let ro = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .context("BPF object has no rodata")?;
-    ro.f_vectors = mask;
-    ro.f_cpu = a.cpu.map_or(-1, |c| c as i32);
-    let mut skel = open.load().context("loading the softirq BPF programs")?;
-    let links = attach(&mut skel)?;
+    let source = Source::load_with(&mut obj, &btf, mask, a.cpu)?;
+    let skel = &source.skel;
     let names: Vec<&str> = vecs.iter().map(|&v| VECTORS[v as usize]).collect();
     eprintln!(
         "netstack-lat: tracing softirq {} (tp_btf softirq_raise/entry/exit, napi_poll){}; stop with Ctrl-C",
@@ -675,7 +745,11 @@ pub fn run(a: &SoftirqArgs) -> Result<()> {
             recv(ticker) -> _ => true,
             default(wait) => false,
         } {
-            let cur = read_counts(&skel, ncpu)?;
+            let cur = read_counts(skel, ncpu)?;
+            if let Some((_, x)) = &endpoint {
+                use crate::trace::Source as _;
+                x.publish("softirq", source.families()?);
+            }
             let t = started.elapsed().as_secs_f64();
             let line = interval_json(t, &vecs, &prev, &cur, t - prev_t);
             if a.json {
@@ -688,10 +762,10 @@ pub fn run(a: &SoftirqArgs) -> Result<()> {
             prev_t = t;
         }
     };
-    let counts = read_counts(&skel, ncpu)?;
-    let hists = read_hists(&skel, &vecs)?;
-    let napis = read_napi(&skel)?;
-    drop(links);
+    let counts = read_counts(skel, ncpu)?;
+    let hists = read_hists(skel, &vecs)?;
+    let napis = read_napi(skel)?;
+    drop(source);
     let secs = started.elapsed().as_secs_f64();
     let width = a.linear_us * 1000;
     let (vectors, merged) = vector_rows(&vecs, &counts, &hists, secs, width);

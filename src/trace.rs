@@ -20,11 +20,14 @@ use crate::cli::{PacketFilterArgs, Proto, TraceArgs};
 use crate::correlate::{Correlator, Limits};
 use crate::error::{require_root, UserError};
 use crate::events::{self, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use crate::export;
+use crate::metrics::{self, Endpoint, Exporter, Family};
 use crate::netns;
 use crate::output::{self, IntervalReport, Summary};
 use crate::probes::{self, HookKind, PointPlan};
 use crate::reorder::{self, Reorder};
 use crate::runloop::{RunLoop, Step};
+use std::sync::Arc;
 
 /// Namespaces one run can trace (the BPF filter's array size).
 pub const MAX_NETNS: usize = 4;
@@ -534,6 +537,27 @@ fn attach_nf_here(
     Ok(())
 }
 
+fn publish(
+    x: &Export<'_>,
+    corr: &Correlator,
+    k: &KernelCounters,
+    events_per_s: f64,
+    objs: &[&libbpf_rs::Object],
+) -> Result<()> {
+    let mut trace = export::trace_families(corr, k, events_per_s, x.per_connection_top);
+    trace.extend(metrics::bpf_families(&prog_stats(objs)));
+    x.exporter.publish("trace", trace);
+    for s in &x.sources {
+        x.exporter.publish(s.part(), s.families()?);
+    }
+    let health: Vec<(&str, Option<&str>)> = std::iter::once(("trace", None))
+        .chain(x.health.iter().map(|(p, e)| (*p, e.as_deref())))
+        .collect();
+    x.exporter
+        .publish("health", export::health_families(&health));
+    Ok(())
+}
+
 /// One ring buffer per possible CPU, consumed into a reorder stage (see reorder.rs).
 struct PerCpuRings<'a> {
     rb: libbpf_rs::RingBuffer<'a>,
@@ -660,7 +684,64 @@ pub fn ring_bytes(ncpu: usize) -> u32 {
     pow2.clamp(1 << 20, 8 << 20) as u32
 }
 
+/// A part that publishes its own maps to the exporter beside `trace` (softirq and
+/// netfilter in `serve`).
+pub trait Source {
+    fn part(&self) -> &'static str;
+    fn families(&self) -> Result<Vec<Family>>;
+}
+
+/// Exporting from the run loop: the exporter, what to add, and whether stdout stays quiet.
+pub struct Export<'a> {
+    pub exporter: Arc<Exporter>,
+    pub per_connection_top: usize,
+    pub quiet: bool,
+    pub sources: Vec<&'a dyn Source>,
+    /// Parts and why they do not run (None: running), for netstack_lat_part_up.
+    pub health: Vec<(&'static str, Option<String>)>,
+}
+
+/// How often the run loop republishes its metrics.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+
 pub fn run(args: &TraceArgs) -> Result<()> {
+    require_root()?;
+    match &args.prometheus {
+        Some(listen) => {
+            let exporter = Exporter::new();
+            // Bound before any BPF is loaded: a bad address is a one-line error.
+            let endpoint = Endpoint::start(listen, Arc::clone(&exporter))?;
+            eprintln!(
+                "netstack-lat: serving Prometheus metrics on http://{}/metrics",
+                endpoint.addr
+            );
+            run_with(
+                args,
+                Some(Export {
+                    exporter,
+                    per_connection_top: args.per_connection_top,
+                    quiet: false,
+                    sources: Vec::new(),
+                    health: Vec::new(),
+                }),
+            )
+        }
+        None => run_with(args, None),
+    }
+}
+
+/// run_time_ns and run_cnt of every program of these BPF objects, by name.
+pub fn prog_stats(objs: &[&libbpf_rs::Object]) -> Vec<(String, u64, u64)> {
+    objs.iter()
+        .flat_map(|o| o.progs())
+        .filter_map(|p| {
+            let (t, c) = metrics::prog_run_stats(p.as_fd())?;
+            Some((p.name().to_string_lossy().to_string(), t, c))
+        })
+        .collect()
+}
+
+pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     require_root()?;
     let btf = probes::btf_path(args.btf.as_deref());
     probes::require_btf(&btf)?;
@@ -792,6 +873,10 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     let run = RunLoop::start(args.duration)?;
 
     let mut corr = Correlator::new(filters.by_owner(), Limits::default(), args.events);
+    if export.is_some() {
+        corr.keep_labelled();
+    }
+    let mut published = (std::time::Instant::now(), 0u64);
     let started = run.started();
     let ticker = crossbeam_channel::tick(args.interval);
     let mut out = std::io::stdout().lock();
@@ -807,7 +892,21 @@ pub fn run(args: &TraceArgs) -> Result<()> {
         let now = now_monotonic_ns();
         rings.release(now.saturating_sub(reorder::HOLD_NS), &mut corr);
         timelines.write(&mut out, &mut corr)?;
-        if ticker.try_recv().is_ok() {
+        if let Some(x) = export
+            .as_ref()
+            .filter(|_| published.0.elapsed() >= PUBLISH_EVERY)
+        {
+            let k = KernelCounters {
+                events: rings.received(),
+                ..read_counters(&skel)
+            };
+            let secs = published.0.elapsed().as_secs_f64();
+            let rate = k.events.saturating_sub(published.1) as f64 / secs;
+            publish(x, &corr, &k, rate, &[skel.object(), tx.object()])?;
+            published = (std::time::Instant::now(), k.events);
+        }
+        let quiet = export.as_ref().is_some_and(|x| x.quiet);
+        if ticker.try_recv().is_ok() && !quiet {
             corr.expire(now.saturating_sub(reorder::HOLD_NS));
             let k = KernelCounters {
                 events: rings.received(),
@@ -835,6 +934,9 @@ pub fn run(args: &TraceArgs) -> Result<()> {
     drop(links);
     corr.finish();
     timelines.write(&mut out, &mut corr)?;
+    if export.as_ref().is_some_and(|x| x.quiet) {
+        return Ok(());
+    }
     let c = &corr;
     let summary = Summary::build(
         started.elapsed(),

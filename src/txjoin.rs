@@ -185,7 +185,7 @@ impl Correlator {
         w.held = Some((h.reason, first_held));
         let owner = w.owner;
         if let Some(flow) = sock.flow {
-            if let Some(conn) = self.record((Dir::Tx, flow), Some(&owner), &[], 0, false) {
+            if let Some(conn) = self.record((Dir::Tx, flow), (0, 0), Some(&owner), &[], 0, false) {
                 conn.held.entry(h.reason).or_default().writes += 1;
             }
         }
@@ -263,8 +263,14 @@ impl Correlator {
             (TX_NF_POST, c.nf_mid[1]),
             (TX_BASE + TX_NF_DONE, ts[TX_NF_DONE]),
         ]));
-        if let Some(conn) = self.record((Dir::Tx, c.flow), owner.as_ref(), &spans, c.payload, true)
-        {
+        if let Some(conn) = self.record(
+            (Dir::Tx, c.flow),
+            (c.ifindex, c.netns),
+            owner.as_ref(),
+            &spans,
+            c.payload,
+            true,
+        ) {
             if let Some(r) = held {
                 let wait = ts[TX_TRANSPORT].saturating_sub(ts[TX_SEND]);
                 conn.held.entry(r).or_default().wait.record(wait);

@@ -157,6 +157,16 @@ fn unknown_interface_pid_netns_and_missing_btf() {
     let mut c = tool(&["bench", "netfilter", "--backend", "nftables-map"]);
     c.env("PATH", "/nonexistent");
     expect_user_error(&mut c, "install the nftables package");
+    expect_user_error(
+        &mut tool(&["serve", "--listen", "300.1.2.3:2112"]),
+        "invalid --listen address '300.1.2.3:2112'",
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    expect_user_error(
+        &mut tool(&["trace", "--prometheus", &busy_addr, "--duration", "1"]),
+        "cannot listen on",
+    );
     let mut c = tool(&["trace", "--duration", "1"]);
     c.env("NETSTACK_LAT_BTF", "/nonexistent/vmlinux");
     expect_user_error(&mut c, "BTF not found");

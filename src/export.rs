@@ -1,0 +1,267 @@
+//! What each command exports to Prometheus, as metric families built from its own state
+//! (see metrics.rs for the encoding and serving). Pure functions of that state, so the
+//! names, labels and values are unit-tested without a kernel.
+
+use crate::cli::{NF_HOOK_NAMES, VECTORS};
+use crate::correlate::{span_name, Correlator, Dir, SpanId};
+use crate::events::{proto_name, RX_SIRQ_RAISE, TX_BASE, TX_NF_OUT_DONE, TX_NF_POST};
+use crate::hist::Hist;
+use crate::metrics::{Family, PromHist, Value};
+use crate::netfilter::{family_name, HookStat};
+use crate::trace::KernelCounters;
+
+/// The direction a span belongs to, from its first point.
+pub fn span_direction(id: SpanId) -> &'static str {
+    let tx =
+        (TX_BASE..RX_SIRQ_RAISE).contains(&id.0) || matches!(id.0, TX_NF_OUT_DONE | TX_NF_POST);
+    if tx {
+        "tx"
+    } else {
+        "rx"
+    }
+}
+
+/// `trace`'s families: packets, per-span latency (by direction, span, protocol, interface
+/// and namespace), the busiest connections' spans when asked, events and losses.
+pub fn trace_families(
+    c: &Correlator,
+    k: &KernelCounters,
+    events_per_s: f64,
+    per_connection_top: usize,
+) -> Vec<Family> {
+    let st = &c.stats;
+    let mut count = Family::new(
+        "packets_count",
+        "Packets traced (kept for users of ebpf-network-latency; a gauge that only grows)",
+    );
+    let mut packets = Family::new("netstack_lat_packets", "Packets traced");
+    for (dir, n) in [("rx", st.chains), ("tx", st.tx_chains)] {
+        count.push(&[("direction", dir)], Value::Gauge(n as f64));
+        packets.push(&[("direction", dir)], Value::Counter(n));
+    }
+    let mut spans = Family::new(
+        "netstack_lat_span_latency_seconds",
+        "Time between two points of the network stack, per packet",
+    );
+    if let Some(l) = &c.labelled {
+        let mut keys: Vec<_> = l.keys().collect();
+        keys.sort();
+        for key in keys {
+            let (id, proto, ifindex, netns) = *key;
+            let (name, ifx, ns) = (span_name(id), ifindex.to_string(), netns.to_string());
+            spans.push(
+                &[
+                    ("direction", span_direction(id)),
+                    ("span", &name),
+                    ("proto", proto_name(proto)),
+                    ("ifindex", &ifx),
+                    ("netns", &ns),
+                ],
+                Value::Hist(l[key].clone()),
+            );
+        }
+    }
+    let mut conn = Family::new(
+        "netstack_lat_connection_span_latency_seconds",
+        "Span latency of the busiest connections (--per-connection-top)",
+    );
+    if per_connection_top > 0 {
+        let mut conns: Vec<_> = c.conns.iter().collect();
+        conns.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(b.0)));
+        for ((dir, flow), row) in conns.into_iter().take(per_connection_top) {
+            let (sa, da) = (flow.saddr.to_string(), flow.daddr.to_string());
+            let (sp, dp) = (flow.sport.to_string(), flow.dport.to_string());
+            let d = if *dir == Dir::Tx { "tx" } else { "rx" };
+            for (id, h) in &row.spans {
+                let name = span_name(*id);
+                conn.push(
+                    &[
+                        ("direction", d),
+                        ("span", &name),
+                        ("proto", flow.proto_name()),
+                        ("saddr", &sa),
+                        ("sport", &sp),
+                        ("daddr", &da),
+                        ("dport", &dp),
+                    ],
+                    Value::Hist(PromHist::from_hist(h)),
+                );
+            }
+        }
+    }
+    vec![
+        count,
+        packets,
+        Family::new(
+            "netstack_lat_reads",
+            "Application reads joined to traced data",
+        )
+        .with(&[], Value::Counter(st.reads)),
+        spans,
+        conn,
+        Family::new(
+            "netstack_lat_events",
+            "Events received from the BPF ring buffers",
+        )
+        .with(&[], Value::Counter(k.events)),
+        Family::new(
+            "netstack_lat_lost_events",
+            "Events lost because a ring buffer was full (never silent)",
+        )
+        .with(&[], Value::Counter(k.lost_events)),
+        Family::new(
+            "netstack_lat_events_per_second",
+            "Events received per second over the last interval",
+        )
+        .with(&[], Value::Gauge(events_per_s)),
+    ]
+}
+
+/// `softirq`'s families: per vector (all CPUs), raise->entry delay and entry->exit run
+/// time, and runs.
+pub fn softirq_families(rows: &[(u32, u64, [Hist; 2])]) -> Vec<Family> {
+    let mut delay = Family::new(
+        "netstack_lat_softirq_delay_seconds",
+        "Softirq raise -> entry: how long a raised softirq waited for its CPU",
+    );
+    let mut run = Family::new(
+        "netstack_lat_softirq_run_seconds",
+        "Softirq entry -> exit: how long a softirq handler ran",
+    );
+    let mut runs = Family::new("netstack_lat_softirq_runs", "Softirq handler runs");
+    for (v, entered, [d, r]) in rows {
+        let l = [("vector", VECTORS[*v as usize])];
+        delay.push(&l, Value::Hist(PromHist::from_hist(d)));
+        run.push(&l, Value::Hist(PromHist::from_hist(r)));
+        runs.push(&l, Value::Counter(*entered));
+    }
+    vec![delay, run, runs]
+}
+
+/// `netfilter`'s families: per hook and family, the bracket time and the verdicts.
+pub fn netfilter_families(stats: &[&HookStat]) -> Vec<Family> {
+    let mut time = Family::new(
+        "netstack_lat_netfilter_seconds",
+        "Time spent in netfilter hook functions per packet, first to last priority",
+    );
+    let mut verdicts = Family::new(
+        "netstack_lat_netfilter_verdicts",
+        "Netfilter traversals by outcome",
+    );
+    for s in stats {
+        let l = [
+            ("hook", NF_HOOK_NAMES[s.hook]),
+            ("family", family_name(s.v6)),
+        ];
+        let h = s.hist();
+        time.push(&l, Value::Hist(PromHist::from_hist(&h)));
+        for (verdict, n) in [
+            ("accept", h.count()),
+            ("drop", s.drops),
+            ("unfinished", s.unfinished),
+        ] {
+            verdicts.push(&[l[0], l[1], ("verdict", verdict)], Value::Counter(n));
+        }
+    }
+    vec![time, verdicts]
+}
+
+/// The tool's own health beside the BPF cost: which parts run, and attach errors.
+pub fn health_families(parts: &[(&str, Option<&str>)]) -> Vec<Family> {
+    let mut up = Family::new(
+        "netstack_lat_part_up",
+        "1 when this part of the tool is running",
+    );
+    let mut errors = Family::new(
+        "netstack_lat_attach_errors",
+        "Parts that could not load or attach their BPF programs (the reason is logged)",
+    );
+    for (part, err) in parts {
+        up.push(
+            &[("part", part)],
+            Value::Gauge(if err.is_none() { 1.0 } else { 0.0 }),
+        );
+        errors.push(
+            &[("part", part)],
+            Value::Gauge(if err.is_some() { 1.0 } else { 0.0 }),
+        );
+    }
+    vec![
+        up,
+        errors,
+        Family::new("netstack_lat_build_info", "The running netstack-lat")
+            .with(&[("version", env!("CARGO_PKG_VERSION"))], Value::Gauge(1.0)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::Limits;
+    use crate::events::{Chain, Flow, IPPROTO_UDP, RX_NETIF, TX_SEND, TX_TRANSPORT};
+    use crate::metrics::Exporter;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn directions_follow_the_first_point() {
+        assert_eq!(span_direction((RX_NETIF, RX_NETIF + 1)), "rx");
+        assert_eq!(
+            span_direction((TX_BASE + TX_SEND, TX_BASE + TX_TRANSPORT)),
+            "tx"
+        );
+        assert_eq!(span_direction((TX_NF_OUT_DONE, TX_NF_POST)), "tx");
+        assert_eq!(span_direction((RX_SIRQ_RAISE, RX_SIRQ_RAISE + 1)), "rx");
+    }
+
+    #[test]
+    fn labelled_spans_and_packets_reach_the_exposition() {
+        let mut c = Correlator::new(false, Limits::default(), false);
+        c.keep_labelled();
+        let ip = |d| IpAddr::V4(Ipv4Addr::new(10, 0, 0, d));
+        c.on_chain(&Chain {
+            ts: [0, 1000, 3000, 4000, 9000, 0],
+            sk: 0,
+            flow: Flow {
+                proto: IPPROTO_UDP,
+                saddr: ip(1),
+                sport: 5000,
+                daddr: ip(2),
+                dport: 53,
+            },
+            ifindex: 7,
+            netns: 4026531840,
+            payload: 10,
+            seq_end: 0,
+            flags: 0,
+            cpu: 0,
+            sirq_raise: 0,
+            sirq_entry: 0,
+            nf_mid: [0; 2],
+        });
+        let k = KernelCounters {
+            events: 3,
+            lost_events: 0,
+            ..KernelCounters::default()
+        };
+        let e = Exporter::new();
+        e.publish("trace", trace_families(&c, &k, 1.5, 1));
+        let t = e.render();
+        assert!(t.contains("packets_count{direction=\"rx\"} 1.0"), "{t}");
+        assert!(
+            t.contains("netstack_lat_packets_total{direction=\"rx\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("netstack_lat_span_latency_seconds_count{direction=\"rx\",span=\"rx_netif->rx_ip\",proto=\"udp\",ifindex=\"7\",netns=\"4026531840\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("netstack_lat_connection_span_latency_seconds_count{direction=\"rx\",span=\"rx_netif->rx_ip\",proto=\"udp\",saddr=\"10.0.0.1\",sport=\"5000\",daddr=\"10.0.0.2\",dport=\"53\"} 1"),
+            "{t}"
+        );
+        assert!(t.contains("netstack_lat_events_total 3"), "{t}");
+        // No payload bytes or connection labels unless asked for.
+        e.publish("trace", trace_families(&c, &k, 1.5, 0));
+        assert!(!e.render().contains("saddr"));
+    }
+}

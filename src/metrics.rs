@@ -1,0 +1,376 @@
+//! Prometheus exposition. The run loops own the data: every so often each one publishes its
+//! part (trace, softirq, netfilter, the tool's health) as plain values; an HTTP request
+//! encodes the latest parts with prometheus-client's text encoder. Nothing here runs per
+//! packet except [`PromHist::record`], and only for the labelled span histograms.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::error::UserError;
+use crate::hist::Hist;
+use crate::http::{Handler, Response, Server};
+
+/// Histogram bucket bounds, in seconds: a 1-2.5-5 ladder from 1 µs to 10 s.
+pub const BUCKETS_S: [f64; 22] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The bucket bounds in nanoseconds, for values the kernel measured in nanoseconds.
+fn bound_ns(i: usize) -> u64 {
+    (BUCKETS_S[i] * 1e9).round() as u64
+}
+
+/// A Prometheus histogram in [`BUCKETS_S`]: counts per bucket (not cumulative), the last
+/// one for everything above 10 s (+Inf), and the sum in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromHist {
+    pub counts: [u64; BUCKETS_S.len() + 1],
+    pub sum_ns: u128,
+}
+
+impl Default for PromHist {
+    fn default() -> Self {
+        PromHist {
+            counts: [0; BUCKETS_S.len() + 1],
+            sum_ns: 0,
+        }
+    }
+}
+
+impl PromHist {
+    /// Exact: a value goes to the first bucket whose bound is at or above it.
+    pub fn record(&mut self, ns: u64) {
+        let i = (0..BUCKETS_S.len())
+            .find(|&i| ns <= bound_ns(i))
+            .unwrap_or(BUCKETS_S.len());
+        self.counts[i] += 1;
+        self.sum_ns += u128::from(ns);
+    }
+
+    /// From a histogram kept in fine log-linear buckets: each fine bucket (1/16 of a power
+    /// of two wide) goes where its midpoint falls, so a bound is off by at most 3%.
+    pub fn from_hist(h: &Hist) -> PromHist {
+        let bounds: Vec<u64> = (0..BUCKETS_S.len()).map(bound_ns).collect();
+        let b = h.bucket_counts(&bounds);
+        let mut p = PromHist::default();
+        p.counts.copy_from_slice(&b);
+        p.sum_ns = u128::from(h.avg()) * u128::from(h.count());
+        p
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    fn buckets(&self) -> Vec<(f64, u64)> {
+        BUCKETS_S
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts.iter().copied())
+            .collect()
+    }
+}
+
+/// One value of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Counter(u64),
+    Gauge(f64),
+    Hist(PromHist),
+}
+
+pub type Labels = Vec<(String, String)>;
+
+/// A metric family: name (counters without the `_total` the encoder adds), help, series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub series: Vec<(Labels, Value)>,
+}
+
+impl Family {
+    pub fn new(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            series: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, labels: &[(&str, &str)], v: Value) -> Family {
+        self.push(labels, v);
+        self
+    }
+
+    pub fn push(&mut self, labels: &[(&str, &str)], v: Value) {
+        let l = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.series.push((l, v));
+    }
+
+    fn kind(&self) -> MetricType {
+        match self.series.first().map(|(_, v)| v) {
+            Some(Value::Counter(_)) => MetricType::Counter,
+            Some(Value::Hist(_)) => MetricType::Histogram,
+            _ => MetricType::Gauge,
+        }
+    }
+}
+
+/// The latest published parts, by name; shared by the run loop and the HTTP threads.
+#[derive(Debug, Default)]
+pub struct Exporter {
+    parts: Mutex<BTreeMap<&'static str, Arc<Vec<Family>>>>,
+}
+
+impl Exporter {
+    pub fn new() -> Arc<Exporter> {
+        Arc::new(Exporter::default())
+    }
+
+    /// Replace one part (e.g. "trace") with its newest values.
+    pub fn publish(&self, part: &'static str, families: Vec<Family>) {
+        if let Ok(mut p) = self.parts.lock() {
+            p.insert(part, Arc::new(families));
+        }
+    }
+
+    /// The text exposition of every part.
+    pub fn render(&self) -> String {
+        let parts: Vec<Arc<Vec<Family>>> = match self.parts.lock() {
+            Ok(p) => p.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut reg = Registry::default();
+        reg.register_collector(Box::new(Parts(parts)));
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &reg);
+        s
+    }
+}
+
+#[derive(Debug)]
+struct Parts(Vec<Arc<Vec<Family>>>);
+
+impl Collector for Parts {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in self.0.iter().flat_map(|p| p.iter()) {
+            if f.series.is_empty() {
+                continue;
+            }
+            let mut m = enc.encode_descriptor(f.name, f.help, None, f.kind())?;
+            for (labels, v) in &f.series {
+                if labels.is_empty() {
+                    encode_value(&mut m, v)?;
+                } else {
+                    encode_value(&mut m.encode_family(labels)?, v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_value(m: &mut MetricEncoder<'_>, v: &Value) -> Result<(), std::fmt::Error> {
+    match v {
+        Value::Counter(c) => m.encode_counter::<NoLabelSet, _, u64>(c, None),
+        Value::Gauge(g) => m.encode_gauge(g),
+        Value::Hist(h) => {
+            m.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count(), &h.buckets(), None)
+        }
+    }
+}
+
+/// run_time_ns and run_cnt of a loaded program (non-zero only with kernel.bpf_stats_enabled).
+pub fn prog_run_stats(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a valid, writable bpf_prog_info of `len` bytes; fd is a program fd.
+    let r = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    };
+    (r == 0).then_some((info.run_time_ns, info.run_cnt))
+}
+
+/// The tool's own cost, per program: from bpf_stats when enabled (else zeros, and the
+/// `netstack_lat_bpf_stats_enabled` gauge says why).
+pub fn bpf_families(progs: &[(String, u64, u64)]) -> Vec<Family> {
+    let mut time = Family::new(
+        "netstack_lat_bpf_run_time_seconds",
+        "Time spent in the tool's BPF programs (kernel bpf_stats)",
+    );
+    let mut runs = Family::new(
+        "netstack_lat_bpf_runs",
+        "Runs of the tool's BPF programs (kernel bpf_stats)",
+    );
+    let mut per = Family::new(
+        "netstack_lat_bpf_ns_per_run",
+        "Mean nanoseconds per run of each BPF program since it was loaded",
+    );
+    let mut by_name: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (name, t, c) in progs {
+        let e = by_name.entry(name.clone()).or_default();
+        e.0 += t;
+        e.1 += c;
+    }
+    for (name, (t, c)) in &by_name {
+        let l = [("program", name.as_str())];
+        time.push(&l, Value::Gauge(*t as f64 / 1e9));
+        runs.push(&l, Value::Counter(*c));
+        per.push(
+            &l,
+            Value::Gauge(if *c > 0 { *t as f64 / *c as f64 } else { 0.0 }),
+        );
+    }
+    let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    // run_time is cumulative but starts from zero whenever bpf_stats is switched on, so it
+    // is exposed as a gauge of CPU seconds, with the counter of runs beside it.
+    vec![
+        time,
+        runs,
+        per,
+        Family::new(
+            "netstack_lat_bpf_stats_enabled",
+            "1 when kernel.bpf_stats_enabled is on (the BPF cost figures need it)",
+        )
+        .with(&[], Value::Gauge(if enabled { 1.0 } else { 0.0 })),
+    ]
+}
+
+/// The HTTP endpoint: `/metrics` (the exporter's parts), `/healthz`. Stops when dropped.
+pub struct Endpoint {
+    pub addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// OpenMetrics, which prometheus-client's encoder writes (and Prometheus negotiates).
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Endpoint {
+    /// Bind at once, so a bad address is reported before any BPF is loaded.
+    pub fn start(listen: &str, exporter: Arc<Exporter>) -> Result<Endpoint, UserError> {
+        let server = Server::bind(listen)?;
+        let addr = server.local_addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Handler = Arc::new(move |path: &str| match path {
+            "/metrics" => Response {
+                status: 200,
+                content_type: CONTENT_TYPE,
+                body: exporter.render().into_bytes(),
+            },
+            "/healthz" => Response {
+                status: 200,
+                content_type: "text/plain; charset=utf-8",
+                body: b"ok\n".to_vec(),
+            },
+            _ => Response {
+                status: 404,
+                content_type: "text/plain; charset=utf-8",
+                body: b"not found: try /metrics or /healthz\n".to_vec(),
+            },
+        });
+        let thread = Some(server.spawn(handler, Arc::clone(&stop)));
+        Ok(Endpoint { addr, stop, thread })
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_puts_values_at_or_below_each_bound() {
+        let mut h = PromHist::default();
+        for ns in [0, 1000, 1001, 2500, 7_000_000, 20_000_000_000] {
+            h.record(ns);
+        }
+        assert_eq!(h.counts[0], 2, "0 and exactly 1 us go to le=1e-6");
+        assert_eq!(h.counts[1], 2, "1.001 us and 2.5 us go to le=2.5e-6");
+        assert_eq!(h.counts[12], 1, "7 ms goes to le=0.01");
+        assert_eq!(h.counts[22], 1, "20 s goes to +Inf");
+        assert_eq!(h.count(), 6);
+    }
+
+    #[test]
+    fn from_hist_keeps_count_and_lands_near_the_bounds() {
+        let mut fine = Hist::new();
+        let mut exact = PromHist::default();
+        for v in (0..2000u64).map(|i| 500 + i * 997) {
+            fine.record(v);
+            exact.record(v);
+        }
+        let p = PromHist::from_hist(&fine);
+        assert_eq!(p.count(), 2000);
+        // Cumulative counts agree within the fine buckets' width (a few percent).
+        let (mut a, mut b) = (0i64, 0i64);
+        for i in 0..p.counts.len() {
+            a += p.counts[i] as i64;
+            b += exact.counts[i] as i64;
+            assert!((a - b).abs() <= 2000 / 25, "bucket {i}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn render_speaks_the_text_format() {
+        let e = Exporter::new();
+        let mut h = PromHist::default();
+        h.record(3000);
+        h.record(40_000);
+        e.publish(
+            "trace",
+            vec![
+                Family::new("packets_count", "Packets seen")
+                    .with(&[("direction", "rx")], Value::Gauge(2.0)),
+                Family::new("netstack_lat_lost_events", "Lost").with(&[], Value::Counter(0)),
+                Family::new("netstack_lat_span_latency_seconds", "Span latency").with(
+                    &[("span", "rx_sockq->rx_read"), ("proto", "udp")],
+                    Value::Hist(h),
+                ),
+                Family::new("netstack_lat_empty", "No series"),
+            ],
+        );
+        let t = e.render();
+        assert!(t.contains("# TYPE packets_count gauge"), "{t}");
+        assert!(t.contains("packets_count{direction=\"rx\"} 2"), "{t}");
+        assert!(t.contains("netstack_lat_lost_events_total 0"), "{t}");
+        assert!(
+            t.contains("_bucket{le=\"0.000005\",span=\"rx_sockq->rx_read\",proto=\"udp\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("le=\"+Inf\",span=\"rx_sockq->rx_read\",proto=\"udp\"} 2"),
+            "{t}"
+        );
+        assert!(t.contains("netstack_lat_span_latency_seconds_count{span=\"rx_sockq->rx_read\",proto=\"udp\"} 2"), "{t}");
+        assert!(!t.contains("netstack_lat_empty"), "{t}");
+        assert!(t.trim_end().ends_with("# EOF"), "{t}");
+        // A newer publish of the same part replaces it.
+        e.publish("trace", vec![]);
+        assert!(!e.render().contains("packets_count"));
+    }
+}

@@ -1,0 +1,287 @@
+//! The exporter against a real Prometheus (Debian's package) on loopback: it scrapes
+//! `netstack-lat serve` while the test's own traffic flows, and the test asks Prometheus's
+//! HTTP API what a user would: packets rising, the delayed reader's median, and every
+//! expression of the Grafana dashboard.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A free loopback port (the listener is closed before the port is used).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.0: (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query: the API's JSON answer.
+fn query(prom: &str, expr: &str) -> Value {
+    let (status, body) = get(prom, &format!("/api/v1/query?query={}", urlencode(expr)));
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!(status, 200, "query {expr}: {body}");
+    v
+}
+
+fn first_value(v: &Value) -> Option<f64> {
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+}
+
+/// Prometheus with a 1 s scrape of `target`, its data in a temporary directory.
+struct Prometheus {
+    _proc: Proc,
+    addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("nsl-prom-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: netstack-lat\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is installed (make deps)");
+        let p = Prometheus {
+            _proc: Proc {
+                child,
+                what: "prometheus".into(),
+                out: None,
+            },
+            addr,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&p.addr).is_err() || get(&p.addr, "/-/ready").0 != 200 {
+            assert!(Instant::now() < deadline, "prometheus did not become ready");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every `expr` in the dashboard.
+fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/dashboard.json"
+    ))
+    .unwrap();
+    let v: Value = serde_json::from_str(&text).expect("dashboard.json is JSON");
+    let mut out = Vec::new();
+    for p in v["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            out.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn prometheus_scrapes_serve_and_answers_like_trace() {
+    if !root_or_skip("prometheus_scrapes_serve_and_answers_like_trace") {
+        return;
+    }
+    // The delayed reader, as in rx_trace.rs. Prometheus interpolates inside a bucket, and
+    // with every read in (25 ms, 50 ms] the median estimate is 37.5 ms: D = 35 ms keeps
+    // [0.9 D, 1.3 D] = [31.5, 45.5] ms honest for buckets this wide.
+    const D_MS: u64 = 35;
+    const K: u64 = 12;
+    let t = Topo::new();
+    let nb = t.netns_path(&t.b);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let tool = tool(&[
+        "serve", "--listen", &listen, "--netns", &nb, "--port", "9130",
+    ]);
+    let prom = Prometheus::start(&listen);
+    // Prometheus has scraped at least once before the traffic.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        if let Some(v) = first_value(&query(&prom.addr, "sum(packets_count)")) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "packets_count never scraped");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+
+    let server = t.server(false, 9130);
+    let (k, d, gap) = (K.to_string(), D_MS.to_string(), (2 * D_MS).to_string());
+    let mut srv = load_in(
+        &t.b,
+        &[
+            "udp-recv",
+            "--bind",
+            &server,
+            "--count",
+            &k,
+            "--delay-ms",
+            &d,
+        ],
+    );
+    wait_ready(&mut srv);
+    let cli = load_in(
+        &t.a,
+        &[
+            "udp-send",
+            "--to",
+            &server,
+            "--count",
+            &k,
+            "--interval-ms",
+            &gap,
+        ],
+    );
+    let (code, _, err) = cli.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "udp-send: {err}");
+    let (code, _, err) = srv.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "udp-recv: {err}");
+    // Two scrapes after the last read.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let after = first_value(&query(&prom.addr, "sum(packets_count)")).unwrap();
+    assert!(
+        after >= before + K as f64,
+        "packets_count rose from {before} to {after}"
+    );
+    let median = first_value(&query(
+        &prom.addr,
+        "histogram_quantile(0.5, sum by (le) (netstack_lat_span_latency_seconds_bucket{span=\"rx_sockq->rx_read\",proto=\"udp\"}))",
+    ))
+    .expect("a median for rx_sockq->rx_read");
+    let dd = D_MS as f64 / 1000.0;
+    assert!(
+        (0.9 * dd..=1.3 * dd).contains(&median),
+        "rx_sockq->rx_read median {median} s not within [0.9, 1.3] x {dd} s"
+    );
+    let reads = first_value(&query(
+        &prom.addr,
+        "sum(netstack_lat_span_latency_seconds_count{span=\"rx_sockq->rx_read\"})",
+    ))
+    .unwrap();
+    assert_eq!(reads, K as f64, "every read once");
+
+    // Every dashboard expression parses and has data.
+    for expr in dashboard_exprs() {
+        let v = query(&prom.addr, &expr);
+        assert_eq!(v["status"], "success", "{expr}: {v}");
+        let n = v["data"]["result"].as_array().map_or(0, |r| r.len());
+        assert!(n > 0, "no data for dashboard expression {expr}: {v}");
+    }
+    let (code, _, _) = {
+        tool.signal(libc::SIGINT);
+        tool.finish(Duration::from_secs(20))
+    };
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn concurrent_scrapes_answer_whole_and_never_show_payload() {
+    if !root_or_skip("concurrent_scrapes_answer_whole_and_never_show_payload") {
+        return;
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let tool = tool(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--port",
+        "9131",
+        "--per-connection-top",
+        "5",
+    ]);
+    // Loopback datagrams whose payload carries a marker that must never be exported.
+    let marker = "NSL-SECRET-PAYLOAD-7f3a";
+    let rx = UdpSocket::bind("127.0.0.1:9131").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut buf = [0u8; 256];
+    for _ in 0..50 {
+        tx.send_to(marker.as_bytes(), "127.0.0.1:9131").unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], marker.as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let bodies: Vec<(u16, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..50)
+            .map(|_| s.spawn(|| get(&listen, "/metrics")))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, body) in &bodies {
+        assert_eq!(*status, 200);
+        assert!(body.trim_end().ends_with("# EOF"), "a whole exposition");
+        assert!(body.contains("packets_count{direction=\"rx\"}"), "{body}");
+        assert!(
+            body.contains("sport="),
+            "per-connection series asked for: {body}"
+        );
+        assert!(!body.contains(marker), "payload bytes leaked into /metrics");
+    }
+    assert_eq!(get(&listen, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(get(&listen, "/nope").0, 404);
+    tool.signal(libc::SIGTERM);
+    let (code, _, _) = tool.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+}
