@@ -232,6 +232,10 @@ start_tool() { # MODE PREFIX
 		"$BIN" netfilter --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" --json \
 			--duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
 		;;
+	serve)
+		"$BIN" serve --listen 127.0.0.1:29112 --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" \
+			--port "$PORT" --duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
+		;;
 	enetfilter)
 		"$BIN" bench empty --hooks netfilter --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" \
 			--duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
@@ -261,6 +265,8 @@ wait_tool() { # MODE PID
 	softirq | esoftirq) wait_fds "$2" link_type 4 100 ;;
 	# 5 hooks x 2 families x first/last x 2 namespaces.
 	netfilter | enetfilter) wait_fds "$2" link_type 40 100 ;;
+	# trace's links plus softirq's and netfilter's, and a scrape while it runs.
+	serve) sleep 1.5 && wait_fds "$2" link_type 60 100 && curl -s -o /dev/null http://127.0.0.1:29112/metrics ;;
 	esac
 }
 
@@ -355,6 +361,7 @@ frontend() {
 	for i in 1 2 3; do
 		log "frontend $i"
 		"$BIN" bench frontend --events "$FRONTEND_EVENTS" >>"$WORK/frontend.jsonl"
+		"$BIN" bench frontend --events "$FRONTEND_EVENTS" --prometheus >>"$WORK/frontend-prom.jsonl"
 	done
 }
 
@@ -382,7 +389,7 @@ main() {
 	[ "$have_bpftrace" = 1 ] || log "bpftrace not found: its column is skipped"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		i=0
-		for m in trace empty bpftrace softirq esoftirq netfilter enetfilter; do
+		for m in trace empty bpftrace softirq esoftirq netfilter enetfilter serve; do
 			[ "$m" = bpftrace ] && [ "$have_bpftrace" = 0 ] && continue
 			i=$((i + 1))
 			run_mode "$r" baseline "$i"
@@ -480,7 +487,7 @@ def verdict(ok):
 
 
 tools = ["trace", "empty"] + (["bpftrace"] if have_bt else []) + ["softirq", "esoftirq",
-                                                                  "netfilter", "enetfilter"]
+                                                                  "netfilter", "enetfilter", "serve"]
 by = {m: [r for r in runs if r["mode"] == m] for m in tools}
 # Pairs: each tool run with the baseline run just before it.
 pairs = []
@@ -510,7 +517,7 @@ L.append("| | |\n|---|---|")
 for k in ("date", "kernel", "commit", "cpu", "bpftool", "bpftrace"):
     L.append(f"| {k} | {meta.get(k, 'n/a')} |")
 L.append(f"| command | `make bench` (= `cargo build --release` + `bash scripts/bench.sh`) |")
-L.append(f"| rounds | {meta['rounds']} x (baseline, trace, baseline, empty, baseline, bpftrace, baseline, softirq, baseline, esoftirq, baseline, netfilter, baseline, enetfilter), "
+L.append(f"| rounds | {meta['rounds']} x (baseline, trace, baseline, empty, baseline, bpftrace, baseline, softirq, baseline, esoftirq, baseline, netfilter, baseline, enetfilter, baseline, serve), "
          f"{meta['flood_s']} s throughput flood + {meta['stats_s']} s bpf_stats flood per tool run; "
          f"bench took {elapsed} s |\n")
 
@@ -736,6 +743,19 @@ if fm is not None and fm < 1e6:
     missed.append(f"frontend {fm:,.0f} events/s < 1M/s")
 L.append(f"\nMedian: {f(fm, '{:,.0f}')} events/s (target >= 1,000,000/s: "
          f"{verdict(None if fm is None else fm >= 1e6)}).\n")
+
+fp = [json.loads(l) for l in open(os.path.join(work, "frontend-prom.jsonl")) if l.strip()]
+if fp:
+    L.append("## Exporter (`--prometheus` / `serve`)\n")
+    L.append("The join with the exporter's labelled span histograms kept (`bench frontend --prometheus`), "
+             "and one scrape's work (families + text encoding) at the end:\n")
+    L.append("| run | events/s with labels | events/s without (same round) | render ms | exposition bytes |")
+    L.append("|---|---|---|---|---|")
+    for i, x in enumerate(fp, 1):
+        plain = fe[i - 1]["events_per_s"] if i - 1 < len(fe) else None
+        L.append(f"| {i} | {x['events_per_s']:,.0f} | {f(plain, '{:,.0f}')} | {x.get('render_seconds', 0) * 1e3:.2f} | {x.get('exposition_bytes', 'n/a')} |")
+    L.append("\n`serve` (trace + softirq + netfilter + the endpoint, scraped once per run) is the `serve` "
+             "row of the throughput table.\n")
 
 L.append("## Targets missed\n")
 L.extend([f"- {m}" for m in missed] or ["- none"])

@@ -32,7 +32,7 @@ pub fn run(b: &BenchCommand) -> Result<()> {
             netns,
             hooks,
         } => empty(*duration, netns, *hooks),
-        BenchCommand::Frontend { events } => frontend(*events),
+        BenchCommand::Frontend { events, prometheus } => frontend(*events, *prometheus),
         BenchCommand::Spin {
             netns,
             iface,
@@ -432,8 +432,11 @@ fn synth(events: usize) -> Records {
 
 /// Decode, reorder and join every record, as trace's ring-buffer loop does (a release
 /// per batch of records, holding back the newest HOLD_NS).
-fn replay(recs: &Records) -> (Correlator, u64) {
+fn replay(recs: &Records, labelled: bool) -> (Correlator, u64) {
     let mut corr = Correlator::new(false, Limits::default(), false);
+    if labelled {
+        corr.keep_labelled();
+    }
     let mut held = Reorder::new(1);
     let (mut start, mut errors, mut newest) = (0usize, 0u64, 0u64);
     let mut join = |ev: Event| corr.on_event(&ev);
@@ -454,11 +457,11 @@ fn replay(recs: &Records) -> (Correlator, u64) {
     (corr, errors)
 }
 
-fn frontend(events: u64) -> Result<()> {
+fn frontend(events: u64, prometheus: bool) -> Result<()> {
     let n = usize::try_from(events).context("--events is too large for this machine")?;
     let recs = synth(n);
     let started = Instant::now();
-    let (corr, errors) = replay(&recs);
+    let (corr, errors) = replay(&recs, prometheus);
     let seconds = started.elapsed().as_secs_f64();
     std::hint::black_box(&corr.stats);
     anyhow::ensure!(errors == 0, "{errors} synthetic records did not decode");
@@ -467,10 +470,18 @@ fn frontend(events: u64) -> Result<()> {
     } else {
         0.0
     };
-    println!(
-        "{}",
-        json!({"events": events, "seconds": seconds, "events_per_s": rate})
-    );
+    let mut out = json!({"events": events, "seconds": seconds, "events_per_s": rate});
+    if prometheus {
+        // One scrape's work: the families from the join's state, then the text encoding.
+        let t = Instant::now();
+        let x = crate::metrics::Exporter::new();
+        let k = crate::trace::KernelCounters::default();
+        x.publish("trace", crate::export::trace_families(&corr, &k, 0.0, 0));
+        let text = x.render();
+        out["render_seconds"] = json!(t.elapsed().as_secs_f64());
+        out["exposition_bytes"] = json!(text.len());
+    }
+    println!("{out}");
     Ok(())
 }
 
@@ -488,7 +499,7 @@ mod tests {
     #[test]
     fn synthetic_records_decode_and_join() {
         let recs = synth(20_000);
-        let (corr, errors) = replay(&recs);
+        let (corr, errors) = replay(&recs, false);
         assert_eq!(errors, 0);
         assert_eq!(corr.stats.chains + corr.stats.reads, 20_000);
         // Every read but those of the last few packets finds its data.

@@ -77,6 +77,10 @@ pub enum BenchCommand {
         /// Number of synthetic events
         #[arg(long, default_value_t = 2_000_000)]
         events: u64,
+        /// Also keep the exporter's labelled span histograms (what --prometheus costs), and
+        /// time one rendering of /metrics
+        #[arg(long)]
+        prometheus: bool,
     },
 }
 

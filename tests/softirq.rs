@@ -132,9 +132,11 @@ fn napi_batches_stay_within_budget() {
     let packets: u64 = buckets.iter().enumerate().map(|(w, n)| w as u64 * n).sum();
     assert_eq!(polls, all["polls"].as_u64().unwrap(), "{all}");
     assert_eq!(packets, all["packets"].as_u64().unwrap(), "{all}");
+    // A fresh veth also carries a few packets of its own (IPv6 MLD reports and router
+    // solicitations), which its NAPI polls too: seen as 4 beyond the flood in one CI run.
     assert!(
-        packets <= sent && packets > 1000,
-        "polled {packets} packets, the flood sent {sent}: {all}"
+        packets <= sent + 32 && packets > 1000,
+        "polled {packets} packets, the flood sent {sent} (+ at most 32 of the veth's own): {all}"
     );
     let full = all["full_budget"].as_u64().unwrap();
     let at_budget = all["batch"]["buckets"]
