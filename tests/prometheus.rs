@@ -165,37 +165,7 @@ fn prometheus_scrapes_serve_and_answers_like_trace() {
         std::thread::sleep(Duration::from_millis(300));
     };
 
-    let server = t.server(false, 9130);
-    let (k, d, gap) = (K.to_string(), D_MS.to_string(), (2 * D_MS).to_string());
-    let mut srv = load_in(
-        &t.b,
-        &[
-            "udp-recv",
-            "--bind",
-            &server,
-            "--count",
-            &k,
-            "--delay-ms",
-            &d,
-        ],
-    );
-    wait_ready(&mut srv);
-    let cli = load_in(
-        &t.a,
-        &[
-            "udp-send",
-            "--to",
-            &server,
-            "--count",
-            &k,
-            "--interval-ms",
-            &gap,
-        ],
-    );
-    let (code, _, err) = cli.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "udp-send: {err}");
-    let (code, _, err) = srv.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "udp-recv: {err}");
+    delayed_exchange(&t, "udp", &t.server(false, 9130), K, D_MS, 2 * D_MS);
     // Two scrapes after the last read.
     std::thread::sleep(Duration::from_millis(2500));
 

@@ -34,39 +34,7 @@ fn delayed_reader(proto: &str, v6: bool) {
         "--interval",
         "500ms",
     ]);
-    let server = t.server(v6, port);
-    let k = K.to_string();
-    let d = D_MS.to_string();
-    let interval = (2 * D_MS).to_string();
-    let mut srv = load_in(
-        &t.b,
-        &[
-            &format!("{proto}-recv"),
-            "--bind",
-            &server,
-            "--count",
-            &k,
-            "--delay-ms",
-            &d,
-        ],
-    );
-    wait_ready(&mut srv);
-    let cli = load_in(
-        &t.a,
-        &[
-            &format!("{proto}-send"),
-            "--to",
-            &server,
-            "--count",
-            &k,
-            "--interval-ms",
-            &interval,
-        ],
-    );
-    let (code, _, err) = srv.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "server: {err}");
-    let (code, _, err) = cli.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "client: {err}");
+    delayed_exchange(&t, proto, &t.server(v6, port), K as u64, D_MS, 2 * D_MS);
     let v = stop_summary(tool);
 
     let read = span(&v, "rx_sockq->rx_read").unwrap_or_else(|| panic!("no rx_sockq->rx_read: {v}"));

@@ -384,23 +384,39 @@ pub fn assert_no_new_bpf(before: &(Vec<u64>, Vec<u64>), what: &str) {
 /// `count` UDP datagrams from `a` to `server` in `b`, `interval_ms` apart, to a receiver
 /// that takes them all; both ends must finish cleanly.
 pub fn udp_exchange(t: &Topo, server: &str, count: u64, interval_ms: u64) {
-    let (k, gap) = (count.to_string(), interval_ms.to_string());
-    let mut srv = load_in(&t.b, &["udp-recv", "--bind", server, "--count", &k]);
+    delayed_exchange(t, "udp", server, count, 0, interval_ms);
+}
+
+/// `count` messages (`proto` udp or tcp) from `a` to `server` in `b`, `interval_ms` apart,
+/// to a reader that sleeps `delay_ms` before each read (the ground truth of the
+/// rx_sockq->rx_read span); both ends must finish cleanly.
+pub fn delayed_exchange(
+    t: &Topo,
+    proto: &str,
+    server: &str,
+    count: u64,
+    delay_ms: u64,
+    interval_ms: u64,
+) {
+    let (k, d, gap) = (
+        count.to_string(),
+        delay_ms.to_string(),
+        interval_ms.to_string(),
+    );
+    let recv = format!("{proto}-recv");
+    let mut args = vec![recv.as_str(), "--bind", server, "--count", &k];
+    if delay_ms > 0 {
+        args.extend(["--delay-ms", &d]);
+    }
+    let mut srv = load_in(&t.b, &args);
     wait_ready(&mut srv);
+    let send = format!("{proto}-send");
     let cli = load_in(
         &t.a,
-        &[
-            "udp-send",
-            "--to",
-            server,
-            "--count",
-            &k,
-            "--interval-ms",
-            &gap,
-        ],
+        &[&send, "--to", server, "--count", &k, "--interval-ms", &gap],
     );
     let (code, _, err) = cli.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "udp-send: {err}");
+    assert_eq!(code, Some(0), "{send}: {err}");
     let (code, _, err) = srv.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "udp-recv got all {count}: {err}");
+    assert_eq!(code, Some(0), "{recv} got all {count}: {err}");
 }
