@@ -247,3 +247,11 @@ int empty_nf_last(struct bpf_nf_ctx *ctx)
 	hit();
 	return NF_ACCEPT;
 }
+
+/* netfilter's nf_drop: on every kfree_skb of the machine. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(empty_nf_drop)
+{
+	hit();
+	return 0;
+}

@@ -117,6 +117,14 @@ static __always_inline int tx_index(struct tx_cache *c, __u64 skb)
 	return -1;
 }
 
+/* The chain of `skbp` in flight on this CPU, or NULL. */
+static __always_inline struct tx_chain_event *tx_find(struct tx_cache *c, const void *skbp)
+{
+	int i = tx_index(c, tx_scalar(c, skbp));
+
+	return i < 0 ? NULL : &c->e[i & (TX_CACHE - 1)];
+}
+
 static __always_inline void tx_emit(struct tx_chain_event *e, __u32 flags)
 {
 	e->flags |= flags;
@@ -366,14 +374,12 @@ static __always_inline void on_tx_point(const void *skbp, int pt)
 {
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	int i;
 
 	if (!c || pt < 0 || pt >= TX_NPOINTS)
 		return;
-	i = tx_index(c, tx_scalar(c, skbp));
-	if (i < 0)
+	e = tx_find(c, skbp);
+	if (!e)
 		return;
-	e = &c->e[i & (TX_CACHE - 1)];
 	if (!e->ts[pt])
 		e->ts[pt] = bpf_ktime_get_ns();
 }
@@ -383,13 +389,10 @@ static __always_inline void on_tx_point(const void *skbp, int pt)
 static __always_inline void on_tx_nf_mid(const void *skbp, int k)
 {
 	struct tx_cache *c = cache_get();
-	int i;
+	struct tx_chain_event *e = c ? tx_find(c, skbp) : NULL;
 
-	if (!c)
-		return;
-	i = tx_index(c, tx_scalar(c, skbp));
-	if (i >= 0)
-		c->e[i & (TX_CACHE - 1)].nf_mid[k & 1] = bpf_ktime_get_ns();
+	if (e)
+		e->nf_mid[k & 1] = bpf_ktime_get_ns();
 }
 
 /* net_dev_queue: dev_queue_xmit took the skb; the output device is now known. */
@@ -399,14 +402,12 @@ static __always_inline void on_tx_queue(const void *skbp)
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
 	__u32 ifindex;
-	int i;
 
 	if (!c)
 		return;
-	i = tx_index(c, tx_scalar(c, skbp));
-	if (i < 0)
+	e = tx_find(c, skbp);
+	if (!e)
 		return;
-	e = &c->e[i & (TX_CACHE - 1)];
 	if (e->ts[TX_QDISC_ENQ])
 		return;
 	ifindex = skb->dev->ifindex;
@@ -424,14 +425,12 @@ static __always_inline void on_qdisc_enqueue(const void *skbp)
 {
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	int i;
 
 	if (!c)
 		return;
-	i = tx_index(c, tx_scalar(c, skbp));
-	if (i < 0)
+	e = tx_find(c, skbp);
+	if (!e)
 		return;
-	e = &c->e[i & (TX_CACHE - 1)];
 	e->flags |= TXF_QUEUED;
 	tx_park(e);
 }
@@ -470,14 +469,12 @@ static __always_inline void on_tx_driver(const void *skbp)
 {
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	int i;
 
 	if (!c)
 		return;
-	i = tx_index(c, tx_scalar(c, skbp));
-	if (i < 0)
+	e = tx_find(c, skbp);
+	if (!e)
 		return;
-	e = &c->e[i & (TX_CACHE - 1)];
 	if (e->ts[TX_DRIVER])
 		return;
 	e->ts[TX_DRIVER] = bpf_ktime_get_ns();
@@ -492,14 +489,12 @@ static __always_inline void on_tx_done(const void *skbp, int rc, const void *dev
 	struct net_device *dev = bpf_core_cast(devp, struct net_device);
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
-	int i;
 
 	if (!c || rc != NETDEV_TX_OK)
 		return; /* busy: the skb is requeued and tried again */
-	i = tx_index(c, tx_scalar(c, skbp));
-	if (i < 0)
+	e = tx_find(c, skbp);
+	if (!e)
 		return;
-	e = &c->e[i & (TX_CACHE - 1)];
 	e->ts[TX_DONE] = bpf_ktime_get_ns();
 	/* veth moved the skb to its peer, loopback to its own receive path. */
 	if (e->ts[TX_FREE] || (dev->flags & IFF_LOOPBACK) ||

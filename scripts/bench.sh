@@ -621,13 +621,13 @@ L.append("")
 L.append("## netfilter (`netstack-lat netfilter`: the bracket on all five hooks, IPv4 and IPv6)\n")
 L.append("nf_first runs at the first priority a netfilter link may take and nf_last at the last, on "
          "every hook of both namespaces (the flood passes LOCAL_OUT and POST_ROUTING in a, PRE_ROUTING "
-         "and LOCAL_IN in b: 4 brackets per datagram); nf_drop runs on kfree_skb only. enetfilter = "
+         "and LOCAL_IN in b: 4 brackets per datagram); nf_drop runs on every kfree_skb. enetfilter = "
          "the same links with do-nothing programs (`netstack-lat bench empty --hooks netfilter`). "
          "bpftrace 0.17 has no netfilter hook and this kernel no kprobes for ipt_do_table/nft_do_chain, "
          "so there is no bpftrace column.\n")
 L.append("| program | runs/s | netfilter ns/run | empty ns/run | ratio (<= 1.5) |")
 L.append("|---|---|---|---|---|")
-for n, e in (("nf_first", "empty_nf_first"), ("nf_last", "empty_nf_last"), ("nf_drop", None)):
+for n, e in (("nf_first", "empty_nf_first"), ("nf_last", "empty_nf_last"), ("nf_drop", "empty_nf_drop")):
     s_ = med(per_round("netfilter", n))
     e_ = med(per_round("enetfilter", e)) if e else None
     q = ratio(s_, e_)

@@ -96,7 +96,7 @@ fn attach_empty(
                     && !name.starts_with("empty_nf_")
                     && !SOFTIRQ_EMPTIES[2..].contains(&name.as_str())
             }
-            EmptyHooks::Netfilter => false,
+            EmptyHooks::Netfilter => name == "empty_nf_drop",
         };
         if !wanted {
             continue;
@@ -109,13 +109,7 @@ fn attach_empty(
     if hooks == EmptyHooks::Softirq {
         return Ok(links);
     }
-    let here = [None];
-    let places: Vec<Option<&Path>> = if netns_paths.is_empty() {
-        here.to_vec()
-    } else {
-        netns_paths.iter().map(|p| Some(p.as_path())).collect()
-    };
-    for place in places {
+    for place in netns::places(netns_paths) {
         let _inside = place.map(netns::Entered::enter).transpose()?;
         if hooks == EmptyHooks::Netfilter {
             attach_empty_bracket(skel, &mut links)?;

@@ -16,6 +16,28 @@ macro_rules! skeleton {
     };
 }
 
+/// One key of a per-CPU map, as one value per possible CPU (empty when the key is absent).
+pub fn percpu<T: plain::Plain + Default + Clone>(
+    map: &dyn libbpf_rs::MapCore,
+    key: &[u8],
+) -> anyhow::Result<Vec<T>> {
+    use anyhow::Context;
+    let Some(cpus) = map
+        .lookup_percpu(key, libbpf_rs::MapFlags::ANY)
+        .context("reading a per-CPU map")?
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(cpus
+        .iter()
+        .map(|raw| {
+            let mut v = T::default();
+            let _ = plain::copy_from_bytes(&mut v, raw);
+            v
+        })
+        .collect())
+}
+
 skeleton!(rx);
 skeleton!(tx);
 skeleton!(softirq);

@@ -88,7 +88,8 @@ pub enum BenchCommand {
 pub enum EmptyHooks {
     Trace,
     Softirq,
-    /// The first and last netfilter priority of every hook, IPv4 and IPv6 (as `netfilter`)
+    /// The first and last netfilter priority of every hook, IPv4 and IPv6, and kfree_skb
+    /// (as `netfilter`)
     Netfilter,
 }
 

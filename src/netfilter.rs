@@ -7,11 +7,11 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::mem::MaybeUninit;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::{Link, MapCore, OpenObject};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -140,7 +140,15 @@ pub struct Bracket<'o> {
 
 impl<'o> Bracket<'o> {
     pub fn load(obj: &'o mut MaybeUninit<OpenObject>, btf: &Path, f: &Filters) -> Result<Self> {
-        require_netfilter_link(btf)?;
+        // One look at the kernel for everything below: the link, kfree_skb, fentry.
+        let facts = probes::gather(btf)?;
+        if !facts.netfilter_link {
+            return Err(UserError::new(
+                "this kernel has no netfilter BPF link (Linux 6.4+), which the netfilter bracket needs: \
+                 see `netstack-lat probes`",
+            )
+            .into());
+        }
         let mut builder = NetfilterSkelBuilder::default();
         if btf != Path::new(probes::DEFAULT_BTF) {
             builder.obj_builder.btf_custom_path(btf)?;
@@ -151,9 +159,9 @@ impl<'o> Bracket<'o> {
         let ro = set_filters!(open, f);
         ro.nr_cpus = libbpf_rs::num_possible_cpus()? as u32;
         // Without the kfree_skb tracepoint, drops are counted as unfinished instead.
-        let has_kfree = probes::gather_tracepoints(btf, &["kfree_skb"])?.len() == 1;
+        let has_kfree = facts.tracepoints.contains("kfree_skb");
         open.progs.nf_drop.set_autoload(has_kfree);
-        let (fns, functions_note) = rule_walk_functions(btf);
+        let (fns, functions_note) = rule_walk_functions(&facts);
         for mut prog in open.open_object_mut().progs_mut() {
             let name = prog.name().to_string_lossy().to_string();
             if let Some((func, _)) = FN_PROGS.iter().find(|(_, p)| p.contains(&name.as_str())) {
@@ -245,13 +253,7 @@ impl<'o> Bracket<'o> {
             let mut k = types::nf_fn_key::default();
             let _ = plain::copy_from_bytes(&mut k, &key);
             let mut h = Hist::new();
-            for raw in map
-                .lookup_percpu(&key, MapFlags::ANY)
-                .context("reading the rule-walk function statistics")?
-                .unwrap_or_default()
-            {
-                let mut f = types::fine_hist::default();
-                let _ = plain::copy_from_bytes(&mut f, &raw);
+            for f in crate::bpf::percpu::<types::fine_hist>(map, &key)? {
                 if f.count > 0 {
                     let min = f.min_plus1.saturating_sub(1);
                     h.merge(&Hist::from_fine(&f.b, u128::from(f.sum), min, f.max));
@@ -278,16 +280,8 @@ impl<'o> Bracket<'o> {
     pub fn read(&self) -> Result<Vec<HookStat>> {
         let mut out: Vec<HookStat> = (0..KEYS).map(HookStat::empty).collect();
         for (key, st) in out.iter_mut().enumerate() {
-            let per = self
-                .skel
-                .maps
-                .nf_stats
-                .lookup_percpu(&(key as u32).to_ne_bytes(), MapFlags::ANY)
-                .context("reading the netfilter statistics")?
-                .unwrap_or_default();
-            for raw in per {
-                let mut s = types::nf_hook_stats::default();
-                let _ = plain::copy_from_bytes(&mut s, &raw);
+            let key = (key as u32).to_ne_bytes();
+            for s in crate::bpf::percpu::<types::nf_hook_stats>(&self.skel.maps.nf_stats, &key)? {
                 st.add_cpu(&s);
             }
         }
@@ -303,11 +297,7 @@ const FN_PROGS: [(&str, [&str; 2]); 3] = [
 ];
 
 /// The rule-walk functions this kernel lets us time with fentry, or why none.
-fn rule_walk_functions(btf: &Path) -> (Vec<&'static str>, Option<String>) {
-    let facts = match probes::gather(btf) {
-        Ok(f) => f,
-        Err(e) => return (Vec::new(), Some(format!("cannot probe the kernel: {e:#}"))),
-    };
+fn rule_walk_functions(facts: &probes::Facts) -> (Vec<&'static str>, Option<String>) {
     if let Err(e) = &facts.fentry {
         return (
             Vec::new(),
@@ -378,24 +368,10 @@ pub fn bracket_everything<'o>(
     };
     let mut b = Bracket::load(obj, btf, &f)?;
     let (v4, v6) = (!p.ipv6, !p.ipv4);
-    if p.netns.is_empty() {
-        b.attach(ALL_HOOKS, v4, v6, None)?;
-    }
-    for ns in &p.netns {
-        b.attach(ALL_HOOKS, v4, v6, Some(ns))?;
+    for place in netns::places(&p.netns) {
+        b.attach(ALL_HOOKS, v4, v6, place)?;
     }
     Ok(b)
-}
-
-pub fn require_netfilter_link(btf: &Path) -> Result<(), UserError> {
-    match probes::netfilter_link(btf) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(UserError::new(
-            "this kernel has no netfilter BPF link (Linux 6.4+), which the netfilter bracket needs: \
-             see `netstack-lat probes`",
-        )),
-        Err(e) => Err(e),
-    }
 }
 
 /// Counts of the traversals' outcomes.
@@ -525,6 +501,8 @@ fn interval_human(v: &Value) -> String {
     }
     s
 }
+
+crate::output::report!(Summary);
 
 pub struct Summary {
     pub secs: f64,
@@ -682,13 +660,8 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
 
     let mut obj = MaybeUninit::uninit();
     let mut bracket = Bracket::load(&mut obj, &btf, &f)?;
-    let places: Vec<Option<PathBuf>> = if a.packet.netns.is_empty() {
-        vec![None]
-    } else {
-        a.packet.netns.iter().cloned().map(Some).collect()
-    };
-    for p in &places {
-        bracket.attach(hooks, v4, v6, p.as_deref())?;
+    for place in netns::places(&a.packet.netns) {
+        bracket.attach(hooks, v4, v6, place)?;
     }
     let names: Vec<&str> = NF_HOOK_NAMES
         .iter()
@@ -754,12 +727,7 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
         functions,
         functions_note,
     };
-    if a.json {
-        writeln!(out, "{}", summary.to_json())?;
-    } else {
-        write!(out, "{}", summary.human())?;
-    }
-    out.flush()?;
+    crate::output::print_report(&mut out, a.json, &summary)?;
     Ok(())
 }
 

@@ -38,6 +38,15 @@ impl Drop for Entered {
     }
 }
 
+/// Where per-namespace hooks go: into each namespace given, or (none given) this thread's.
+pub fn places(paths: &[std::path::PathBuf]) -> Vec<Option<&Path>> {
+    if paths.is_empty() {
+        vec![None]
+    } else {
+        paths.iter().map(|p| Some(p.as_path())).collect()
+    }
+}
+
 pub fn open_netns(path: &Path) -> Result<File, UserError> {
     File::open(path).map_err(|e| {
         UserError::new(format!(

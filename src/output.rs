@@ -179,6 +179,41 @@ pub struct Summary {
     pub hooks: Vec<HookRow>,
 }
 
+/// A command's closing summary, printed as one JSON line or as text.
+pub trait Report {
+    fn to_json(&self) -> String;
+    fn human(&self) -> String;
+}
+
+pub fn print_report(
+    out: &mut impl std::io::Write,
+    json: bool,
+    r: &impl Report,
+) -> std::io::Result<()> {
+    if json {
+        std::io::Write::write_all(out, format!("{}\n", r.to_json()).as_bytes())?;
+    } else {
+        std::io::Write::write_all(out, r.human().as_bytes())?;
+    }
+    out.flush()
+}
+
+macro_rules! report {
+    ($t:ty) => {
+        impl $crate::output::Report for $t {
+            fn to_json(&self) -> String {
+                Self::to_json(self)
+            }
+            fn human(&self) -> String {
+                Self::human(self)
+            }
+        }
+    };
+}
+pub(crate) use report;
+
+report!(Summary);
+
 fn is_nf_mid(p: usize) -> bool {
     matches!(p, RX_NF_PRE_DONE | RX_NF_IN | TX_NF_OUT_DONE | TX_NF_POST)
 }

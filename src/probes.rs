@@ -422,13 +422,6 @@ pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
     Ok(facts)
 }
 
-/// Whether the kernel has the netfilter BPF link (Linux 6.4+), from its BTF.
-pub fn netfilter_link(btf_path: &Path) -> Result<bool, UserError> {
-    let btf = Btf::from_path(btf_path)
-        .map_err(|e| UserError::new(format!("cannot read BTF at {}: {e}", btf_path.display())))?;
-    Ok(btf.type_by_name::<Struct>("bpf_nf_ctx").is_some())
-}
-
 /// Which of these tracepoints the kernel's BTF describes (usable by tp_btf and raw_tp).
 pub fn gather_tracepoints(btf_path: &Path, names: &[&str]) -> anyhow::Result<Vec<String>> {
     let btf = Btf::from_path(btf_path)

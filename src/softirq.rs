@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use libbpf_rs::{MapCore, OpenObject};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -108,28 +108,11 @@ fn online_cpus() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-fn percpu<T: plain::Plain + Default + Clone>(map: &dyn MapCore, key: &[u8]) -> Result<Vec<T>> {
-    let Some(cpus) = map
-        .lookup_percpu(key, MapFlags::ANY)
-        .context("reading a per-CPU map")?
-    else {
-        return Ok(Vec::new());
-    };
-    Ok(cpus
-        .iter()
-        .map(|raw| {
-            let mut v = T::default();
-            let _ = plain::copy_from_bytes(&mut v, raw);
-            v
-        })
-        .collect())
-}
-
 fn read_counts(skel: &SoftirqSkel<'_>, ncpu: usize) -> Result<Snapshot> {
     let mut snap = Snapshot {
         counts: vec![[Counts::default(); 10]; ncpu],
     };
-    let per: Vec<types::sirq_cpu> = percpu(&skel.maps.sirq_cpu, &0u32.to_ne_bytes())?;
+    let per: Vec<types::sirq_cpu> = crate::bpf::percpu(&skel.maps.sirq_cpu, &0u32.to_ne_bytes())?;
     for (cpu, s) in per.iter().enumerate().take(ncpu) {
         for (v, c) in s.counts.iter().enumerate().take(VECTORS.len()) {
             snap.counts[cpu][v] = Counts {
@@ -148,7 +131,8 @@ fn read_hists(skel: &SoftirqSkel<'_>, vecs: &[u32]) -> Result<BTreeMap<(u32, usi
     for &v in vecs {
         for kind in 0..KINDS {
             let key = v * KINDS + kind;
-            let per: Vec<types::fine_hist> = percpu(&skel.maps.sirq_hists, &key.to_ne_bytes())?;
+            let per: Vec<types::fine_hist> =
+                crate::bpf::percpu(&skel.maps.sirq_hists, &key.to_ne_bytes())?;
             for (cpu, h) in per.iter().enumerate() {
                 let min = h.min_plus1.saturating_sub(1);
                 let hist = Hist::from_fine(&h.b, u128::from(h.sum), min, h.max);
@@ -208,7 +192,7 @@ fn read_napi(skel: &SoftirqSkel<'_>) -> Result<Vec<Napi>> {
         if plain::copy_from_bytes(&mut k, &key).is_err() {
             continue;
         }
-        let per: Vec<types::napi_stats> = percpu(&skel.maps.napi, &key)?;
+        let per: Vec<types::napi_stats> = crate::bpf::percpu(&skel.maps.napi, &key)?;
         for (cpu, s) in per.iter().enumerate() {
             if s.polls == 0 {
                 continue;
@@ -473,6 +457,8 @@ pub fn render_linear(bins: &[u64], width: u64) -> String {
     }
     out
 }
+
+crate::output::report!(Summary);
 
 pub struct Summary {
     pub duration: Duration,
@@ -785,12 +771,7 @@ pub fn run(a: &SoftirqArgs) -> Result<()> {
         napi: napi_rows(&napis, secs),
         hists: named,
     };
-    if a.json {
-        writeln!(out, "{}", summary.to_json())?;
-    } else {
-        write!(out, "{}", summary.human())?;
-    }
-    out.flush()?;
+    crate::output::print_report(&mut out, a.json, &summary)?;
     Ok(())
 }
 

@@ -433,7 +433,8 @@ pub fn attach_nf_link(
         }
     }
     Err(UserError::new(format!(
-        "cannot attach {what} to netfilter: {NF_PRIORITY_TRIES} priorities next to {priority} are all held by other BPF programs"
+        "cannot attach {what} to netfilter: {NF_PRIORITY_TRIES} priorities next to {priority} are all held by other BPF programs: \
+         find them with `bpftool link show` (type netfilter) and stop what holds them"
     ))
     .into())
 }
@@ -477,13 +478,7 @@ fn attach(
     }
     // Netfilter hooks belong to a network namespace: register them inside each traced one
     // (no --netns: the tool's own).
-    let here = [None];
-    let places: Vec<Option<&Path>> = if netns_paths.is_empty() {
-        here.to_vec()
-    } else {
-        netns_paths.iter().map(|p| Some(p.as_path())).collect()
-    };
-    for place in places {
+    for place in netns::places(netns_paths) {
         let _inside = place.map(netns::Entered::enter).transpose()?;
         attach_nf_here(skel, tx, plan, &mut links)?;
         for &(_, name, hooknum, priority) in &NF_SPLIT {
@@ -947,12 +942,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         args.top,
         interrupted,
     );
-    if args.json {
-        writeln!(out, "{}", summary.to_json())?;
-    } else {
-        write!(out, "{}", summary.human())?;
-    }
-    out.flush()?;
+    output::print_report(&mut out, args.json, &summary)?;
     Ok(())
 }
 

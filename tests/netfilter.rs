@@ -109,21 +109,7 @@ fn drop_rule_gives_exactly_its_drop_verdicts() {
         "--json",
     ]);
     let to_drop = format!("{}:7777", t.b4);
-    let k = DROPPED.to_string();
-    let cli = load_in(
-        &t.a,
-        &[
-            "udp-send",
-            "--to",
-            &to_drop,
-            "--count",
-            &k,
-            "--interval-ms",
-            "2",
-        ],
-    );
-    let (code, _, err) = cli.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "udp-send: {err}");
+    udp_send(&t.a, &to_drop, DROPPED, 2);
     udp_exchange(&t, &t.server(false, 7000), PASSED, 2);
     std::thread::sleep(Duration::from_millis(200));
     let s = stop_summary(all);

@@ -141,19 +141,7 @@ fn counts(path: Path) {
     let k = K.to_string();
     let mut srv = load_in(&t.b, &["udp-recv", "--bind", &server, "--count", &k]);
     wait_ready(&mut srv);
-    let cli = load_in(
-        client_ns,
-        &[
-            "udp-send",
-            "--to",
-            &server,
-            "--count",
-            &k,
-            "--interval-ms",
-            "1",
-        ],
-    );
-    assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
+    udp_send(client_ns, &server, K, 1);
     assert_eq!(
         srv.finish(Duration::from_secs(30)).0,
         Some(0),

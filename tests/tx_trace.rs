@@ -603,19 +603,7 @@ fn rx_and_tx_across_two_namespaces_and_owner_filter() {
             args.extend(["--pid", &pid]);
         }
         let tool = tool(&args);
-        let cli = load_in(
-            &t.a,
-            &[
-                "udp-send",
-                "--to",
-                &server,
-                "--count",
-                &k,
-                "--interval-ms",
-                "1",
-            ],
-        );
-        assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
+        udp_send(&t.a, &server, K, 1);
         assert_eq!(srv.finish(Duration::from_secs(30)).0, Some(0));
         let v = stop_summary(tool);
         let rx = v["connections"]
@@ -649,24 +637,11 @@ fn tx_iface_filter() {
     let t = Topo::new();
     let netns = t.netns_path(&t.a);
     let server = t.server(false, 9260);
-    let k = K.to_string();
     for (iface, kept) in [(t.va.as_str(), true), ("lo", false)] {
         let tool = tool(&[
             "trace", "--tx", "--netns", &netns, "--iface", iface, "--port", "9260", "--json",
         ]);
-        let cli = load_in(
-            &t.a,
-            &[
-                "udp-send",
-                "--to",
-                &server,
-                "--count",
-                &k,
-                "--interval-ms",
-                "1",
-            ],
-        );
-        assert_eq!(cli.finish(Duration::from_secs(30)).0, Some(0));
+        udp_send(&t.a, &server, K, 1);
         let v = stop_summary(tool);
         let c = tx_conn(&v, 9260);
         if kept {

@@ -381,6 +381,18 @@ pub fn assert_no_new_bpf(before: &(Vec<u64>, Vec<u64>), what: &str) {
     );
 }
 
+/// Send `count` UDP datagrams from namespace `ns` to `to`, `interval_ms` apart; the sender
+/// must finish cleanly.
+pub fn udp_send(ns: &str, to: &str, count: u64, interval_ms: u64) {
+    let (k, gap) = (count.to_string(), interval_ms.to_string());
+    let cli = load_in(
+        ns,
+        &["udp-send", "--to", to, "--count", &k, "--interval-ms", &gap],
+    );
+    let (code, _, err) = cli.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "udp-send: {err}");
+}
+
 /// `count` UDP datagrams from `a` to `server` in `b`, `interval_ms` apart, to a receiver
 /// that takes them all; both ends must finish cleanly.
 pub fn udp_exchange(t: &Topo, server: &str, count: u64, interval_ms: u64) {
