@@ -24,6 +24,17 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("target arch is set by cargo");
     let vmlinux = format!("vmlinux/{arch}");
+    // bpf_tracing.h's PT_REGS accessors (kprobe arguments) are per architecture.
+    let target_arch = format!(
+        "-D__TARGET_ARCH_{}",
+        match arch.as_str() {
+            "x86_64" => "x86",
+            "aarch64" => "arm64",
+            "powerpc64" => "powerpc",
+            "riscv64" => "riscv",
+            other => other,
+        }
+    );
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-changed=vmlinux");
 
@@ -42,7 +53,7 @@ fn main() {
             .to_string();
         SkeletonBuilder::new()
             .source(&src)
-            .clang_args(["-Wall", "-I", &vmlinux, "-I", "bpf"])
+            .clang_args(["-Wall", &target_arch, "-I", &vmlinux, "-I", "bpf"])
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building the skeleton of {}: {e:#}", src.display()));
     }

@@ -4,6 +4,7 @@
 #define COMMON_BPF_H
 
 #include "filter.bpf.h"
+#include "kread.bpf.h"
 
 /* Wake the reader only once this much is queued: one wakeup per batch, not per event. */
 const volatile __u64 wake_bytes = 64 * 1024;
@@ -82,48 +83,47 @@ static __always_inline void rb_submit(void *rb, void *ev)
 	bpf_ringbuf_submit(ev, rb_flags(rb));
 }
 
-/*
- * Socket fields through bpf_core_cast: the verifier turns these into plain loads with an
- * exception-table fixup, far cheaper than a bpf_probe_read_kernel call per field, and the
- * same code serves tp_btf (trusted) and raw_tp (untrusted) arguments.
- */
+/* Socket fields through KPTR/RD (kread.bpf.h): the same code serves tp_btf (trusted),
+ * raw_tp and kprobe (untyped) arguments. */
 static __always_inline struct sock *sock_ro(const void *sk)
 {
-	return bpf_core_cast(sk, struct sock);
+	return KPTR(sk, struct sock);
 }
 
 static __always_inline __u32 sock_netns(const struct sock *s)
 {
-	return s->__sk_common.skc_net.net->ns.inum;
+	struct net *net = RD(s, __sk_common.skc_net.net);
+
+	return RD(net, ns.inum);
 }
 
 /* A socket's flow as the receiver sees it: remote = source, local = destination. */
 static __always_inline void sock_flow(const struct sock *s, struct flow *f)
 {
-	f->family = s->__sk_common.skc_family;
-	f->proto = s->sk_protocol;
-	f->sport = bpf_ntohs(s->__sk_common.skc_dport);
-	f->dport = s->__sk_common.skc_num;
+	f->family = RD(s, __sk_common.skc_family);
+	f->proto = RD(s, sk_protocol);
+	f->sport = bpf_ntohs(RD(s, __sk_common.skc_dport));
+	f->dport = RD(s, __sk_common.skc_num);
 	if (f->family == AF_INET) {
-		__be32 sa = s->__sk_common.skc_daddr;
-		__be32 da = s->__sk_common.skc_rcv_saddr;
+		__be32 sa = RD(s, __sk_common.skc_daddr);
+		__be32 da = RD(s, __sk_common.skc_rcv_saddr);
 
 		__builtin_memcpy(f->saddr, &sa, 4);
 		__builtin_memcpy(f->daddr, &da, 4);
 	} else {
-		__builtin_memcpy(f->saddr, &s->__sk_common.skc_v6_daddr, 16);
-		__builtin_memcpy(f->daddr, &s->__sk_common.skc_v6_rcv_saddr, 16);
+		RD_BUF(f->saddr, s, __sk_common.skc_v6_daddr);
+		RD_BUF(f->daddr, s, __sk_common.skc_v6_rcv_saddr);
 	}
 }
 
 static __always_inline bool inet_l4_sock(const struct sock *s)
 {
-	__u16 family = s->__sk_common.skc_family;
+	__u16 family = RD(s, __sk_common.skc_family);
 	__u16 proto;
 
 	if (family != AF_INET && family != AF_INET6)
 		return false;
-	proto = s->sk_protocol;
+	proto = RD(s, sk_protocol);
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 

@@ -180,17 +180,54 @@ static __always_inline bool netns_wanted(__u32 ns)
 	return ns == f_netns[0] || ns == f_netns[1] || ns == f_netns[2] || ns == f_netns[3];
 }
 
+/*
+ * The current task from a netfilter program: the kernel offers netfilter programs only the
+ * base helpers (6.12 refuses bpf_get_current_comm there), so `in_nf` reads the task's own
+ * fields instead. Callers pass a constant; the branch is resolved at compile time.
+ */
+static __always_inline __u64 current_pid_tgid(bool in_nf)
+{
+	struct task_struct *t;
+
+	if (!in_nf)
+		return bpf_get_current_pid_tgid();
+	t = (void *)bpf_get_current_task();
+	return (__u64)BPF_CORE_READ(t, tgid) << 32 | (__u32)BPF_CORE_READ(t, pid);
+}
+
+static __always_inline void current_comm(char *buf, bool in_nf)
+{
+	struct task_struct *t;
+
+	if (!in_nf) {
+		bpf_get_current_comm(buf, COMM_LEN);
+		return;
+	}
+	t = (void *)bpf_get_current_task();
+	bpf_core_read_str(buf, COMM_LEN, &t->comm);
+}
+
+static __always_inline __u64 current_cgroup_id(bool in_nf)
+{
+	struct task_struct *t;
+
+	if (!in_nf)
+		return bpf_get_current_cgroup_id();
+	t = (void *)bpf_get_current_task();
+	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+}
+
 /* The process filters, for events in process context. */
-static __always_inline bool task_wanted(__u32 tgid)
+static __always_inline bool task_wanted_in(__u32 tgid, bool in_nf)
 {
 	if (f_tgid && tgid != f_tgid)
 		return false;
-	if (f_cgroup && bpf_get_current_cgroup_id() != f_cgroup)
+	if (f_cgroup && current_cgroup_id(in_nf) != f_cgroup)
 		return false;
 	if (f_comm_set) {
 		char comm[COMM_LEN];
 
-		bpf_get_current_comm(comm, sizeof(comm));
+		current_comm(comm, in_nf);
 #pragma unroll
 		for (int i = 0; i < COMM_LEN; i++) {
 			if (comm[i] != f_comm[i])
@@ -200,6 +237,11 @@ static __always_inline bool task_wanted(__u32 tgid)
 		}
 	}
 	return true;
+}
+
+static __always_inline bool task_wanted(__u32 tgid)
+{
+	return task_wanted_in(tgid, false);
 }
 
 #endif /* FILTER_BPF_H */

@@ -44,13 +44,18 @@ static __always_inline __u32 fine_index(__u64 v)
 	return (e - 3) * 16 + ((v >> (e - 4)) & 15);
 }
 
+_Static_assert(FINE_BUCKETS == 512, "the mask in fine_hist_add");
+
 static __always_inline void fine_hist_add(struct fine_hist *h, __u64 v)
 {
 	__u32 i = fine_index(v);
 
 	if (i >= FINE_BUCKETS)
 		i = FINE_BUCKETS - 1;
-	h->b[i & (FINE_BUCKETS - 1)]++;
+	/* Spelled out for older verifiers (6.1), which lose the bound above once clang drops
+	 * the mask as redundant. */
+	asm volatile("%[i] &= 511" : [i] "+r"(i));
+	h->b[i]++;
 	h->count++;
 	h->sum += v;
 	if (!h->min_plus1 || v + 1 < h->min_plus1)

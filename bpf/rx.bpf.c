@@ -255,23 +255,23 @@ static __always_inline void on_sockq(const void *sk)
 	struct flow sf = {};
 	void *rb;
 	__u32 rcv_nxt = 0;
-	__u16 proto;
+	__u16 proto, dport;
 
 	/* A listener's data_ready announces a connection to accept, not data. */
-	if (!inet_l4_sock(sko) || sko->__sk_common.skc_state == TCP_LISTEN)
+	if (!inet_l4_sock(sko) || RD(sko, __sk_common.skc_state) == TCP_LISTEN)
 		return;
 	s = slot_get();
 	if (!s)
 		return;
-	proto = sko->sk_protocol;
+	proto = RD(sko, sk_protocol);
 	if (proto == IPPROTO_TCP)
-		rcv_nxt = bpf_core_cast(sk, struct tcp_sock)->rcv_nxt;
+		rcv_nxt = RD(KPTR(sk, struct tcp_sock), rcv_nxt);
+	dport = RD(sko, __sk_common.skc_dport);
 
 	/* The usual case: the skb in flight on this CPU is the one being queued. */
 	if (s->state == SLOT_PASS && s->ev.ts[RX_TRANSPORT] && s->ev.flow.proto == proto &&
-	    s->ev.flow.dport == sko->__sk_common.skc_num &&
-	    (!sko->__sk_common.skc_dport ||
-	     s->ev.flow.sport == bpf_ntohs(sko->__sk_common.skc_dport)) &&
+	    s->ev.flow.dport == RD(sko, __sk_common.skc_num) &&
+	    (!dport || s->ev.flow.sport == bpf_ntohs(dport)) &&
 	    (proto != IPPROTO_TCP || s->ev.seq_end == rcv_nxt)) {
 		s->ev.ts[RX_SOCKQ] = now;
 		s->ev.sk = (__u64)sk;
@@ -330,7 +330,7 @@ static __always_inline void on_read(const void *sk, int ret, int flags)
 	ev = rb_reserve(&rb, sizeof(*ev));
 	if (!ev)
 		return;
-	proto = sko->sk_protocol;
+	proto = RD(sko, sk_protocol);
 	ev->kind = EV_RX_READ;
 	ev->cpu = bpf_get_smp_processor_id();
 	ev->ts = bpf_ktime_get_ns();
@@ -338,7 +338,7 @@ static __always_inline void on_read(const void *sk, int ret, int flags)
 	ev->pid = (__u32)id;
 	ev->tgid = id >> 32;
 	ev->bytes = ret;
-	ev->copied_seq = proto == IPPROTO_TCP ? bpf_core_cast(sk, struct tcp_sock)->copied_seq : 0;
+	ev->copied_seq = proto == IPPROTO_TCP ? RD(KPTR(sk, struct tcp_sock), copied_seq) : 0;
 	ev->proto = proto;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	rb_submit(rb, ev);
@@ -531,7 +531,11 @@ int rx_nf_in_nf(struct bpf_nf_ctx *ctx)
 	return NF_ACCEPT;
 }
 
-/* ---- fentry fallbacks, for kernels without the netfilter BPF link (< 6.4) ---- */
+/*
+ * ---- fentry and kprobe fallbacks: the netfilter BPF link came in 6.4, sk_data_ready and
+ * sock_recv_length are younger than 6.1. Each fallback function runs where its tracepoint
+ * or hook would, for the same skb or socket. ----
+ */
 
 static __always_inline void on_ip_skb(struct sk_buff *skb)
 {
@@ -540,45 +544,64 @@ static __always_inline void on_ip_skb(struct sk_buff *skb)
 	      BPF_CORE_READ(skb, dev, nd_net.net, ns.inum));
 }
 
-SEC("fentry/ip_rcv")
-int BPF_PROG(rx_ip_fentry4, struct sk_buff *skb)
+/* Per function: an fentry and a kprobe program calling the same core logic. */
+#define RX_FN(name, fn, call, ...)                                                                 	SEC("fentry/" #fn)                                                                         	int BPF_PROG(name##_fentry, ##__VA_ARGS__)                                                 	{                                                                                          		call;                                                                              		return 0;                                                                          	}                                                                                          	SEC("kprobe/" #fn)                                                                         	int BPF_KPROBE(name##_kprobe, ##__VA_ARGS__)                                               	{                                                                                          		call;                                                                              		return 0;                                                                          	}
+
+RX_FN(rx_ip4, ip_rcv, on_ip_skb(skb), struct sk_buff *skb)
+RX_FN(rx_ip6, ipv6_rcv, on_ip_skb(skb), struct sk_buff *skb)
+RX_FN(rx_transport_tcp4, tcp_v4_rcv, on_transport((__u64)skb), struct sk_buff *skb)
+RX_FN(rx_transport_tcp6, tcp_v6_rcv, on_transport((__u64)skb), struct sk_buff *skb)
+RX_FN(rx_transport_udp4, udp_rcv, on_transport((__u64)skb), struct sk_buff *skb)
+RX_FN(rx_transport_udp6, udpv6_rcv, on_transport((__u64)skb), struct sk_buff *skb)
+/* sock_def_readable is TCP's and UDP's sk_data_ready (unless sockmap or kTLS replaced it):
+ * the tracepoint sits right before that call. */
+RX_FN(rx_sockq, sock_def_readable, on_sockq(sk), struct sock *sk)
+
+/* sock_recvmsg's return: sock_recv_length's place, minus recvmmsg (sock_recvmsg_nosec). */
+SEC("fexit/sock_recvmsg")
+int BPF_PROG(rx_read_fexit, struct socket *sock, struct msghdr *msg, int flags, int ret)
 {
-	on_ip_skb(skb);
+	on_read(sock->sk, ret, flags);
 	return 0;
 }
 
-SEC("fentry/ipv6_rcv")
-int BPF_PROG(rx_ip_fentry6, struct sk_buff *skb)
+/* A kretprobe sees only the return value: the entry keeps socket and flags per thread,
+ * and only for sockets that had traced data queued. */
+struct recv_call {
+	__u64 sk;
+	__s32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* a thread killed mid-call leaves its entry */
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct recv_call);
+} rx_recv_calls SEC(".maps");
+
+SEC("kprobe/sock_recvmsg")
+int BPF_KPROBE(rx_read_kprobe, struct socket *sock, struct msghdr *msg, int flags)
 {
-	on_ip_skb(skb);
+	struct recv_call rc = {.sk = (__u64)BPF_CORE_READ(sock, sk), .flags = flags};
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (sock_marked((void *)rc.sk))
+		bpf_map_update_elem(&rx_recv_calls, &id, &rc, BPF_ANY);
 	return 0;
 }
 
-SEC("fentry/tcp_v4_rcv")
-int BPF_PROG(rx_transport_fentry_tcp4, struct sk_buff *skb)
+SEC("kretprobe/sock_recvmsg")
+int BPF_KRETPROBE(rx_read_kretprobe, int ret)
 {
-	on_transport((__u64)skb);
-	return 0;
-}
+	__u64 id = bpf_get_current_pid_tgid();
+	struct recv_call *rc = bpf_map_lookup_elem(&rx_recv_calls, &id);
+	struct recv_call c;
 
-SEC("fentry/tcp_v6_rcv")
-int BPF_PROG(rx_transport_fentry_tcp6, struct sk_buff *skb)
-{
-	on_transport((__u64)skb);
-	return 0;
-}
-
-SEC("fentry/udp_rcv")
-int BPF_PROG(rx_transport_fentry_udp4, struct sk_buff *skb)
-{
-	on_transport((__u64)skb);
-	return 0;
-}
-
-SEC("fentry/udpv6_rcv")
-int BPF_PROG(rx_transport_fentry_udp6, struct sk_buff *skb)
-{
-	on_transport((__u64)skb);
+	if (!rc)
+		return 0;
+	c = *rc;
+	bpf_map_delete_elem(&rx_recv_calls, &id);
+	on_read((void *)c.sk, ret, c.flags);
 	return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <bpf/bpf_core_read.h>
 #include "netstack.h"
 #include "hist.bpf.h"
+#include "kread.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -152,19 +153,21 @@ static __always_inline void on_exit(__u32 vec)
 /* napi_poll: one poll of a device's NAPI instance, `work` packets of at most `budget`. */
 static __always_inline void on_napi_poll(const void *napip, int work, int budget)
 {
-	struct napi_struct *np = bpf_core_cast(napip, struct napi_struct);
+	struct napi_struct *np = KPTR(napip, struct napi_struct);
 	struct napi_key key = {};
 	struct napi_stats *st;
 	struct net_device *dev;
+	struct net *net;
 	__u32 w;
 
 	if (f_cpu >= 0 && bpf_get_smp_processor_id() != (__u32)f_cpu)
 		return;
-	dev = np->dev;
+	dev = RD(np, dev);
 	if (!dev)
 		return;
-	key.ifindex = dev->ifindex;
-	key.netns = dev->nd_net.net->ns.inum;
+	key.ifindex = RD(dev, ifindex);
+	net = RD(dev, nd_net.net);
+	key.netns = RD(net, ns.inum);
 	st = bpf_map_lookup_elem(&napi, &key);
 	if (!st) {
 		/* Too big for the stack: start from a zeroed global. */

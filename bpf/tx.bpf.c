@@ -242,8 +242,8 @@ static __always_inline void on_tcp_send(const void *sk, const void *msgp)
 	ev->ts = now;
 	ev->sk = key;
 	ev->flow = f;
-	ev->seq = bpf_core_cast(sk, struct tcp_sock)->write_seq;
-	msg_flags = bpf_core_cast(msgp, struct msghdr)->msg_flags;
+	ev->seq = RD(KPTR(sk, struct tcp_sock), write_seq);
+	msg_flags = RD(KPTR(msgp, struct msghdr), msg_flags);
 	ev->msg_flags = msg_flags;
 	nw.msg_flags = msg_flags;
 	ev->pid = (__u32)id;
@@ -272,7 +272,7 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags)
 	/* The send is over: its entry time must not leak to a later packet of this thread. */
 	if (c->sys_pid_tgid == bpf_get_current_pid_tgid())
 		c->sys_ts = 0;
-	if (sko->sk_protocol != IPPROTO_TCP)
+	if (RD(sko, sk_protocol) != IPPROTO_TCP)
 		return;
 	key = tx_scalar(c, sk);
 	if (c->writing_sk == key)
@@ -282,9 +282,9 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags)
 		return;
 	w->active = 0;
 	flags |= w->msg_flags;
-	tp = bpf_core_cast(sk, struct tcp_sock);
-	write_seq = tp->write_seq;
-	snd_nxt = tp->snd_nxt;
+	tp = KPTR(sk, struct tcp_sock);
+	write_seq = RD(tp, write_seq);
+	snd_nxt = RD(tp, snd_nxt);
 	if (ret <= 0 || write_seq == snd_nxt)
 		return;
 	/*
@@ -292,12 +292,12 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags)
 	 * window, pacing or TSQ is in the way (normal for bulk writes: not reported, one
 	 * event per write would cost more than it tells).
 	 */
-	if (write_seq - snd_nxt >= tp->mss_cache)
+	if (write_seq - snd_nxt >= RD(tp, mss_cache))
 		return;
 	nonagle = BPF_CORE_READ_BITFIELD_PROBED(tp, nonagle);
 	if ((nonagle & TCP_NAGLE_CORK) || (flags & MSG_MORE))
 		reason = HELD_CORK;
-	else if (!(nonagle & TCP_NAGLE_OFF) && tp->packets_out)
+	else if (!(nonagle & TCP_NAGLE_OFF) && RD(tp, packets_out))
 		reason = HELD_NAGLE;
 	else
 		return;
@@ -312,18 +312,20 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags)
 	ev->seq = write_seq - ret;
 	ev->seq_end = write_seq;
 	ev->snd_nxt = snd_nxt;
-	ev->packets_out = tp->packets_out;
+	ev->packets_out = RD(tp, packets_out);
 	ev->reason = reason;
 	ev->nonagle = nonagle;
 	ev->msg_flags = flags;
 	rb_submit(rb, ev);
 }
 
-/* First LOCAL_OUT position: the transport layer handed a built segment to IP. */
-static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u32 netns)
+/* First LOCAL_OUT position: the transport layer handed a built segment to IP. `in_nf`: called
+ * from a netfilter program (see current_pid_tgid). */
+static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u32 netns,
+					    bool in_nf)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct sk_buff *skb = bpf_core_cast(skbp, struct sk_buff);
+	struct sk_buff *skb = KPTR(skbp, struct sk_buff);
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
 	struct flow f = {};
@@ -334,16 +336,17 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 	if (!c)
 		return;
 	if ((f_ifindex && ifindex && ifindex != f_ifindex) || !netns_wanted(netns) ||
-	    parse_ip(skb->head, skb->network_header, skb->protocol, &f, &payload, &seq, &seq_end) ||
+	    parse_ip(RD(skb, head), RD(skb, network_header), RD(skb, protocol), &f, &payload, &seq,
+		     &seq_end) ||
 	    !flow_wanted(&f)) {
 		count(CNT_TX_FILTERED);
 		return;
 	}
-	id = bpf_get_current_pid_tgid();
+	id = current_pid_tgid(in_nf);
 	/* UDP goes out inside the send call: the sender is the current task. */
 	task = f.proto == IPPROTO_UDP && c->sys_ts && c->sys_pid_tgid == id;
 	if (f.proto == IPPROTO_UDP && (f_tgid || f_comm_set || f_cgroup) &&
-	    (!task || !task_wanted(id >> 32))) {
+	    (!task || !task_wanted_in(id >> 32, in_nf))) {
 		count(CNT_TX_FILTERED);
 		return;
 	}
@@ -353,7 +356,7 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 	e->kind = EV_TX_CHAIN;
 	e->cpu = bpf_get_smp_processor_id();
 	e->skb = key;
-	e->sk = tx_scalar(c, skb->sk);
+	e->sk = tx_scalar(c, RD(skb, sk));
 	e->flow = f;
 	e->ifindex = ifindex;
 	e->netns = netns;
@@ -365,7 +368,7 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 		e->flags = TXF_TASK;
 		e->pid = (__u32)id;
 		e->tgid = id >> 32;
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		current_comm(e->comm, in_nf);
 	}
 }
 
@@ -398,9 +401,10 @@ static __always_inline void on_tx_nf_mid(const void *skbp, int k)
 /* net_dev_queue: dev_queue_xmit took the skb; the output device is now known. */
 static __always_inline void on_tx_queue(const void *skbp)
 {
-	struct sk_buff *skb = bpf_core_cast(skbp, struct sk_buff);
+	struct sk_buff *skb = KPTR(skbp, struct sk_buff);
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
+	struct net_device *dev;
 	__u32 ifindex;
 
 	if (!c)
@@ -410,7 +414,8 @@ static __always_inline void on_tx_queue(const void *skbp)
 		return;
 	if (e->ts[TX_QDISC_ENQ])
 		return;
-	ifindex = skb->dev->ifindex;
+	dev = RD(skb, dev);
+	ifindex = RD(dev, ifindex);
 	if (f_ifindex && ifindex != f_ifindex) {
 		e->skb = 0;
 		count(CNT_TX_FILTERED);
@@ -454,13 +459,13 @@ static __always_inline void on_qdisc_dequeue(const void *skbp, int packets)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct tx_cache *c = cache_get();
-	struct sk_buff *skb = bpf_core_cast(skbp, struct sk_buff);
+	struct sk_buff *skb = KPTR(skbp, struct sk_buff);
 
 	if (!c || !parked_n)
 		return;
 	for (int i = 0; i < DEQ_BATCH && i < packets && skb; i++) {
 		restore(c, tx_scalar(c, skb), TX_QDISC_DEQ, now);
-		skb = skb->next;
+		skb = RD(skb, next);
 	}
 }
 
@@ -485,8 +490,8 @@ static __always_inline void on_tx_driver(const void *skbp)
 /* net_dev_xmit: the driver returned. Forwarding drivers are done; others free it later. */
 static __always_inline void on_tx_done(const void *skbp, int rc, const void *devp)
 {
-	struct sk_buff *skb = bpf_core_cast(skbp, struct sk_buff);
-	struct net_device *dev = bpf_core_cast(devp, struct net_device);
+	struct sk_buff *skb = KPTR(skbp, struct sk_buff);
+	struct net_device *dev = KPTR(devp, struct net_device);
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
 
@@ -497,8 +502,8 @@ static __always_inline void on_tx_done(const void *skbp, int rc, const void *dev
 		return;
 	e->ts[TX_DONE] = bpf_ktime_get_ns();
 	/* veth moved the skb to its peer, loopback to its own receive path. */
-	if (e->ts[TX_FREE] || (dev->flags & IFF_LOOPBACK) ||
-	    tx_scalar(c, skb->dev) != tx_scalar(c, dev))
+	if (e->ts[TX_FREE] || (RD(dev, flags) & IFF_LOOPBACK) ||
+	    tx_scalar(c, RD(skb, dev)) != tx_scalar(c, dev))
 		tx_emit(e, 0);
 	else
 		tx_park(e);
@@ -584,7 +589,7 @@ int tx_transport_nf(struct bpf_nf_ctx *ctx)
 {
 	const struct nf_hook_state *st = ctx->state;
 
-	on_tx_transport(ctx->skb, st->out ? st->out->ifindex : 0, st->net->ns.inum);
+	on_tx_transport(ctx->skb, st->out ? st->out->ifindex : 0, st->net->ns.inum, true);
 	return NF_ACCEPT;
 }
 
@@ -609,38 +614,102 @@ int tx_nf_post_nf(struct bpf_nf_ctx *ctx)
 	return NF_ACCEPT;
 }
 
-/* ---- fentry fallbacks, for kernels without the netfilter BPF link (< 6.4): ip_output runs
- * after LOCAL_OUT (headers complete), ip_finish_output2 after POST_ROUTING ---- */
+/*
+ * ---- fentry and kprobe fallbacks: the netfilter BPF link came in 6.4 (ip_output runs
+ * after LOCAL_OUT with the headers complete, ip_finish_output2 after POST_ROUTING), and
+ * tcp_sendmsg_locked and sock_send_length are tracepoints only on newer kernels. ----
+ */
 
 static __always_inline void on_tx_transport_skb(struct sk_buff *skb)
 {
-	on_tx_transport(skb, 0, BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum));
+	on_tx_transport(skb, 0, BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum), false);
 }
 
-SEC("fentry/ip_output")
-int BPF_PROG(tx_transport_fentry4, struct net *net, struct sock *sk, struct sk_buff *skb)
+/* Per function: an fentry and a kprobe program calling the same core logic. */
+#define TX_FN(name, fn, call, ...)                                                                 \
+	SEC("fentry/" #fn)                                                                         \
+	int BPF_PROG(name##_fentry, ##__VA_ARGS__)                                                 \
+	{                                                                                          \
+		call;                                                                              \
+		return 0;                                                                          \
+	}                                                                                          \
+	SEC("kprobe/" #fn)                                                                         \
+	int BPF_KPROBE(name##_kprobe, ##__VA_ARGS__)                                               \
+	{                                                                                          \
+		call;                                                                              \
+		return 0;                                                                          \
+	}
+
+TX_FN(tx_transport4, ip_output, on_tx_transport_skb(skb), struct net *net, struct sock *sk,
+      struct sk_buff *skb)
+TX_FN(tx_transport6, ip6_output, on_tx_transport_skb(skb), struct net *net, struct sock *sk,
+      struct sk_buff *skb)
+TX_FN(tx_nf_done4, ip_finish_output2, on_tx_point(skb, TX_NF_DONE), struct net *net,
+      struct sock *sk, struct sk_buff *skb)
+TX_FN(tx_nf_done6, ip6_finish_output2, on_tx_point(skb, TX_NF_DONE), struct net *net,
+      struct sock *sk, struct sk_buff *skb)
+/* The tracepoint fires per skb a write fills, this once per call: on_tcp_send keeps the
+ * first of a write either way. */
+TX_FN(tx_send_tcp, tcp_sendmsg_locked, on_tcp_send(sk, msg), struct sock *sk, struct msghdr *msg)
+
+/*
+ * The return of inet_sendmsg / inet6_sendmsg: where sock_send_length fires, for TCP and UDP.
+ * Not sock_sendmsg: send(2) and sendmsg(2) call __sock_sendmsg directly (6.1.y, 6.12).
+ */
+#define TX_SEND_END(name, fn)                                                                      \
+	SEC("fexit/" #fn)                                                                          \
+	int BPF_PROG(name##_fexit, struct socket *sock, struct msghdr *msg, size_t size, int ret)  \
+	{                                                                                          \
+		on_send_end(sock->sk, ret, msg->msg_flags);                                       \
+		return 0;                                                                          \
+	}                                                                                          \
+	SEC("kprobe/" #fn)                                                                         \
+	int BPF_KPROBE(name##_kprobe, struct socket *sock, struct msghdr *msg)                     \
+	{                                                                                          \
+		send_call_enter(sock, msg);                                                        \
+		return 0;                                                                          \
+	}                                                                                          \
+	SEC("kretprobe/" #fn)                                                                      \
+	int BPF_KRETPROBE(name##_kretprobe, int ret)                                               \
+	{                                                                                          \
+		send_call_exit(ret);                                                               \
+		return 0;                                                                          \
+	}
+
+/* A kretprobe sees only the return value: the entry keeps socket and flags per thread. */
+struct send_call {
+	__u64 sk;
+	__s32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* a thread killed mid-call leaves its entry */
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct send_call);
+} tx_send_calls SEC(".maps");
+
+static __always_inline void send_call_enter(struct socket *sock, struct msghdr *msg)
 {
-	on_tx_transport_skb(skb);
-	return 0;
+	struct send_call sc = {.sk = (__u64)BPF_CORE_READ(sock, sk),
+			       .flags = BPF_CORE_READ(msg, msg_flags)};
+	__u64 id = bpf_get_current_pid_tgid();
+
+	bpf_map_update_elem(&tx_send_calls, &id, &sc, BPF_ANY);
 }
 
-SEC("fentry/ip6_output")
-int BPF_PROG(tx_transport_fentry6, struct net *net, struct sock *sk, struct sk_buff *skb)
+static __always_inline void send_call_exit(int ret)
 {
-	on_tx_transport_skb(skb);
-	return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct send_call *sc = bpf_map_lookup_elem(&tx_send_calls, &id);
+	struct send_call c;
+
+	if (!sc)
+		return;
+	c = *sc;
+	bpf_map_delete_elem(&tx_send_calls, &id);
+	on_send_end((void *)c.sk, ret, c.flags);
 }
 
-SEC("fentry/ip_finish_output2")
-int BPF_PROG(tx_nf_done_fentry4, struct net *net, struct sock *sk, struct sk_buff *skb)
-{
-	on_tx_point(skb, TX_NF_DONE);
-	return 0;
-}
-
-SEC("fentry/ip6_finish_output2")
-int BPF_PROG(tx_nf_done_fentry6, struct net *net, struct sock *sk, struct sk_buff *skb)
-{
-	on_tx_point(skb, TX_NF_DONE);
-	return 0;
-}
+TX_SEND_END(tx_send_end4, inet_sendmsg)
+TX_SEND_END(tx_send_end6, inet6_sendmsg)

@@ -34,6 +34,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
+    /// Check this kernel's hooks against a known delay, once per hook family (tracepoint,
+    /// fentry, kprobe): does netstack-lat measure right here?
+    Selftest(SelftestArgs),
     /// Benchmark helpers used by `make bench`
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -359,6 +362,11 @@ pub struct TraceArgs {
     /// address and port (off by default: it multiplies the series)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub per_connection_top: usize,
+    /// Hook families allowed, in a comma-separated list: tracepoint, netfilter, fentry,
+    /// kprobe (default: all, each point taking the first that works here; also
+    /// $NETSTACK_LAT_HOOKS). Forces the fallbacks, e.g. --hooks kprobe
+    #[arg(long, value_name = "LIST")]
+    pub hooks: Option<String>,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,
@@ -431,6 +439,11 @@ pub struct ProbesArgs {
     /// One JSON object instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Hook families allowed, in a comma-separated list: tracepoint, netfilter, fentry,
+    /// kprobe (default: all, each point taking the first that works here; also
+    /// $NETSTACK_LAT_HOOKS). Forces the fallbacks, e.g. --hooks kprobe
+    #[arg(long, value_name = "LIST")]
+    pub hooks: Option<String>,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,
@@ -561,4 +574,25 @@ mod tests {
         assert_eq!((t.packet.port, t.packet.ipv6), (Some(9000), true));
         assert!(Cli::try_parse_from(["netstack-lat", "trace", "-4", "-6"]).is_err());
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SelftestArgs {
+    /// One JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Hook families to force in turn (comma-separated: tracepoint, fentry, kprobe,
+    /// netfilter); those this kernel cannot use for the socket points are skipped
+    #[arg(long, value_name = "LIST", default_value = "tracepoint,fentry,kprobe")]
+    pub families: String,
+    /// The reader's delay D: the traced median must lie in [0.9 D, 1.3 D]
+    #[arg(long, value_name = "MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub delay_ms: u64,
+    /// Messages per protocol and family
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: u32,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod correlate;
 pub mod error;
 pub mod events;
+pub mod exchange;
 pub mod export;
 pub mod hist;
 pub mod http;
@@ -25,6 +26,7 @@ pub mod plot;
 pub mod probes;
 pub mod reorder;
 pub mod runloop;
+pub mod selftest;
 pub mod serve;
 pub mod softirq;
 pub mod trace;
@@ -40,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Netfilter(a)) => netfilter::run(&a),
         Some(Command::Probes(a)) => probes::run(&a),
         Some(Command::Serve(a)) => serve::run(&a),
+        Some(Command::Selftest(a)) => selftest::run(&a),
         Some(Command::Bench(b)) => bench::run(&b),
         None => trace::run(&cli.trace),
     }

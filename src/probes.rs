@@ -28,6 +28,120 @@ pub enum HookKind {
     Kprobe,
 }
 
+impl HookKind {
+    /// The kind of a name as `probes` and the trace summary print it.
+    pub fn from_name(s: &str) -> Option<HookKind> {
+        Some(match s {
+            "tp_btf" => HookKind::TpBtf,
+            "raw_tp" => HookKind::RawTp,
+            "netfilter" => HookKind::Netfilter,
+            "fentry" => HookKind::Fentry,
+            "kprobe" => HookKind::Kprobe,
+            _ => return None,
+        })
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            HookKind::TpBtf | HookKind::RawTp => Family::Tracepoint,
+            HookKind::Netfilter => Family::Netfilter,
+            HookKind::Fentry => Family::Fentry,
+            HookKind::Kprobe => Family::Kprobe,
+        }
+    }
+}
+
+/// Hook families, the unit of `--hooks`: tracepoint (tp_btf, raw_tp), netfilter (BPF
+/// link), fentry (fentry, fexit), kprobe (kprobe, kretprobe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Tracepoint,
+    Netfilter,
+    Fentry,
+    Kprobe,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [
+        Family::Tracepoint,
+        Family::Netfilter,
+        Family::Fentry,
+        Family::Kprobe,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Tracepoint => "tracepoint",
+            Family::Netfilter => "netfilter",
+            Family::Fentry => "fentry",
+            Family::Kprobe => "kprobe",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where `--hooks` may come from when the flag is absent.
+pub const HOOKS_ENV: &str = "NETSTACK_LAT_HOOKS";
+
+/// Parse a `--hooks` list (`kprobe,tracepoint`): the families allowed, in order of
+/// preference. Each point takes its first working hook of the first listed family that has
+/// one; points none can serve are not traced (`probes` says why).
+pub fn parse_families(s: &str) -> Result<Vec<Family>, String> {
+    let mut out = Vec::new();
+    for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let f = match w {
+            "tracepoint" | "tp" | "tp_btf" | "raw_tp" => Family::Tracepoint,
+            "netfilter" | "nf" => Family::Netfilter,
+            "fentry" | "fexit" => Family::Fentry,
+            "kprobe" | "kretprobe" => Family::Kprobe,
+            "all" => {
+                out.extend(Family::ALL);
+                continue;
+            }
+            _ => {
+                return Err(format!(
+                    "unknown hook family '{w}': give a comma-separated list of tracepoint, netfilter, fentry, kprobe (or all)"
+                ))
+            }
+        };
+        out.push(f);
+    }
+    if out.is_empty() {
+        return Err(
+            "empty hook family list: give tracepoint, netfilter, fentry or kprobe".into(),
+        );
+    }
+    let mut seen = Vec::new();
+    out.retain(|f| {
+        let first = !seen.contains(f);
+        seen.push(*f);
+        first
+    });
+    Ok(out)
+}
+
+/// The families allowed: the flag, else $NETSTACK_LAT_HOOKS, else all.
+pub fn families(flag: Option<&str>) -> Result<Vec<Family>, UserError> {
+    let env = std::env::var(HOOKS_ENV).ok();
+    match flag.or(env.as_deref()) {
+        None => Ok(Family::ALL.to_vec()),
+        Some(s) => parse_families(s).map_err(|e| {
+            let from = if flag.is_some() {
+                "--hooks".to_string()
+            } else {
+                format!("${HOOKS_ENV}")
+            };
+            UserError::new(format!("{from}: {e}"))
+        }),
+    }
+}
+
 impl fmt::Display for HookKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -53,6 +167,10 @@ pub struct Facts {
     pub fentry: Result<(), String>,
     /// Ok, or why kprobes cannot be used here.
     pub kprobe: Result<(), String>,
+    /// bpf_rdonly_cast (Linux 6.2+): BPF reads fields with plain loads, else probe reads.
+    pub has_cast: bool,
+    /// The families the user allows (`--hooks`, $NETSTACK_LAT_HOOKS); all by default.
+    pub families: Vec<Family>,
 }
 
 impl Default for Facts {
@@ -63,6 +181,8 @@ impl Default for Facts {
             netfilter_link: false,
             fentry: Err("not probed".into()),
             kprobe: Err("not probed".into()),
+            has_cast: true,
+            families: Family::ALL.to_vec(),
         }
     }
 }
@@ -72,6 +192,7 @@ impl Default for Facts {
 pub struct PointPlan {
     pub point: &'static str,
     pub kind: Option<HookKind>,
+    pub family: Option<Family>,
     pub hooks: Vec<String>,
     pub reason: Option<String>,
     pub alternatives: Vec<Alternative>,
@@ -80,6 +201,7 @@ pub struct PointPlan {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Alternative {
     pub kind: HookKind,
+    pub family: Family,
     pub hooks: Vec<String>,
     /// None when this alternative would work too.
     pub unavailable: Option<String>,
@@ -90,6 +212,8 @@ struct Candidate {
     /// Hooks of this candidate; `need_all` says whether each is required or any one suffices.
     hooks: &'static [&'static str],
     need_all: bool,
+    /// Tracepoints a function-based candidate needs as well (raw_tp, any kernel).
+    tps: &'static [&'static str],
 }
 
 const fn c(kind: HookKind, hooks: &'static [&'static str], need_all: bool) -> Candidate {
@@ -97,7 +221,16 @@ const fn c(kind: HookKind, hooks: &'static [&'static str], need_all: bool) -> Ca
         kind,
         hooks,
         need_all,
+        tps: &[],
     }
+}
+
+/// An fentry and a kprobe candidate on the same kernel functions.
+fn functions(hooks: &'static [&'static str]) -> [Candidate; 2] {
+    [
+        c(HookKind::Fentry, hooks, true),
+        c(HookKind::Kprobe, hooks, true),
+    ]
 }
 
 const DRIVER_TP: &[&str] = &[
@@ -116,55 +249,80 @@ fn candidates(point: &str) -> Vec<Candidate> {
             c(TpBtf, &["netif_receive_skb"], true),
             c(RawTp, &["netif_receive_skb"], true),
         ],
-        "rx_ip" => vec![
+        "rx_ip" => [
             c(
                 Netfilter,
                 &["ipv4 PRE_ROUTING first", "ipv6 PRE_ROUTING first"],
                 true,
             ),
-            c(Fentry, &["ip_rcv", "ipv6_rcv"], true),
-        ],
-        "rx_transport" => vec![
+        ]
+        .into_iter()
+        .chain(functions(&["ip_rcv", "ipv6_rcv"]))
+        .collect(),
+        "rx_transport" => [
             c(
                 Netfilter,
                 &["ipv4 LOCAL_IN last", "ipv6 LOCAL_IN last"],
                 true,
             ),
-            c(
-                Fentry,
-                &["tcp_v4_rcv", "tcp_v6_rcv", "udp_rcv", "udpv6_rcv"],
-                true,
-            ),
-        ],
-        "rx_sockq" => vec![
+        ]
+        .into_iter()
+        .chain(functions(&[
+            "tcp_v4_rcv",
+            "tcp_v6_rcv",
+            "udp_rcv",
+            "udpv6_rcv",
+        ]))
+        .collect(),
+        // sock_def_readable is the sk_data_ready the tracepoint precedes.
+        "rx_sockq" => [
             c(TpBtf, &["sk_data_ready"], true),
             c(RawTp, &["sk_data_ready"], true),
-        ],
-        "rx_read" => vec![
+        ]
+        .into_iter()
+        .chain(functions(&["sock_def_readable"]))
+        .collect(),
+        // The return of sock_recvmsg, where sock_recv_length fires.
+        "rx_read" => [
             c(TpBtf, &["sock_recv_length"], true),
             c(RawTp, &["sock_recv_length"], true),
-        ],
+        ]
+        .into_iter()
+        .chain(functions(&["sock_recvmsg"]))
+        .collect(),
         "rx_softirq" => vec![
             c(TpBtf, &["softirq_raise", "softirq_entry"], true),
             c(RawTp, &["softirq_raise", "softirq_entry"], true),
         ],
-        "tx_send" => vec![c(TpBtf, TX_SEND_TP, true), c(RawTp, TX_SEND_TP, true)],
-        "tx_transport" => vec![
+        // Without its tracepoints: the entry of tcp_sendmsg_locked and the return of
+        // inet(6)_sendmsg; the syscall's start still comes from raw_syscalls:sys_enter.
+        "tx_send" => [c(TpBtf, TX_SEND_TP, true), c(RawTp, TX_SEND_TP, true)]
+            .into_iter()
+            .chain(
+                functions(&["tcp_sendmsg_locked", "inet_sendmsg", "inet6_sendmsg"])
+                    .map(|k| Candidate { tps: &["sys_enter"], ..k }),
+            )
+            .collect(),
+        "tx_transport" => [
             c(
                 Netfilter,
                 &["ipv4 LOCAL_OUT first", "ipv6 LOCAL_OUT first"],
                 true,
             ),
-            c(Fentry, &["ip_output", "ip6_output"], true),
-        ],
-        "tx_nf_done" => vec![
+        ]
+        .into_iter()
+        .chain(functions(&["ip_output", "ip6_output"]))
+        .collect(),
+        "tx_nf_done" => [
             c(
                 Netfilter,
                 &["ipv4 POST_ROUTING last", "ipv6 POST_ROUTING last"],
                 true,
             ),
-            c(Fentry, &["ip_finish_output2", "ip6_finish_output2"], true),
-        ],
+        ]
+        .into_iter()
+        .chain(functions(&["ip_finish_output2", "ip6_finish_output2"]))
+        .collect(),
         // A parked chain must be picked up again: enqueue and dequeue come together.
         "tx_qdisc_enq" => vec![
             c(
@@ -222,6 +380,17 @@ pub const TX_PLAN_POINTS: [&str; 8] = [
 
 /// Why a candidate cannot serve here, or the hooks it would use.
 fn check(f: &Facts, cand: &Candidate) -> Result<Vec<String>, String> {
+    let family = cand.kind.family();
+    if !f.families.contains(&family) {
+        let allowed: Vec<&str> = f.families.iter().map(|x| x.name()).collect();
+        return Err(format!(
+            "{family} hooks not chosen (--hooks {})",
+            allowed.join(",")
+        ));
+    }
+    if let Some(tp) = cand.tps.iter().find(|t| !f.tracepoints.contains(**t)) {
+        return Err(format!("tracepoint {tp} not in this kernel"));
+    }
     let present: Vec<&str> = match cand.kind {
         HookKind::TpBtf | HookKind::RawTp => cand
             .hooks
@@ -243,9 +412,6 @@ fn check(f: &Facts, cand: &Candidate) -> Result<Vec<String>, String> {
             };
             if let Err(e) = gate {
                 return Err(e.clone());
-            }
-            if cand.kind == HookKind::Kprobe {
-                return Err("kprobe programs for this point are not built yet".into());
             }
             cand.hooks
                 .iter()
@@ -288,19 +454,30 @@ pub fn plan_points(f: &Facts, points: &[&'static str]) -> Vec<PointPlan> {
             let mut plan = PointPlan {
                 point,
                 kind: None,
+                family: None,
                 hooks: Vec::new(),
                 reason: None,
                 alternatives: Vec::new(),
             };
             let mut reasons = Vec::new();
-            for cand in candidates(point) {
+            let mut cands = candidates(point);
+            // Stable: within a family, the built-in order (tp_btf before raw_tp) stays.
+            cands.sort_by_key(|c| {
+                f.families
+                    .iter()
+                    .position(|x| *x == c.kind.family())
+                    .unwrap_or(usize::MAX)
+            });
+            for cand in cands {
                 match check(f, &cand) {
                     Ok(hooks) if plan.kind.is_none() => {
                         plan.kind = Some(cand.kind);
+                        plan.family = Some(cand.kind.family());
                         plan.hooks = hooks;
                     }
                     Ok(hooks) => plan.alternatives.push(Alternative {
                         kind: cand.kind,
+                        family: cand.kind.family(),
                         hooks,
                         unavailable: None,
                     }),
@@ -308,6 +485,7 @@ pub fn plan_points(f: &Facts, points: &[&'static str]) -> Vec<PointPlan> {
                         reasons.push(format!("{}: {why}", cand.kind));
                         plan.alternatives.push(Alternative {
                             kind: cand.kind,
+                            family: cand.kind.family(),
                             hooks: cand.hooks.iter().map(|s| s.to_string()).collect(),
                             unavailable: Some(why),
                         });
@@ -383,6 +561,11 @@ const FUNCS: &[&str] = &[
     "ip6_output",
     "ip_finish_output2",
     "ip6_finish_output2",
+    "sock_def_readable",
+    "sock_recvmsg",
+    "inet_sendmsg",
+    "inet6_sendmsg",
+    "tcp_sendmsg_locked",
     "ipt_do_table",
     "ip6t_do_table",
     "nft_do_chain",
@@ -395,8 +578,12 @@ pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
     let mut facts = Facts::default();
     for &point in RX_PLAN_POINTS.iter().chain(TX_PLAN_POINTS.iter()) {
         for cand in candidates(point) {
-            if matches!(cand.kind, HookKind::TpBtf | HookKind::RawTp) {
-                for &h in cand.hooks {
+            let tps = match cand.kind {
+                HookKind::TpBtf | HookKind::RawTp => cand.hooks,
+                _ => cand.tps,
+            };
+            {
+                for &h in tps {
                     if btf
                         .type_by_name::<Typedef>(&format!("btf_trace_{h}"))
                         .is_some()
@@ -413,6 +600,7 @@ pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
         }
     }
     facts.netfilter_link = btf.type_by_name::<Struct>("bpf_nf_ctx").is_some();
+    facts.has_cast = btf.type_by_name::<Func>("bpf_rdonly_cast").is_some();
     facts.fentry = probe_fentry(btf_path);
     facts.kprobe = if Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
         Ok(())
@@ -422,18 +610,26 @@ pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
     Ok(facts)
 }
 
-/// Which of these tracepoints the kernel's BTF describes (usable by tp_btf and raw_tp).
-pub fn gather_tracepoints(btf_path: &Path, names: &[&str]) -> anyhow::Result<Vec<String>> {
+/// Which of these tracepoints the kernel's BTF describes (usable by tp_btf and raw_tp),
+/// and whether it has bpf_rdonly_cast (`Facts::has_cast`).
+pub fn gather_tracepoints(
+    btf_path: &Path,
+    names: &[&str],
+) -> anyhow::Result<(Vec<String>, bool)> {
     let btf = Btf::from_path(btf_path)
         .map_err(|e| UserError::new(format!("cannot read BTF at {}: {e}", btf_path.display())))?;
-    Ok(names
+    let present = names
         .iter()
         .filter(|n| {
             btf.type_by_name::<Typedef>(&format!("btf_trace_{n}"))
                 .is_some()
         })
         .map(|n| n.to_string())
-        .collect())
+        .collect();
+    Ok((
+        present,
+        btf.type_by_name::<Func>("bpf_rdonly_cast").is_some(),
+    ))
 }
 
 /// Load a do-nothing fentry program: the only honest test (lockdown or LSMs may refuse it).
@@ -457,16 +653,21 @@ pub fn run(args: &crate::cli::ProbesArgs) -> anyhow::Result<()> {
     let btf = btf_path(args.btf.as_deref());
     require_btf(&btf)?;
     libbpf_rs::set_print(None);
+    let families = families(args.hooks.as_deref())?;
     let info = kernel_info(&btf);
-    let facts = gather(&btf)?;
+    let mut facts = gather(&btf)?;
+    facts.families = families;
     let mut plan = plan_rx(&facts);
     plan.extend(plan_tx(&facts));
     if args.json {
         let v = serde_json::json!({
             "kernel": info,
+            // null: usable here; else why not.
             "fentry": facts.fentry.as_ref().err(),
             "kprobe": facts.kprobe.as_ref().err(),
             "netfilter_link": facts.netfilter_link,
+            "rdonly_cast": facts.has_cast,
+            "families": facts.families,
             "points": plan,
         });
         println!("{v}");
@@ -484,19 +685,44 @@ pub fn run(args: &crate::cli::ProbesArgs) -> anyhow::Result<()> {
             "not mounted"
         }
     );
-    println!("{:<14} {:<10} hooks / reason", "point", "hook");
+    let state = |r: &Result<(), String>| match r {
+        Ok(()) => "usable".to_string(),
+        Err(e) => e.clone(),
+    };
+    println!(
+        "fentry: {}  kprobe: {}  netfilter link: {}  field reads: {}",
+        state(&facts.fentry),
+        state(&facts.kprobe),
+        if facts.netfilter_link {
+            "yes"
+        } else {
+            "no (Linux 6.4+)"
+        },
+        if facts.has_cast {
+            "bpf_rdonly_cast"
+        } else {
+            "bpf_probe_read_kernel (no bpf_rdonly_cast before Linux 6.2)"
+        }
+    );
+    if facts.families.len() < Family::ALL.len() {
+        let f: Vec<&str> = facts.families.iter().map(|x| x.name()).collect();
+        println!("hook families allowed: {}", f.join(","));
+    }
+    println!("{:<14} {:<11} {:<10} hooks / reason", "point", "family", "hook");
     for p in &plan {
-        match p.kind {
-            Some(k) => println!(
-                "{:<14} {:<10} {}",
+        match (p.kind, p.family) {
+            (Some(k), Some(f)) => println!(
+                "{:<14} {:<11} {:<10} {}",
                 p.point,
+                f.name(),
                 k.to_string(),
                 p.hooks.join(", ")
             ),
-            None => println!(
-                "{:<14} {:<10} {}",
+            _ => println!(
+                "{:<14} {:<11} {:<10} {}",
                 p.point,
                 "none",
+                "",
                 p.reason.as_deref().unwrap_or("")
             ),
         }
@@ -531,6 +757,8 @@ mod tests {
                 "net_dev_xmit",
                 "consume_skb",
                 "kfree_skb",
+                "softirq_raise",
+                "softirq_entry",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -539,6 +767,7 @@ mod tests {
             netfilter_link: true,
             fentry: Err("fentry program load refused: EPERM".into()),
             kprobe: Err("kernel built without CONFIG_KPROBES".into()),
+            ..Facts::default()
         }
     }
 
@@ -569,6 +798,9 @@ mod tests {
         f.tracepoints.remove("sk_data_ready");
         let p = plan_rx(&f);
         assert_eq!(kind_of(&p, "rx_ip"), Some(HookKind::Fentry));
+        assert_eq!(kind_of(&p, "rx_sockq"), Some(HookKind::Fentry));
+        f.fentry = Err("fentry program load refused: EPERM".into());
+        let p = plan_rx(&f);
         let sockq = p.iter().find(|x| x.point == "rx_sockq").unwrap();
         assert_eq!(sockq.kind, None);
         assert!(sockq
@@ -609,6 +841,73 @@ mod tests {
         assert_eq!(kind_of(&p, "tx_transport"), Some(HookKind::Netfilter));
         assert_eq!(kind_of(&p, "tx_nf_done"), Some(HookKind::Netfilter));
         assert_eq!(kind_of(&p, "tx_free"), Some(HookKind::TpBtf));
+    }
+
+    #[test]
+    fn hooks_list_is_an_order_of_preference() {
+        let mut f = facts_618();
+        f.fentry = Ok(());
+        f.kprobe = Ok(());
+        f.families = parse_families("kprobe,tracepoint").unwrap();
+        let p = plan_rx(&f);
+        assert_eq!(kind_of(&p, "rx_sockq"), Some(HookKind::Kprobe));
+        assert_eq!(kind_of(&p, "rx_ip"), Some(HookKind::Kprobe));
+        // No kprobe candidate: the next family in the list.
+        assert_eq!(kind_of(&p, "rx_netif"), Some(HookKind::TpBtf));
+        f.families = parse_families("fentry").unwrap();
+        let p = plan_rx(&f);
+        assert_eq!(kind_of(&p, "rx_read"), Some(HookKind::Fentry));
+        let netif = p.iter().find(|x| x.point == "rx_netif").unwrap();
+        assert_eq!(netif.kind, None);
+        assert!(netif.reason.as_deref().unwrap().contains("--hooks fentry"));
+        // tx_send's function candidates still take the syscall start from sys_enter.
+        let t = plan_tx(&f);
+        let send = t.iter().find(|x| x.point == "tx_send").unwrap();
+        assert_eq!(send.kind, Some(HookKind::Fentry));
+        f.tracepoints.remove("sys_enter");
+        let t = plan_tx(&f);
+        assert_eq!(kind_of(&t, "tx_send"), None);
+    }
+
+    #[test]
+    fn parse_families_keeps_order_and_rejects_unknown_names() {
+        use Family::*;
+        assert_eq!(
+            parse_families("kprobe, tp,kprobe").unwrap(),
+            vec![Kprobe, Tracepoint]
+        );
+        assert_eq!(parse_families("all").unwrap(), Family::ALL.to_vec());
+        let e = parse_families("kprobes").unwrap_err();
+        assert!(e.contains("unknown hook family 'kprobes'"), "{e}");
+        assert!(parse_families(" , ").is_err());
+    }
+
+    #[test]
+    fn on_61_every_point_has_a_fallback() {
+        // Debian's 6.1 cloud kernel: no netfilter link, none of the socket tracepoints.
+        let mut f = facts_618();
+        for tp in [
+            "sk_data_ready",
+            "sock_recv_length",
+            "sock_send_length",
+            "tcp_sendmsg_locked",
+        ] {
+            f.tracepoints.remove(tp);
+        }
+        f.netfilter_link = false;
+        f.fentry = Ok(());
+        f.kprobe = Ok(());
+        let mut p = plan_rx(&f);
+        p.extend(plan_tx(&f));
+        for x in &p {
+            assert!(x.kind.is_some(), "{} unserved: {:?}", x.point, x.reason);
+        }
+        for point in ["rx_ip", "rx_sockq", "rx_read", "tx_send", "tx_transport"] {
+            assert_eq!(kind_of(&p, point), Some(HookKind::Fentry), "{point}");
+        }
+        f.fentry = Err("EPERM".into());
+        let p = plan_rx(&f);
+        assert_eq!(kind_of(&p, "rx_read"), Some(HookKind::Kprobe));
     }
 
     #[test]

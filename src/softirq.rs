@@ -610,7 +610,7 @@ impl<'o> Source<'o> {
         mask: u32,
         cpu: Option<u32>,
     ) -> Result<Source<'o>> {
-        let facts = probes::gather_tracepoints(
+        let (facts, has_cast) = probes::gather_tracepoints(
             btf,
             &[
                 "softirq_raise",
@@ -640,6 +640,7 @@ impl<'o> Source<'o> {
             .context("BPF object has no rodata")?;
         ro.f_vectors = mask;
         ro.f_cpu = cpu.map_or(-1, |c| c as i32);
+        ro.has_cast = has_cast;
         let mut skel = open.load().context("loading the softirq BPF programs")?;
         let links = attach(&mut skel)?;
         Ok(Source {

@@ -174,18 +174,29 @@ fn programs_for(point: &str, kind: HookKind) -> &'static [&'static str] {
         ("rx_netif", TpBtf) => &["rx_netif_tp_btf"],
         ("rx_netif", RawTp) => &["rx_netif_raw"],
         ("rx_ip", Netfilter) => &["rx_ip_nf"],
-        ("rx_ip", Fentry) => &["rx_ip_fentry4", "rx_ip_fentry6"],
+        ("rx_ip", Fentry) => &["rx_ip4_fentry", "rx_ip6_fentry"],
+        ("rx_ip", Kprobe) => &["rx_ip4_kprobe", "rx_ip6_kprobe"],
         ("rx_transport", Netfilter) => &["rx_transport_nf"],
         ("rx_transport", Fentry) => &[
-            "rx_transport_fentry_tcp4",
-            "rx_transport_fentry_tcp6",
-            "rx_transport_fentry_udp4",
-            "rx_transport_fentry_udp6",
+            "rx_transport_tcp4_fentry",
+            "rx_transport_tcp6_fentry",
+            "rx_transport_udp4_fentry",
+            "rx_transport_udp6_fentry",
+        ],
+        ("rx_transport", Kprobe) => &[
+            "rx_transport_tcp4_kprobe",
+            "rx_transport_tcp6_kprobe",
+            "rx_transport_udp4_kprobe",
+            "rx_transport_udp6_kprobe",
         ],
         ("rx_sockq", TpBtf) => &["rx_sockq_tp_btf"],
         ("rx_sockq", RawTp) => &["rx_sockq_raw"],
+        ("rx_sockq", Fentry) => &["rx_sockq_fentry"],
+        ("rx_sockq", Kprobe) => &["rx_sockq_kprobe"],
         ("rx_read", TpBtf) => &["rx_read_tp_btf"],
         ("rx_read", RawTp) => &["rx_read_raw"],
+        ("rx_read", Fentry) => &["rx_read_fexit"],
+        ("rx_read", Kprobe) => &["rx_read_kprobe", "rx_read_kretprobe"],
         ("rx_softirq", TpBtf) => &["rx_softirq_raise", "rx_softirq_entry"],
         ("rx_softirq", RawTp) => &["rx_softirq_raise_raw", "rx_softirq_entry_raw"],
         ("tx_send", TpBtf) => &["tx_send_sys_enter", "tx_send_tcp", "tx_send_end"],
@@ -194,10 +205,26 @@ fn programs_for(point: &str, kind: HookKind) -> &'static [&'static str] {
             "tx_send_tcp_raw",
             "tx_send_end_raw",
         ],
+        ("tx_send", Fentry) => &[
+            "tx_send_sys_enter_raw",
+            "tx_send_tcp_fentry",
+            "tx_send_end4_fexit",
+            "tx_send_end6_fexit",
+        ],
+        ("tx_send", Kprobe) => &[
+            "tx_send_sys_enter_raw",
+            "tx_send_tcp_kprobe",
+            "tx_send_end4_kprobe",
+            "tx_send_end4_kretprobe",
+            "tx_send_end6_kprobe",
+            "tx_send_end6_kretprobe",
+        ],
         ("tx_transport", Netfilter) => &["tx_transport_nf"],
-        ("tx_transport", Fentry) => &["tx_transport_fentry4", "tx_transport_fentry6"],
+        ("tx_transport", Fentry) => &["tx_transport4_fentry", "tx_transport6_fentry"],
+        ("tx_transport", Kprobe) => &["tx_transport4_kprobe", "tx_transport6_kprobe"],
         ("tx_nf_done", Netfilter) => &["tx_nf_done_nf"],
-        ("tx_nf_done", Fentry) => &["tx_nf_done_fentry4", "tx_nf_done_fentry6"],
+        ("tx_nf_done", Fentry) => &["tx_nf_done4_fentry", "tx_nf_done6_fentry"],
+        ("tx_nf_done", Kprobe) => &["tx_nf_done4_kprobe", "tx_nf_done6_kprobe"],
         ("tx_qdisc_enq", TpBtf) => &["tx_qdisc_enq_queue", "tx_qdisc_enq_qdisc"],
         ("tx_qdisc_enq", RawTp) => &["tx_qdisc_enq_queue_raw", "tx_qdisc_enq_qdisc_raw"],
         ("tx_qdisc_deq", TpBtf) => &["tx_qdisc_deq_qdisc"],
@@ -753,7 +780,9 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
             .transpose()?;
         resolve_filters(args)?
     };
-    let facts = probes::gather(&btf)?;
+    let families = probes::families(args.hooks.as_deref())?;
+    let mut facts = probes::gather(&btf)?;
+    facts.families = families;
     let (want_rx, want_tx) = (!args.tx, !args.rx);
     let mut plan = Vec::new();
     if want_rx {
@@ -768,7 +797,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     }
     for p in plan.iter().filter(|p| p.kind.is_none()) {
         eprintln!(
-            "netstack-lat: {} is not traced on this kernel: {}",
+            "netstack-lat: {} is not traced: {}",
             p.point,
             p.reason.as_deref().unwrap_or("no hook")
         );
@@ -776,15 +805,15 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     let served = |point: &str| plan.iter().any(|p| p.point == point && p.kind.is_some());
     if want_rx && !served("rx_sockq") {
         return Err(UserError::new(
-            "this kernel has no hook for the socket-queue point (sock:sk_data_ready, Linux 6.6+): \
-             see `netstack-lat probes` for what is missing",
+            "no hook for the socket-queue point here (sock:sk_data_ready, or sock_def_readable by \
+             fentry or kprobe): see `netstack-lat probes` for what is missing or excluded by --hooks",
         )
         .into());
     }
     if want_tx && !served("tx_transport") {
         return Err(UserError::new(
-            "this kernel has no hook for tx_transport (netfilter BPF link, Linux 6.4+, or fentry): \
-             see `netstack-lat probes` for what is missing",
+            "no hook for tx_transport here (netfilter BPF link, Linux 6.4+, or ip_output by fentry \
+             or kprobe): see `netstack-lat probes` for what is missing or excluded by --hooks",
         )
         .into());
     }
@@ -803,7 +832,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     let mut open = builder
         .open(&mut obj)
         .context("opening the RX BPF object")?;
-    set_filters!(open, &filters);
+    set_filters!(open, &filters).has_cast = facts.has_cast;
     open.maps
         .events
         .set_max_entries(libbpf_rs::num_possible_cpus()? as u32)?;
@@ -822,6 +851,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         .open(&mut tx_obj)
         .context("opening the TX BPF object")?;
     let ro = set_filters!(tx_open, &filters);
+    ro.has_cast = facts.has_cast;
     // c_long is i32 on 32-bit targets, where this conversion is not a no-op.
     #[allow(clippy::useless_conversion)]
     for (d, nr) in ro.sys_nr.iter_mut().zip(SEND_SYSCALLS) {
@@ -1031,6 +1061,7 @@ mod tests {
             .map(|s| s.to_string())
             .collect(),
             kprobe: Err("no".into()),
+            ..Facts::default()
         };
         let progs = chosen_programs(&plan_tx(&facts));
         assert_eq!(
@@ -1039,10 +1070,10 @@ mod tests {
                 "tx_send_sys_enter",
                 "tx_send_tcp",
                 "tx_send_end",
-                "tx_transport_fentry4",
-                "tx_transport_fentry6",
-                "tx_nf_done_fentry4",
-                "tx_nf_done_fentry6",
+                "tx_transport4_fentry",
+                "tx_transport6_fentry",
+                "tx_nf_done4_fentry",
+                "tx_nf_done6_fentry",
                 "tx_qdisc_enq_queue",
                 "tx_qdisc_enq_qdisc",
                 "tx_qdisc_deq_qdisc",

@@ -9,7 +9,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use netstack_lat::exchange::wait_readable;
 
 const EXIT_ERROR: u8 = 2;
 const EXIT_TIMEOUT: i32 = 3;
@@ -361,32 +362,6 @@ fn rate(n: u64, secs: f64) -> f64 {
         n as f64 / secs
     } else {
         0.0
-    }
-}
-
-/// Block until `fd` is readable, so the data is already queued when we then sleep;
-/// that is what makes `--delay-ms` show up as socket-queue latency in the tracer.
-fn wait_readable(fd: RawFd) -> Result<()> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: `pfd` is a valid pollfd and we pass a count of exactly 1.
-        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
-        if r > 0 {
-            if pfd.revents & libc::POLLNVAL != 0 {
-                bail!("poll: invalid socket");
-            }
-            return Ok(());
-        }
-        if r < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() != ErrorKind::Interrupted {
-                return Err(err).context("poll");
-            }
-        }
     }
 }
 
