@@ -11,7 +11,7 @@ ARCH := $(shell uname -m)
 BIN := target/release/netstack-lat
 STATIC_TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: all deps build run test static bench lint vmlinux clean
+.PHONY: all deps build run test test-vm static bench lint vmlinux clean
 
 all: build
 
@@ -26,10 +26,16 @@ run: deps build
 	$(SUDO) ./$(BIN) trace $(ARGS)
 
 # Unit tests, then the privileged integration tests: one at a time, they share the kernel.
-# Those skip (and say why) when not run as root.
+# Those skip (and say why) when not run as root. Then the static binary on other kernels.
 test: deps
 	$(CARGO) test --release --lib --bins
 	$(CARGO) test --release --test '*' -- --test-threads=1
+	$(MAKE) test-vm
+
+# The static binary's selftest inside Debian's 6.1 and 6.12 cloud kernels under qemu (TCG);
+# make test-vm KERNELS="linux-image-cloud-amd64 linux-image-6.12-cloud-amd64 ..."
+test-vm: deps static
+	$(SUDO) env KERNELS="$(KERNELS)" bash scripts/test-vm.sh
 
 static: deps
 	LIBBPF_SYS_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu \

@@ -27,9 +27,9 @@ const volatile bool has_cast = true;
 #define RD_BUF(dst, p, field)                                                                      \
 	do {                                                                                       \
 		if (has_cast)                                                                      \
-			__builtin_memcpy(dst, &(p)->field, sizeof((p)->field));                   \
+			__builtin_memcpy(dst, &(p)->field, sizeof((p)->field));                    \
 		else                                                                               \
-			bpf_core_read(dst, sizeof((p)->field), &(p)->field);                      \
+			bpf_core_read(dst, sizeof((p)->field), &(p)->field);                       \
 	} while (0)
 
 #endif /* KREAD_BPF_H */

@@ -545,7 +545,17 @@ static __always_inline void on_ip_skb(struct sk_buff *skb)
 }
 
 /* Per function: an fentry and a kprobe program calling the same core logic. */
-#define RX_FN(name, fn, call, ...)                                                                 	SEC("fentry/" #fn)                                                                         	int BPF_PROG(name##_fentry, ##__VA_ARGS__)                                                 	{                                                                                          		call;                                                                              		return 0;                                                                          	}                                                                                          	SEC("kprobe/" #fn)                                                                         	int BPF_KPROBE(name##_kprobe, ##__VA_ARGS__)                                               	{                                                                                          		call;                                                                              		return 0;                                                                          	}
+#define RX_FN(name, fn, call, ...)                                                                 \
+	SEC("fentry/" #fn) int BPF_PROG(name##_fentry, ##__VA_ARGS__)                              \
+	{                                                                                          \
+		call;                                                                              \
+		return 0;                                                                          \
+	}                                                                                          \
+	SEC("kprobe/" #fn) int BPF_KPROBE(name##_kprobe, ##__VA_ARGS__)                            \
+	{                                                                                          \
+		call;                                                                              \
+		return 0;                                                                          \
+	}
 
 RX_FN(rx_ip4, ip_rcv, on_ip_skb(skb), struct sk_buff *skb)
 RX_FN(rx_ip6, ipv6_rcv, on_ip_skb(skb), struct sk_buff *skb)

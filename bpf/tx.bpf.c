@@ -660,7 +660,7 @@ TX_FN(tx_send_tcp, tcp_sendmsg_locked, on_tcp_send(sk, msg), struct sock *sk, st
 	SEC("fexit/" #fn)                                                                          \
 	int BPF_PROG(name##_fexit, struct socket *sock, struct msghdr *msg, size_t size, int ret)  \
 	{                                                                                          \
-		on_send_end(sock->sk, ret, msg->msg_flags);                                       \
+		on_send_end(sock->sk, ret, msg->msg_flags);                                        \
 		return 0;                                                                          \
 	}                                                                                          \
 	SEC("kprobe/" #fn)                                                                         \

@@ -9,6 +9,7 @@ PACKAGES=(
 	clang llvm libelf-dev zlib1g-dev pkg-config make
 	iproute2 ethtool bpftool bpftrace iperf3 clang-format
 	file util-linux procps iptables nftables prometheus python3-venv curl
+	qemu-system-x86 busybox-static cpio xz-utils
 )
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -24,7 +24,7 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found: r
 # A dynamic busybox would find no libc in the initramfs; ldd fails on static executables.
 ! ldd /bin/busybox >/dev/null 2>&1 || die "/bin/busybox is dynamic: install busybox-static"
 [ -x "$NSL_BIN" ] || die "$NSL_BIN missing: run \`make static\` (or set NSL_BIN)"
-for t in apt-cache apt-get dpkg-deb cpio gzip xz timeout; do
+for t in apt-cache apt-get dpkg-deb cpio gzip xz timeout python3; do
 	command -v "$t" >/dev/null || die "$t not found"
 done
 
@@ -175,5 +175,15 @@ printf '%-32s %-28s %-5s %6s\n' PACKAGE KERNEL RESULT SECS
 for k in $KERNELS; do
 	printf '%-32s %-28s %-5s %6s\n' "$k" "${VER[$k]}" "${RES[$k]}" "${SECS[$k]}"
 done
+# Each guest's selftest against what its kernel's BTF offers (tests/data/kernels.json), and
+# the README's table of kernels x hook families.
+jsons=()
+for k in $KERNELS; do
+	[ -s "$OUT/$k.json" ] && jsons+=("$OUT/$k.json")
+done
+if [ "${#jsons[@]}" -gt 0 ]; then
+	echo
+	python3 scripts/kernel-check.py --table "${jsons[@]}" | tee "$OUT/kernels.md" || failed=1
+fi
 echo "test-vm: total $(since "$start_all")s"
 exit "$failed"

@@ -362,9 +362,9 @@ pub struct TraceArgs {
     /// address and port (off by default: it multiplies the series)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub per_connection_top: usize,
-    /// Hook families allowed, in a comma-separated list: tracepoint, netfilter, fentry,
-    /// kprobe (default: all, each point taking the first that works here; also
-    /// $NETSTACK_LAT_HOOKS). Forces the fallbacks, e.g. --hooks kprobe
+    /// Hook families allowed, in order of preference (comma-separated: tracepoint,
+    /// netfilter, fentry, kprobe; default: all, in that order; also $NETSTACK_LAT_HOOKS).
+    /// Each point takes its first working hook; forces fallbacks, e.g. --hooks kprobe,tracepoint
     #[arg(long, value_name = "LIST")]
     pub hooks: Option<String>,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
@@ -439,9 +439,9 @@ pub struct ProbesArgs {
     /// One JSON object instead of a table
     #[arg(long)]
     pub json: bool,
-    /// Hook families allowed, in a comma-separated list: tracepoint, netfilter, fentry,
-    /// kprobe (default: all, each point taking the first that works here; also
-    /// $NETSTACK_LAT_HOOKS). Forces the fallbacks, e.g. --hooks kprobe
+    /// Hook families allowed, in order of preference (comma-separated: tracepoint,
+    /// netfilter, fentry, kprobe; default: all, in that order; also $NETSTACK_LAT_HOOKS).
+    /// Each point takes its first working hook; forces fallbacks, e.g. --hooks kprobe,tracepoint
     #[arg(long, value_name = "LIST")]
     pub hooks: Option<String>,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)

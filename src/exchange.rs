@@ -147,12 +147,7 @@ pub fn delayed_tcp(
 /// `count` rounds over one TCP connection (TCP_NODELAY): a write with MSG_MORE, which the
 /// kernel holds in the socket for what follows, then after `hold` a plain write that sends
 /// both. The first write's bytes wait `hold` between send and transmit.
-pub fn corked_tcp(
-    listener: &TcpListener,
-    count: u32,
-    size: usize,
-    hold: Duration,
-) -> Result<Sent> {
+pub fn corked_tcp(listener: &TcpListener, count: u32, size: usize, hold: Duration) -> Result<Sent> {
     let to = listener.local_addr()?;
     let tx = TcpStream::connect_timeout(&to, Duration::from_secs(10))
         .with_context(|| format!("connecting to {to}"))?;

@@ -113,9 +113,7 @@ pub fn parse_families(s: &str) -> Result<Vec<Family>, String> {
         out.push(f);
     }
     if out.is_empty() {
-        return Err(
-            "empty hook family list: give tracepoint, netfilter, fentry or kprobe".into(),
-        );
+        return Err("empty hook family list: give tracepoint, netfilter, fentry or kprobe".into());
     }
     let mut seen = Vec::new();
     out.retain(|f| {
@@ -249,23 +247,19 @@ fn candidates(point: &str) -> Vec<Candidate> {
             c(TpBtf, &["netif_receive_skb"], true),
             c(RawTp, &["netif_receive_skb"], true),
         ],
-        "rx_ip" => [
-            c(
-                Netfilter,
-                &["ipv4 PRE_ROUTING first", "ipv6 PRE_ROUTING first"],
-                true,
-            ),
-        ]
+        "rx_ip" => [c(
+            Netfilter,
+            &["ipv4 PRE_ROUTING first", "ipv6 PRE_ROUTING first"],
+            true,
+        )]
         .into_iter()
         .chain(functions(&["ip_rcv", "ipv6_rcv"]))
         .collect(),
-        "rx_transport" => [
-            c(
-                Netfilter,
-                &["ipv4 LOCAL_IN last", "ipv6 LOCAL_IN last"],
-                true,
-            ),
-        ]
+        "rx_transport" => [c(
+            Netfilter,
+            &["ipv4 LOCAL_IN last", "ipv6 LOCAL_IN last"],
+            true,
+        )]
         .into_iter()
         .chain(functions(&[
             "tcp_v4_rcv",
@@ -299,27 +293,27 @@ fn candidates(point: &str) -> Vec<Candidate> {
         "tx_send" => [c(TpBtf, TX_SEND_TP, true), c(RawTp, TX_SEND_TP, true)]
             .into_iter()
             .chain(
-                functions(&["tcp_sendmsg_locked", "inet_sendmsg", "inet6_sendmsg"])
-                    .map(|k| Candidate { tps: &["sys_enter"], ..k }),
+                functions(&["tcp_sendmsg_locked", "inet_sendmsg", "inet6_sendmsg"]).map(|k| {
+                    Candidate {
+                        tps: &["sys_enter"],
+                        ..k
+                    }
+                }),
             )
             .collect(),
-        "tx_transport" => [
-            c(
-                Netfilter,
-                &["ipv4 LOCAL_OUT first", "ipv6 LOCAL_OUT first"],
-                true,
-            ),
-        ]
+        "tx_transport" => [c(
+            Netfilter,
+            &["ipv4 LOCAL_OUT first", "ipv6 LOCAL_OUT first"],
+            true,
+        )]
         .into_iter()
         .chain(functions(&["ip_output", "ip6_output"]))
         .collect(),
-        "tx_nf_done" => [
-            c(
-                Netfilter,
-                &["ipv4 POST_ROUTING last", "ipv6 POST_ROUTING last"],
-                true,
-            ),
-        ]
+        "tx_nf_done" => [c(
+            Netfilter,
+            &["ipv4 POST_ROUTING last", "ipv6 POST_ROUTING last"],
+            true,
+        )]
         .into_iter()
         .chain(functions(&["ip_finish_output2", "ip6_finish_output2"]))
         .collect(),
@@ -612,10 +606,7 @@ pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
 
 /// Which of these tracepoints the kernel's BTF describes (usable by tp_btf and raw_tp),
 /// and whether it has bpf_rdonly_cast (`Facts::has_cast`).
-pub fn gather_tracepoints(
-    btf_path: &Path,
-    names: &[&str],
-) -> anyhow::Result<(Vec<String>, bool)> {
+pub fn gather_tracepoints(btf_path: &Path, names: &[&str]) -> anyhow::Result<(Vec<String>, bool)> {
     let btf = Btf::from_path(btf_path)
         .map_err(|e| UserError::new(format!("cannot read BTF at {}: {e}", btf_path.display())))?;
     let present = names
@@ -708,7 +699,10 @@ pub fn run(args: &crate::cli::ProbesArgs) -> anyhow::Result<()> {
         let f: Vec<&str> = facts.families.iter().map(|x| x.name()).collect();
         println!("hook families allowed: {}", f.join(","));
     }
-    println!("{:<14} {:<11} {:<10} hooks / reason", "point", "family", "hook");
+    println!(
+        "{:<14} {:<11} {:<10} hooks / reason",
+        "point", "family", "hook"
+    );
     for p in &plan {
         match (p.kind, p.family) {
             (Some(k), Some(f)) => println!(

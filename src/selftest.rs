@@ -164,7 +164,8 @@ pub fn bpf_ids() -> BTreeSet<(char, u32)> {
     for (tag, next) in [
         (
             'p',
-            libbpf_rs::libbpf_sys::bpf_prog_get_next_id as unsafe extern "C" fn(u32, *mut u32) -> i32,
+            libbpf_rs::libbpf_sys::bpf_prog_get_next_id
+                as unsafe extern "C" fn(u32, *mut u32) -> i32,
         ),
         ('l', libbpf_rs::libbpf_sys::bpf_link_get_next_id),
     ] {
@@ -180,6 +181,21 @@ pub fn bpf_ids() -> BTreeSet<(char, u32)> {
         }
     }
     out
+}
+
+/// Programs and links loaded since `before` that are still there after up to 5 s: the
+/// kernel frees an exited process's programs (netfilter links after an RCU grace period)
+/// a moment later.
+fn left_since(before: &BTreeSet<(char, u32)>) -> Vec<(char, u32)> {
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = bpf_ids().difference(before).copied().collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    left
 }
 
 /// A running netstack-lat child (`trace`, `softirq`, `netfilter`), killed if dropped
@@ -472,16 +488,10 @@ fn run_family(
         }
         out.push(c);
     }
-    out.push(held_check(facts, family, &summary, pair.port, corked, delay_ns, &want));
-    // Programs are released as the child exits; a moment for the kernel to free them.
-    let mut left = Vec::new();
-    for _ in 0..50 {
-        left = bpf_ids().difference(&before).copied().collect();
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    out.push(held_check(
+        facts, family, &summary, pair.port, corked, delay_ns, &want,
+    ));
+    let left = left_since(&before);
     let mut c = Check::new(
         "clean_exit",
         Some(left.is_empty()),
@@ -529,12 +539,8 @@ fn held_check(
         }
     };
     let n = sent.messages;
-    let held = connection(summary, "tx", "tcp", sent.from_port, port).and_then(|r| {
-        r["held"]
-            .as_array()?
-            .iter()
-            .find(|h| h["reason"] == "cork")
-    });
+    let held = connection(summary, "tx", "tcp", sent.from_port, port)
+        .and_then(|r| r["held"].as_array()?.iter().find(|h| h["reason"] == "cork"));
     let writes = held.and_then(|h| h["writes"].as_u64()).unwrap_or(0);
     let p50 = held
         .and_then(|h| h["wait"]["p50_ns"].as_f64())
@@ -594,7 +600,7 @@ pub fn run(args: &SelftestArgs) -> Result<()> {
     }
     checks.push(softirq_check(args));
     checks.push(netfilter_check(&facts, args));
-    let left: Vec<_> = bpf_ids().difference(&at_start).copied().collect();
+    let left = left_since(&at_start);
     checks.push(Check::new(
         "clean_exit",
         Some(left.is_empty()),
@@ -693,12 +699,14 @@ mod tests {
 
     #[test]
     fn a_point_the_family_could_serve_but_did_not_is_named() {
-        let mut f = Facts::default();
-        f.kprobe = Ok(());
-        f.funcs = ["sock_def_readable", "sock_recvmsg"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let f = Facts {
+            kprobe: Ok(()),
+            funcs: ["sock_def_readable", "sock_recvmsg"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..Facts::default()
+        };
         let hooks = json!({"rx_sockq": "kprobe", "rx_read": "kprobe", "rx_netif": "tp_btf"});
         assert!(not_forced(&f, Family::Kprobe, &hooks).is_empty());
         let hooks = json!({"rx_sockq": "kprobe", "rx_read": "tp_btf"});
@@ -707,14 +715,19 @@ mod tests {
             preference(Family::Tracepoint),
             [Family::Tracepoint, Family::Netfilter]
         );
-        assert_eq!(preference(Family::Kprobe), [Family::Kprobe, Family::Tracepoint]);
+        assert_eq!(
+            preference(Family::Kprobe),
+            [Family::Kprobe, Family::Tracepoint]
+        );
     }
 
     #[test]
     fn a_family_that_cannot_serve_the_reader_is_skipped_with_the_reason() {
-        let mut f = Facts::default();
-        f.tracepoints = ["sk_data_ready"].iter().map(|s| s.to_string()).collect();
-        f.kprobe = Err("kernel built without CONFIG_KPROBES".into());
+        let mut f = Facts {
+            tracepoints: ["sk_data_ready"].iter().map(|s| s.to_string()).collect(),
+            kprobe: Err("kernel built without CONFIG_KPROBES".into()),
+            ..Facts::default()
+        };
         let why = family_gap(&f, Family::Tracepoint).unwrap();
         assert!(why.contains("sock_recv_length not in this kernel"), "{why}");
         assert!(!why.contains("rx_sockq"), "{why}");

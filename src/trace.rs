@@ -795,13 +795,6 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     if want_tx {
         plan.extend(probes::plan_tx(&facts));
     }
-    for p in plan.iter().filter(|p| p.kind.is_none()) {
-        eprintln!(
-            "netstack-lat: {} is not traced: {}",
-            p.point,
-            p.reason.as_deref().unwrap_or("no hook")
-        );
-    }
     let served = |point: &str| plan.iter().any(|p| p.point == point && p.kind.is_some());
     if want_rx && !served("rx_sockq") {
         return Err(UserError::new(
@@ -818,6 +811,14 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         .into());
     }
 
+    // After the fatal checks: an error stays the one line it should be.
+    for p in plan.iter().filter(|p| p.kind.is_none()) {
+        eprintln!(
+            "netstack-lat: {} is not traced: {}",
+            p.point,
+            p.reason.as_deref().unwrap_or("no hook")
+        );
+    }
     // Both objects load (a direction not traced loads no programs); TX writes into RX's
     // ring buffers and counters, so one reader and one set of counters serve both.
     let mut chosen = chosen_programs(&plan);

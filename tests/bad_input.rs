@@ -175,3 +175,26 @@ fn unknown_interface_pid_netns_and_missing_btf() {
         "BTF not found",
     );
 }
+
+#[test]
+fn hook_families() {
+    if !root_or_skip("hook_families") {
+        return;
+    }
+    expect_user_error(
+        &mut tool(&["trace", "--hooks", "tracepoint,bogus", "--duration", "1"]),
+        "--hooks: unknown hook family 'bogus'",
+    );
+    let mut c = tool(&["probes"]);
+    c.env("NETSTACK_LAT_HOOKS", "kprobes");
+    expect_user_error(&mut c, "$NETSTACK_LAT_HOOKS: unknown hook family 'kprobes'");
+    expect_user_error(
+        &mut tool(&["selftest", "--families", "fentry,nope"]),
+        "--families: unknown hook family 'nope'",
+    );
+    // Netfilter links alone cannot see a socket queue: the run stops before loading.
+    expect_user_error(
+        &mut tool(&["trace", "--rx", "--hooks", "netfilter", "--duration", "1"]),
+        "excluded by --hooks",
+    );
+}

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::json;
 use netstack_lat::exchange::wait_readable;
+use serde_json::json;
 
 const EXIT_ERROR: u8 = 2;
 const EXIT_TIMEOUT: i32 = 3;
