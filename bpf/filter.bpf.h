@@ -182,14 +182,21 @@ static __always_inline bool netns_wanted(__u32 ns)
 
 /*
  * The current task from a netfilter program: the kernel offers netfilter programs only the
- * base helpers (6.12 refuses bpf_get_current_comm there), so `in_nf` reads the task's own
- * fields instead. Callers pass a constant; the branch is resolved at compile time.
+ * base helpers, which lacked bpf_get_current_pid_tgid before 6.10 and still lack
+ * bpf_get_current_comm in 6.12. Rust probes which ones a netfilter program may call
+ * (nf_helpers bits); for the others `in_nf` reads the task's own fields. Callers pass
+ * `in_nf` as a constant and nf_helpers is read-only data: the verifier keeps one branch.
  */
+#define NF_HELPER_PID	 1
+#define NF_HELPER_COMM	 2
+#define NF_HELPER_CGROUP 4
+const volatile __u32 nf_helpers = 0;
+
 static __always_inline __u64 current_pid_tgid(bool in_nf)
 {
 	struct task_struct *t;
 
-	if (!in_nf)
+	if (!in_nf || (nf_helpers & NF_HELPER_PID))
 		return bpf_get_current_pid_tgid();
 	t = (void *)bpf_get_current_task();
 	return (__u64)BPF_CORE_READ(t, tgid) << 32 | (__u32)BPF_CORE_READ(t, pid);
@@ -199,7 +206,7 @@ static __always_inline void current_comm(char *buf, bool in_nf)
 {
 	struct task_struct *t;
 
-	if (!in_nf) {
+	if (!in_nf || (nf_helpers & NF_HELPER_COMM)) {
 		bpf_get_current_comm(buf, COMM_LEN);
 		return;
 	}
@@ -211,7 +218,7 @@ static __always_inline __u64 current_cgroup_id(bool in_nf)
 {
 	struct task_struct *t;
 
-	if (!in_nf)
+	if (!in_nf || (nf_helpers & NF_HELPER_CGROUP))
 		return bpf_get_current_cgroup_id();
 	t = (void *)bpf_get_current_task();
 	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);

@@ -342,9 +342,9 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 		count(CNT_TX_FILTERED);
 		return;
 	}
-	id = current_pid_tgid(in_nf);
 	/* UDP goes out inside the send call: the sender is the current task. */
-	task = f.proto == IPPROTO_UDP && c->sys_ts && c->sys_pid_tgid == id;
+	id = f.proto == IPPROTO_UDP && c->sys_ts ? current_pid_tgid(in_nf) : 0;
+	task = id && c->sys_pid_tgid == id;
 	if (f.proto == IPPROTO_UDP && (f_tgid || f_comm_set || f_cgroup) &&
 	    (!task || !task_wanted_in(id >> 32, in_nf))) {
 		count(CNT_TX_FILTERED);

@@ -572,18 +572,17 @@ pub fn gather(btf_path: &Path) -> anyhow::Result<Facts> {
     let mut facts = Facts::default();
     for &point in RX_PLAN_POINTS.iter().chain(TX_PLAN_POINTS.iter()) {
         for cand in candidates(point) {
+            // Tracepoint candidates, and the tracepoints function candidates lean on.
             let tps = match cand.kind {
                 HookKind::TpBtf | HookKind::RawTp => cand.hooks,
                 _ => cand.tps,
             };
-            {
-                for &h in tps {
-                    if btf
-                        .type_by_name::<Typedef>(&format!("btf_trace_{h}"))
-                        .is_some()
-                    {
-                        facts.tracepoints.insert(h.to_string());
-                    }
+            for &h in tps {
+                if btf
+                    .type_by_name::<Typedef>(&format!("btf_trace_{h}"))
+                    .is_some()
+                {
+                    facts.tracepoints.insert(h.to_string());
                 }
             }
         }
@@ -623,6 +622,24 @@ pub fn gather_tracepoints(btf_path: &Path, names: &[&str]) -> anyhow::Result<(Ve
     ))
 }
 
+/// Which task helpers a netfilter program may call here, as the `nf_helpers` bits of
+/// filter.bpf.h (1 pid_tgid, 2 comm, 4 cgroup id); the others are read from the task.
+pub fn netfilter_task_helpers() -> u32 {
+    use libbpf_rs::libbpf_sys as sys;
+    [
+        (sys::BPF_FUNC_get_current_pid_tgid, 1),
+        (sys::BPF_FUNC_get_current_comm, 2),
+        (sys::BPF_FUNC_get_current_cgroup_id, 4),
+    ]
+    .into_iter()
+    // SAFETY: libbpf loads a probe program and reports 1 when the helper is allowed.
+    .filter(|(f, _)| unsafe {
+        sys::libbpf_probe_bpf_helper(sys::BPF_PROG_TYPE_NETFILTER, *f, std::ptr::null())
+    } == 1)
+    .map(|(_, bit)| bit)
+    .sum()
+}
+
 /// Load a do-nothing fentry program: the only honest test (lockdown or LSMs may refuse it).
 fn probe_fentry(btf_path: &Path) -> Result<(), String> {
     let mut obj = MaybeUninit::uninit();
@@ -651,6 +668,17 @@ pub fn run(args: &crate::cli::ProbesArgs) -> anyhow::Result<()> {
     let mut plan = plan_rx(&facts);
     plan.extend(plan_tx(&facts));
     if args.json {
+        // Task helpers a netfilter program may call (the others are read from the task).
+        let bits = if facts.netfilter_link {
+            netfilter_task_helpers()
+        } else {
+            0
+        };
+        let nf_helpers: Vec<&str> = [(1, "pid_tgid"), (2, "comm"), (4, "cgroup_id")]
+            .iter()
+            .filter(|(bit, _)| bits & bit != 0)
+            .map(|(_, n)| *n)
+            .collect();
         let v = serde_json::json!({
             "kernel": info,
             // null: usable here; else why not.
@@ -658,6 +686,7 @@ pub fn run(args: &crate::cli::ProbesArgs) -> anyhow::Result<()> {
             "kprobe": facts.kprobe.as_ref().err(),
             "netfilter_link": facts.netfilter_link,
             "rdonly_cast": facts.has_cast,
+            "netfilter_task_helpers": nf_helpers,
             "families": facts.families,
             "points": plan,
         });

@@ -853,6 +853,12 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         .context("opening the TX BPF object")?;
     let ro = set_filters!(tx_open, &filters);
     ro.has_cast = facts.has_cast;
+    if plan
+        .iter()
+        .any(|p| p.point == "tx_transport" && p.kind == Some(HookKind::Netfilter))
+    {
+        ro.nf_helpers = probes::netfilter_task_helpers();
+    }
     // c_long is i32 on 32-bit targets, where this conversion is not a no-op.
     #[allow(clippy::useless_conversion)]
     for (d, nr) in ro.sys_nr.iter_mut().zip(SEND_SYSCALLS) {

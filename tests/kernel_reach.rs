@@ -67,4 +67,31 @@ fn selftest_passes_on_this_kernel() {
         String::from_utf8_lossy(&check.stderr)
     );
     println!("{}", String::from_utf8_lossy(&check.stdout));
+
+    // The checker can fail: a point served otherwise than the kernel's BTF says, and a
+    // failed check, are both named.
+    let mut bad = v.clone();
+    let series: String = v["kernel"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".");
+    bad["points"][4]["hook"] = "kprobe".into();
+    bad["ok"] = false.into();
+    std::fs::write("target/vm/host-bad.json", bad.to_string()).unwrap();
+    let check = Command::new("python3")
+        .args(["scripts/kernel-check.py", "target/vm/host-bad.json"])
+        .output()
+        .expect("run scripts/kernel-check.py");
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{err}");
+    assert!(err.contains("selftest failed"), "{err}");
+    let known = std::fs::read_to_string("tests/data/kernels.json").unwrap();
+    if known.contains(&format!("\"{series}\"")) {
+        let point = v["points"][4]["point"].as_str().unwrap();
+        assert!(err.contains(&format!("{point} served by kprobe")), "{err}");
+    }
+    let _ = std::fs::remove_file("target/vm/host-bad.json");
 }
