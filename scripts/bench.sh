@@ -757,6 +757,12 @@ if fp:
     L.append("\n`serve` (trace + softirq + netfilter + the endpoint, scraped once per run) is the `serve` "
              "row of the throughput table.\n")
 
+L.append("## Fallback hooks (fentry, kprobe)\n")
+L.append("Not measured: this kernel has no kprobes (CONFIG_KPROBES unset) and refuses fentry programs "
+         "(EPERM), so only the tracepoint, raw_tp and netfilter hooks above can run here. The fallbacks "
+         "run in `make test-vm` (Debian 6.1 and 6.12 under qemu TCG), whose timings are emulation, not "
+         "hardware: they prove the fallbacks correct (see README, Kernel reach), not their cost.\n")
+
 L.append("## Targets missed\n")
 L.extend([f"- {m}" for m in missed] or ["- none"])
 L.append("")

@@ -12,7 +12,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPECT = os.path.join(HERE, "..", "tests", "data", "kernels.json")
-FAMILIES = ["tracepoint", "fentry", "kprobe"]
+FAMILIES = ["tracepoint", "raw_tp", "fentry", "kprobe"]
 POINTS = ["rx_ip", "rx_transport", "rx_sockq", "rx_read", "tx_send", "tx_transport", "tx_nf_done"]
 
 

@@ -34,8 +34,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
-    /// Check this kernel's hooks against a known delay, once per hook family (tracepoint,
-    /// fentry, kprobe): does netstack-lat measure right here?
+    /// Check this kernel's hooks against known delays, once per hook family (tracepoint,
+    /// raw_tp, fentry, kprobe): does netstack-lat measure right here?
     Selftest(SelftestArgs),
     /// Benchmark helpers used by `make bench`
     #[command(subcommand)]
@@ -362,8 +362,8 @@ pub struct TraceArgs {
     /// address and port (off by default: it multiplies the series)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub per_connection_top: usize,
-    /// Hook families allowed, in order of preference (comma-separated: tracepoint,
-    /// netfilter, fentry, kprobe; default: all, in that order; also $NETSTACK_LAT_HOOKS).
+    /// Hook families allowed, in order of preference (comma-separated: tracepoint (tp_btf),
+    /// raw_tp, netfilter, fentry, kprobe; default: all, in that order; also $NETSTACK_LAT_HOOKS).
     /// Each point takes its first working hook; forces fallbacks, e.g. --hooks kprobe,tracepoint
     #[arg(long, value_name = "LIST")]
     pub hooks: Option<String>,
@@ -439,8 +439,8 @@ pub struct ProbesArgs {
     /// One JSON object instead of a table
     #[arg(long)]
     pub json: bool,
-    /// Hook families allowed, in order of preference (comma-separated: tracepoint,
-    /// netfilter, fentry, kprobe; default: all, in that order; also $NETSTACK_LAT_HOOKS).
+    /// Hook families allowed, in order of preference (comma-separated: tracepoint (tp_btf),
+    /// raw_tp, netfilter, fentry, kprobe; default: all, in that order; also $NETSTACK_LAT_HOOKS).
     /// Each point takes its first working hook; forces fallbacks, e.g. --hooks kprobe,tracepoint
     #[arg(long, value_name = "LIST")]
     pub hooks: Option<String>,
@@ -581,9 +581,13 @@ pub struct SelftestArgs {
     /// One JSON object instead of a table
     #[arg(long)]
     pub json: bool,
-    /// Hook families to force in turn (comma-separated: tracepoint, fentry, kprobe,
+    /// Hook families to force in turn (comma-separated: tracepoint, raw_tp, fentry, kprobe,
     /// netfilter); those this kernel cannot use for the socket points are skipped
-    #[arg(long, value_name = "LIST", default_value = "tracepoint,fentry,kprobe")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "tracepoint,raw_tp,fentry,kprobe"
+    )]
     pub families: String,
     /// The reader's delay D: the traced median must lie in [0.9 D, 1.3 D]
     #[arg(long, value_name = "MS", default_value_t = 100,

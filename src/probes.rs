@@ -43,7 +43,8 @@ impl HookKind {
 
     pub fn family(self) -> Family {
         match self {
-            HookKind::TpBtf | HookKind::RawTp => Family::Tracepoint,
+            HookKind::TpBtf => Family::Tracepoint,
+            HookKind::RawTp => Family::RawTp,
             HookKind::Netfilter => Family::Netfilter,
             HookKind::Fentry => Family::Fentry,
             HookKind::Kprobe => Family::Kprobe,
@@ -51,20 +52,22 @@ impl HookKind {
     }
 }
 
-/// Hook families, the unit of `--hooks`: tracepoint (tp_btf, raw_tp), netfilter (BPF
-/// link), fentry (fentry, fexit), kprobe (kprobe, kretprobe).
+/// Hook families, the unit of `--hooks`: tracepoint (tp_btf), raw_tp (the same tracepoints
+/// untyped), netfilter (BPF link), fentry (fentry, fexit), kprobe (kprobe, kretprobe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
     Tracepoint,
+    RawTp,
     Netfilter,
     Fentry,
     Kprobe,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Tracepoint,
+        Family::RawTp,
         Family::Netfilter,
         Family::Fentry,
         Family::Kprobe,
@@ -73,6 +76,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Family::Tracepoint => "tracepoint",
+            Family::RawTp => "raw_tp",
             Family::Netfilter => "netfilter",
             Family::Fentry => "fentry",
             Family::Kprobe => "kprobe",
@@ -96,7 +100,8 @@ pub fn parse_families(s: &str) -> Result<Vec<Family>, String> {
     let mut out = Vec::new();
     for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         let f = match w {
-            "tracepoint" | "tp" | "tp_btf" | "raw_tp" => Family::Tracepoint,
+            "tracepoint" | "tp" | "tp_btf" => Family::Tracepoint,
+            "raw_tp" | "raw_tracepoint" => Family::RawTp,
             "netfilter" | "nf" => Family::Netfilter,
             "fentry" | "fexit" => Family::Fentry,
             "kprobe" | "kretprobe" => Family::Kprobe,
@@ -106,14 +111,16 @@ pub fn parse_families(s: &str) -> Result<Vec<Family>, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown hook family '{w}': give a comma-separated list of tracepoint, netfilter, fentry, kprobe (or all)"
+                    "unknown hook family '{w}': give a comma-separated list of tracepoint, raw_tp, netfilter, fentry, kprobe (or all)"
                 ))
             }
         };
         out.push(f);
     }
     if out.is_empty() {
-        return Err("empty hook family list: give tracepoint, netfilter, fentry or kprobe".into());
+        return Err(
+            "empty hook family list: give tracepoint, raw_tp, netfilter, fentry or kprobe".into(),
+        );
     }
     let mut seen = Vec::new();
     out.retain(|f| {

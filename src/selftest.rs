@@ -1,5 +1,5 @@
 //! `netstack-lat selftest`: prove this kernel's hooks against a ground truth the test
-//! controls, once per hook family (tracepoint, fentry, kprobe) the kernel supports.
+//! controls, once per hook family (tracepoint, raw_tp, fentry, kprobe) the kernel supports.
 //!
 //! 1. Every RX and TX point has a hook (the plan `probes` shows).
 //! 2. Per family, forced with `trace --hooks FAMILY`: a reader that leaves each message in
@@ -120,7 +120,7 @@ pub fn connection<'a>(
 /// has no hook for.
 pub fn preference(family: Family) -> Vec<Family> {
     match family {
-        Family::Tracepoint => vec![Family::Tracepoint, Family::Netfilter],
+        Family::Tracepoint | Family::RawTp => vec![family, Family::Netfilter],
         f => vec![f, Family::Tracepoint],
     }
 }
