@@ -127,4 +127,19 @@ static __always_inline bool inet_l4_sock(const struct sock *s)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
+/* A kretprobe sees only the return value: its entry kprobe keeps the socket and flags per
+ * thread in a map of these. LRU: a thread killed mid-call leaves its entry. */
+struct sock_call {
+	__u64 sk;
+	__s32 flags;
+};
+
+#define SOCK_CALL_MAP(name)                                                                        \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);                                               \
+		__uint(max_entries, 4096);                                                         \
+		__type(key, __u64);                                                                \
+		__type(value, struct sock_call);                                                   \
+	} name SEC(".maps")
+
 #endif /* COMMON_BPF_H */

@@ -575,24 +575,13 @@ int BPF_PROG(rx_read_fexit, struct socket *sock, struct msghdr *msg, int flags, 
 	return 0;
 }
 
-/* A kretprobe sees only the return value: the entry keeps socket and flags per thread,
- * and only for sockets that had traced data queued. */
-struct recv_call {
-	__u64 sk;
-	__s32 flags;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* a thread killed mid-call leaves its entry */
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct recv_call);
-} rx_recv_calls SEC(".maps");
+/* Only for sockets that had traced data queued. */
+SOCK_CALL_MAP(rx_recv_calls);
 
 SEC("kprobe/sock_recvmsg")
 int BPF_KPROBE(rx_read_kprobe, struct socket *sock, struct msghdr *msg, int flags)
 {
-	struct recv_call rc = {.sk = (__u64)BPF_CORE_READ(sock, sk), .flags = flags};
+	struct sock_call rc = {.sk = (__u64)BPF_CORE_READ(sock, sk), .flags = flags};
 	__u64 id = bpf_get_current_pid_tgid();
 
 	if (sock_marked((void *)rc.sk))
@@ -604,8 +593,8 @@ SEC("kretprobe/sock_recvmsg")
 int BPF_KRETPROBE(rx_read_kretprobe, int ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct recv_call *rc = bpf_map_lookup_elem(&rx_recv_calls, &id);
-	struct recv_call c;
+	struct sock_call *rc = bpf_map_lookup_elem(&rx_recv_calls, &id);
+	struct sock_call c;
 
 	if (!rc)
 		return 0;

@@ -676,22 +676,11 @@ TX_FN(tx_send_tcp, tcp_sendmsg_locked, on_tcp_send(sk, msg), struct sock *sk, st
 		return 0;                                                                          \
 	}
 
-/* A kretprobe sees only the return value: the entry keeps socket and flags per thread. */
-struct send_call {
-	__u64 sk;
-	__s32 flags;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* a thread killed mid-call leaves its entry */
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct send_call);
-} tx_send_calls SEC(".maps");
+SOCK_CALL_MAP(tx_send_calls);
 
 static __always_inline void send_call_enter(struct socket *sock, struct msghdr *msg)
 {
-	struct send_call sc = {.sk = (__u64)BPF_CORE_READ(sock, sk),
+	struct sock_call sc = {.sk = (__u64)BPF_CORE_READ(sock, sk),
 			       .flags = BPF_CORE_READ(msg, msg_flags)};
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -701,8 +690,8 @@ static __always_inline void send_call_enter(struct socket *sock, struct msghdr *
 static __always_inline void send_call_exit(int ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct send_call *sc = bpf_map_lookup_elem(&tx_send_calls, &id);
-	struct send_call c;
+	struct sock_call *sc = bpf_map_lookup_elem(&tx_send_calls, &id);
+	struct sock_call c;
 
 	if (!sc)
 		return;

@@ -133,15 +133,7 @@ pub fn delayed_tcp(
         }
         tx.write_all(&data).context("TCP write")?;
     }
-    let messages = r
-        .join()
-        .map_err(|_| anyhow::anyhow!("TCP reader panicked"))??;
-    let from_port = tx.local_addr()?.port();
-    let _ = tx.shutdown(std::net::Shutdown::Both);
-    Ok(Sent {
-        messages,
-        from_port,
-    })
+    finish_tcp(r, &tx)
 }
 
 /// `count` rounds over one TCP connection (TCP_NODELAY): a write with MSG_MORE, which the
@@ -179,15 +171,7 @@ pub fn corked_tcp(listener: &TcpListener, count: u32, size: usize, hold: Duratio
         thread::sleep(hold);
         (&tx).write_all(&data).context("TCP write")?;
     }
-    let messages = r
-        .join()
-        .map_err(|_| anyhow::anyhow!("TCP reader panicked"))??;
-    let from_port = tx.local_addr()?.port();
-    let _ = tx.shutdown(std::net::Shutdown::Both);
-    Ok(Sent {
-        messages,
-        from_port,
-    })
+    finish_tcp(r, &tx)
 }
 
 /// `count` one-byte UDP datagrams to `rx`, `gap` apart; `rx` reads them.
@@ -207,6 +191,19 @@ pub fn udp_paced(rx: &UdpSocket, count: u32, gap: Duration) -> Result<Sent> {
     }
     Ok(Sent {
         messages: count,
+        from_port,
+    })
+}
+
+/// Wait for the reader, then close the sender: what a TCP exchange did.
+fn finish_tcp(reader: thread::JoinHandle<Result<u32>>, tx: &TcpStream) -> Result<Sent> {
+    let messages = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("TCP reader panicked"))??;
+    let from_port = tx.local_addr()?.port();
+    let _ = tx.shutdown(std::net::Shutdown::Both);
+    Ok(Sent {
+        messages,
         from_port,
     })
 }
