@@ -4,7 +4,7 @@
 #define COMMON_BPF_H
 
 #include "filter.bpf.h"
-#include "kread.bpf.h"
+#include "sock.bpf.h"
 
 /* Wake the reader only once this much is queued: one wakeup per batch, not per event. */
 const volatile __u64 wake_bytes = 64 * 1024;
@@ -81,50 +81,6 @@ static __always_inline void *rb_reserve(void **rbp, __u64 size)
 static __always_inline void rb_submit(void *rb, void *ev)
 {
 	bpf_ringbuf_submit(ev, rb_flags(rb));
-}
-
-/* Socket fields through KPTR/RD (kread.bpf.h): the same code serves tp_btf (trusted),
- * raw_tp and kprobe (untyped) arguments. */
-static __always_inline struct sock *sock_ro(const void *sk)
-{
-	return KPTR(sk, struct sock);
-}
-
-static __always_inline __u32 sock_netns(const struct sock *s)
-{
-	struct net *net = RD(s, __sk_common.skc_net.net);
-
-	return RD(net, ns.inum);
-}
-
-/* A socket's flow as the receiver sees it: remote = source, local = destination. */
-static __always_inline void sock_flow(const struct sock *s, struct flow *f)
-{
-	f->family = RD(s, __sk_common.skc_family);
-	f->proto = RD(s, sk_protocol);
-	f->sport = bpf_ntohs(RD(s, __sk_common.skc_dport));
-	f->dport = RD(s, __sk_common.skc_num);
-	if (f->family == AF_INET) {
-		__be32 sa = RD(s, __sk_common.skc_daddr);
-		__be32 da = RD(s, __sk_common.skc_rcv_saddr);
-
-		__builtin_memcpy(f->saddr, &sa, 4);
-		__builtin_memcpy(f->daddr, &da, 4);
-	} else {
-		RD_BUF(f->saddr, s, __sk_common.skc_v6_daddr);
-		RD_BUF(f->daddr, s, __sk_common.skc_v6_rcv_saddr);
-	}
-}
-
-static __always_inline bool inet_l4_sock(const struct sock *s)
-{
-	__u16 family = RD(s, __sk_common.skc_family);
-	__u16 proto;
-
-	if (family != AF_INET && family != AF_INET6)
-		return false;
-	proto = RD(s, sk_protocol);
-	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
 /* A kretprobe sees only the return value: its entry kprobe keeps the socket and flags per

@@ -269,6 +269,38 @@ struct nf_hook_stats {
 	struct fine_hist lat;
 };
 
+/* ---- congestion signals (signals.bpf.c): monotonic per-CPU totals, Rust takes deltas ---- */
+
+#define SIG_REASONS 256 /* drop reasons counted one by one; larger values share the last slot */
+
+struct sig_cpu {
+	__u64 send_bytes[2]; /* [0] TCP, [1] UDP: bytes the send calls returned */
+	__u64 send_calls[2]; /* send calls that moved data (UDP: datagrams) */
+	__u64 drops;
+	__u64 retransmits;
+	__u64 softirq_ns[2]; /* [0] NET_RX, [1] NET_TX run time */
+	__u64 softirq_entry[2];
+	__u64 events; /* program runs that counted something */
+	__u64 drop_reason[SIG_REASONS];
+};
+
+/* A socket's send-buffer occupancy at its latest send, in parts per million of sk_sndbuf. */
+struct sig_sock {
+	__u64 ts;
+	__u32 ppm;
+	__u32 pad;
+};
+
+/* A device's root qdisc backlog after its latest enqueue or dequeue, and the peak since Rust
+ * last reset it. */
+struct sig_qdisc {
+	__u64 ts;
+	__u32 bytes;
+	__u32 packets;
+	__u32 peak_bytes;
+	__u32 peak_packets;
+};
+
 /* Per-CPU counters, summed by Rust; index into the `counters` array map. */
 enum counter {
 	CNT_LOST = 0,		/* ring buffer full: event dropped */

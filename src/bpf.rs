@@ -45,6 +45,7 @@ skeleton!(spin);
 skeleton!(probe);
 skeleton!(empty);
 skeleton!(netfilter);
+skeleton!(signals);
 
 // SAFETY: plain C structs of integers and byte arrays generated from bpf/netstack.h;
 // every bit pattern is a valid value.
@@ -60,3 +61,6 @@ unsafe impl plain::Plain for softirq::types::napi_stats {}
 unsafe impl plain::Plain for netfilter::types::nf_hook_stats {}
 unsafe impl plain::Plain for netfilter::types::nf_fn_key {}
 unsafe impl plain::Plain for netfilter::types::fine_hist {}
+unsafe impl plain::Plain for signals::types::sig_cpu {}
+unsafe impl plain::Plain for signals::types::sig_sock {}
+unsafe impl plain::Plain for signals::types::sig_qdisc {}

@@ -34,6 +34,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
+    /// Congestion signals per interval: bytes sent, drops by reason, send-buffer pressure,
+    /// softirq time, qdisc backlog, retransmits
+    Signals(SignalsArgs),
     /// Check this kernel's hooks against known delays, once per hook family (tracepoint,
     /// raw_tp, fentry, kprobe): does netstack-lat measure right here?
     Selftest(SelftestArgs),
@@ -596,6 +599,34 @@ pub struct SelftestArgs {
     /// Messages per protocol and family
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: u32,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SignalsArgs {
+    /// Length of each interval (e.g. 200ms, 1s)
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Stop after this long; default: until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// One JSON object per interval ({"type":"interval"}) and a {"type":"summary"} last
+    #[arg(long)]
+    pub json: bool,
+    /// Only sends of this process (thread group id); drops are then not counted
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only sends of processes in this cgroup v2 directory; drops are then not counted
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Only sockets, drops and retransmits with this local or remote port
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only drops and qdisc backlog of this interface
+    #[arg(long)]
+    pub iface: Option<String>,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,

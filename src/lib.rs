@@ -28,6 +28,7 @@ pub mod reorder;
 pub mod runloop;
 pub mod selftest;
 pub mod serve;
+pub mod signals;
 pub mod softirq;
 pub mod trace;
 pub mod txjoin;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Probes(a)) => probes::run(&a),
         Some(Command::Serve(a)) => serve::run(&a),
         Some(Command::Selftest(a)) => selftest::run(&a),
+        Some(Command::Signals(a)) => signals::run(&a),
         Some(Command::Bench(b)) => bench::run(&b),
         None => trace::run(&cli.trace),
     }
