@@ -301,6 +301,23 @@ struct sig_qdisc {
 	__u32 peak_packets;
 };
 
+/* ---- drops (drops.bpf.c): one event per dropped skb ---- */
+
+struct drop_event {
+	__u64 ts;
+	__u64 location; /* kernel address that freed the skb */
+	__u32 reason;	/* enum skb_drop_reason of the running kernel */
+	__u32 ifindex;
+	__u32 netns;
+	__u32 tgid;	/* the current task: the owner when a process context dropped it */
+	__s32 stack_id; /* kernel stack in drop_stacks, or < 0 */
+	__u16 protocol; /* skb->protocol (network order) */
+	__u8 has_flow;	/* flow parsed from the IP/TCP/UDP headers */
+	__u8 _pad_drop;
+	struct flow flow;
+	char comm[COMM_LEN];
+};
+
 /* Per-CPU counters, summed by Rust; index into the `counters` array map. */
 enum counter {
 	CNT_LOST = 0,		/* ring buffer full: event dropped */

@@ -46,6 +46,7 @@ skeleton!(probe);
 skeleton!(empty);
 skeleton!(netfilter);
 skeleton!(signals);
+skeleton!(drops);
 
 // SAFETY: plain C structs of integers and byte arrays generated from bpf/netstack.h;
 // every bit pattern is a valid value.
@@ -62,5 +63,6 @@ unsafe impl plain::Plain for netfilter::types::nf_hook_stats {}
 unsafe impl plain::Plain for netfilter::types::nf_fn_key {}
 unsafe impl plain::Plain for netfilter::types::fine_hist {}
 unsafe impl plain::Plain for signals::types::sig_cpu {}
+unsafe impl plain::Plain for drops::types::drop_event {}
 unsafe impl plain::Plain for signals::types::sig_sock {}
 unsafe impl plain::Plain for signals::types::sig_qdisc {}

@@ -34,6 +34,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show which kernel hook serves each point on this kernel, or why none can
     Probes(ProbesArgs),
+    /// Every dropped packet with the kernel's drop reason and where it was dropped
+    Drops(DropsArgs),
     /// Congestion signals per interval: bytes sent, drops by reason, send-buffer pressure,
     /// softirq time, qdisc backlog, retransmits
     Signals(SignalsArgs),
@@ -627,6 +629,27 @@ pub struct SignalsArgs {
     /// Only drops and qdisc backlog of this interface
     #[arg(long)]
     pub iface: Option<String>,
+    /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DropsArgs {
+    /// Stop after this long; default: until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// JSON lines: {"type":"drop"} per drop, {"type":"summary"} last
+    #[arg(long)]
+    pub json: bool,
+    /// Only the summary by reason and location, no line per drop
+    #[arg(long)]
+    pub summary: bool,
+    /// Also the kernel stack of each drop
+    #[arg(long)]
+    pub stack: bool,
+    #[command(flatten)]
+    pub packet: PacketFilterArgs,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,

@@ -357,7 +357,7 @@ pub fn comm_str(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
-fn flow_of(
+pub fn flow_of(
     family: u8,
     proto: u8,
     saddr: &[u8; 16],

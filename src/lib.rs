@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bpf;
 pub mod cli;
 pub mod correlate;
+pub mod drops;
 pub mod error;
 pub mod events;
 pub mod exchange;
@@ -45,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Serve(a)) => serve::run(&a),
         Some(Command::Selftest(a)) => selftest::run(&a),
         Some(Command::Signals(a)) => signals::run(&a),
+        Some(Command::Drops(a)) => drops::run(&a),
         Some(Command::Bench(b)) => bench::run(&b),
         None => trace::run(&cli.trace),
     }
