@@ -72,7 +72,7 @@ fn closed_port_drops_name_the_reason_and_flow() {
         .local_addr()
         .unwrap()
         .port();
-    let mut p = tool(&["drops", "--json", "--port", &closed.to_string()]);
+    let p = tool(&["drops", "--json", "--port", &closed.to_string()]);
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let from = tx.local_addr().unwrap().port();
     for _ in 0..11 {
