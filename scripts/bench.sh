@@ -356,6 +356,60 @@ iperf_pair() { # ROUND
 	done
 }
 
+# Busy and total jiffies of the whole machine (all CPUs), from /proc/stat.
+cpu_jiffies() {
+	awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# The congestion-signals collector under iperf3 -P 4 (a -> b): throughput and CPU time of
+# the whole machine with and without it, interleaved; then, with it still attached, a short
+# run with bpf_stats on for its per-program cost.
+signals_pair() { # ROUND
+	local m p tpid b0 t0 b1 t1 order="baseline signals"
+	# Alternate which goes first: a warm-up or drift favours neither side.
+	[ $(($1 % 2)) = 0 ] && order="signals baseline"
+	for m in $order; do
+		p="$WORK/g$1-$m"
+		log "round $1: signals $m"
+		tpid=""
+		if [ "$m" = signals ]; then
+			"$BIN" signals --interval 200ms --json --duration "$((2 * IPERF_S + 30))s" \
+				>"$p.out" 2>"$p.err" &
+			tpid=$!
+			PIDS+=("$tpid")
+			wait_fds "$tpid" link_type 7 100 || log "signals did not attach"
+		fi
+		ip netns exec "$NS_B" iperf3 -s -1 -B "$DST" >/dev/null 2>&1 &
+		local srv=$!
+		PIDS+=("$srv")
+		sleep 0.5
+		read -r b0 t0 < <(cpu_jiffies)
+		ip netns exec "$NS_A" timeout "$((IPERF_S + 20))" iperf3 -c "$DST" -P 4 -t "$IPERF_S" -J \
+			>"$p.iperf" 2>"$p.iperf.err" || true
+		read -r b1 t1 < <(cpu_jiffies)
+		stop_wait "$srv" 50
+		forget_pid "$srv"
+		if [ -n "$tpid" ]; then
+			ip netns exec "$NS_B" iperf3 -s -1 -B "$DST" >/dev/null 2>&1 &
+			srv=$!
+			PIDS+=("$srv")
+			sleep 0.5
+			stats 1
+			snapshot "$tpid" "$p.s0"
+			ip netns exec "$NS_A" timeout 30 iperf3 -c "$DST" -P 4 -t 2 >/dev/null 2>&1 || true
+			snapshot "$tpid" "$p.s1"
+			stats 0
+			stop_wait "$srv" 50
+			forget_pid "$srv"
+			kill -TERM "$tpid" 2>/dev/null || true
+			stop_wait "$tpid" 150
+			forget_pid "$tpid"
+		fi
+		printf '{"round":%d,"mode":"%s","prefix":"%s","busy":%d,"total":%d}\n' \
+			"$1" "$m" "$p" "$((b1 - b0))" "$((t1 - t0))" >>"$WORK/signals.jsonl"
+	done
+}
+
 frontend() {
 	local i
 	for i in 1 2 3; do
@@ -400,8 +454,11 @@ main() {
 		for ((r = 1; r <= ROUNDS; r++)); do
 			iperf_pair "$r"
 		done
+		for ((r = 1; r <= ROUNDS; r++)); do
+			signals_pair "$r"
+		done
 	else
-		log "iperf3 not found: the TCP throughput table is skipped"
+		log "iperf3 not found: the TCP throughput and signals tables are skipped"
 	fi
 	frontend
 	nf_sweep
@@ -715,6 +772,74 @@ if iperf_runs:
         missed.append(f"TCP iperf3 throughput ratio {qm:.3f} < 0.99")
     L.append(f"\nMedian ratio: {f(qm, '{:.3f}')} (target >= 0.99: {verdict(None if qm is None else qm >= 0.99)}). "
              "Segments are TSO skbs of up to 64 KB; the cost is per segment, ACK, read and write call, and rx_sockq, rx_read and tx_send_end read socket fields that the other CPU keeps writing at this rate (their ns/run is several times the UDP flood's).\n")
+
+sig_runs = []
+try:
+    sig_runs = [json.loads(l) for l in open(os.path.join(work, "signals.jsonl"))]
+except OSError:
+    pass
+if sig_runs:
+    def iperf_bytes(prefix):
+        try:
+            v = json.load(open(prefix + ".iperf"))
+            return v["end"]["sum_received"]["bytes"], v["end"]["sum_received"]["bits_per_second"] / 1e9
+        except (OSError, ValueError, KeyError):
+            return None, None
+    L.append(f"## Congestion signals (`netstack-lat signals`, every hook, no filter) under iperf3 -P 4, {meta['iperf_s']} s\n")
+    L.append("Whole-machine CPU from /proc/stat over each iperf3 run; CPU per GB is busy CPU-seconds per GB received "
+             "(iperf3 over a veth is CPU-bound, so extra cost shows there and in throughput, not as idle time).\n")
+    L.append("| round | baseline Gbit/s | with signals Gbit/s | ratio | baseline CPU s/GB | with signals CPU s/GB | CPU overhead |")
+    L.append("|---|---|---|---|---|---|---|")
+    hz = os.sysconf("SC_CLK_TCK")
+    overs = []
+    for rnd in sorted({r["round"] for r in sig_runs}):
+        row = {}
+        for r in sig_runs:
+            if r["round"] == rnd:
+                nbytes, g = iperf_bytes(r["prefix"])
+                row[r["mode"]] = (g, (r["busy"] / hz) / (nbytes / 1e9) if nbytes else None)
+        (bg, bc), (sg, sc) = row.get("baseline", (None, None)), row.get("signals", (None, None))
+        over = None if bc is None or sc is None else sc / bc - 1
+        overs.append(over)
+        L.append(f"| {rnd} | {f(bg, '{:.2f}')} | {f(sg, '{:.2f}')} | {f(ratio(sg, bg), '{:.3f}')} | "
+                 f"{f(bc, '{:.3f}')} | {f(sc, '{:.3f}')} | {f(None if over is None else over * 100, '{:+.2f}')} % |")
+    om = med(overs)
+    if om is not None and om > 0.01:
+        missed.append(f"signals CPU overhead {om * 100:.2f} % > 1 %")
+    L.append(f"\nMedian CPU overhead: {f(None if om is None else om * 100, '{:+.2f}')} % (target < 1 %: "
+             f"{verdict(None if om is None else om <= 0.01)}).\n")
+    L.append("Per program (bpf_stats, 2 s iperf3 -P 4 with the collector attached); the BPF share is "
+             "sum(runs x ns/run) over the 2 s and all CPUs, the bottom-up CPU cost that the noisy "
+             "whole-machine figures above cannot resolve:\n")
+    L.append("| round | program | runs | ns/run |")
+    L.append("|---|---|---|---|")
+    shares = []
+    ncpu = os.cpu_count() or 1
+    for r in sig_runs:
+        if r["mode"] != "signals":
+            continue
+        try:
+            s0, s1 = json.load(open(r["prefix"] + ".s0")), json.load(open(r["prefix"] + ".s1"))
+        except (OSError, ValueError):
+            continue
+        ids = set(s1["ids"])
+        before = {p["id"]: p for p in s0["progs"]}
+        busy = 0
+        for p1 in s1["progs"]:
+            if p1["id"] not in ids:
+                continue
+            p0 = before.get(p1["id"], {})
+            n = p1.get("run_cnt", 0) - p0.get("run_cnt", 0)
+            t = p1.get("run_time_ns", 0) - p0.get("run_time_ns", 0)
+            busy += t
+            L.append(f"| {r['round']} | {p1.get('name', '?')} | {n} | {f(t / n if n else None, '{:.0f}')} |")
+        shares.append(busy / (2e9 * ncpu))
+    sm = med(shares)
+    if sm is not None and sm > 0.01:
+        missed.append(f"signals BPF CPU share {sm * 100:.2f} % > 1 %")
+    L.append(f"\nBPF CPU share per round: {', '.join(f'{x * 100:.2f} %' for x in shares)}; median "
+             f"{f(None if sm is None else sm * 100, '{:.2f}')} % of {ncpu} CPUs (target < 1 %: "
+             f"{verdict(None if sm is None else sm <= 0.01)}).\n")
 
 L.append("## trace: lost events and memory\n")
 L.append("| round | attached | lost_events | RX packets joined | reads | TX packets | peak RSS (VmHWM) |")
