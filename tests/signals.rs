@@ -248,7 +248,7 @@ fn library_example_runs() {
     );
     assert!(
         std::path::Path::new(exe).exists(),
-        "{exe}: cargo test --release builds the examples"
+        "{exe}: build the examples first (make test runs cargo test --release --examples)"
     );
     let out = std::process::Command::new(exe)
         .args(["--self-test"])
