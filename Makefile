@@ -28,7 +28,8 @@ run: deps build
 # Unit tests, then the privileged integration tests: one at a time, they share the kernel.
 # Those skip (and say why) when not run as root. Then the static binary on other kernels.
 test: deps
-	$(CARGO) test --release --lib --bins --examples
+	$(CARGO) test --release --lib --bins
+	$(CARGO) build --release --examples
 	$(CARGO) test --release --test '*' -- --test-threads=1
 	$(MAKE) test-vm
 

@@ -248,7 +248,7 @@ fn library_example_runs() {
     );
     assert!(
         std::path::Path::new(exe).exists(),
-        "{exe}: build the examples first (make test runs cargo test --release --examples)"
+        "{exe}: build the examples first (make test runs cargo build --release --examples)"
     );
     let out = std::process::Command::new(exe)
         .args(["--self-test"])
