@@ -69,7 +69,9 @@ int BPF_PROG(sig_send, struct sock *sk, int ret, int flags)
 	__u64 key = (__u64)sk;
 	__u16 proto;
 
-	if (!inet_l4_sock(s) || !task_wanted(bpf_get_current_pid_tgid() >> 32) ||
+	/* The task filter only when one is set: a helper call less per send. */
+	if (!inet_l4_sock(s) ||
+	    ((f_tgid || f_cgroup) && !task_wanted(bpf_get_current_pid_tgid() >> 32)) ||
 	    !sock_port_wanted(s))
 		return 0;
 	c = sig_get();

@@ -10,17 +10,7 @@ use netstack_lat::signals::{CongestionCollector, CongestionSignals};
 
 /// Stand-in for the QUIC governor of the seed: it only prints what it would act on.
 fn governor_update(s: &CongestionSignals) {
-    println!(
-        "send {} B in {} sends, drops {}, wmem {:.0}% (max {:.0}%), softirq {} us, qdisc {} B, retrans {}",
-        s.send_bytes,
-        s.send_packets,
-        s.drops,
-        s.avg_wmem_pressure * 100.0,
-        s.max_wmem_pressure * 100.0,
-        s.softirq_ns / 1000,
-        s.qdisc_backlog_bytes,
-        s.retransmits
-    );
+    println!("{}", netstack_lat::signals::line(s.interval_s, s));
 }
 
 fn self_test() -> Result<()> {

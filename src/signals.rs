@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -134,17 +133,13 @@ impl CongestionCollectorBuilder {
             None => 0,
         };
         let cgroup = match &self.cgroup {
-            Some(dir) => cgroup_id(dir)?,
+            Some(dir) => crate::trace::resolve_cgroup(dir)?,
             None => 0,
         };
-        if let Some(pid) = self.pid {
-            if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(UserError::new(format!(
-                    "unknown pid {pid}: no such process (check with `ps -p {pid}`)"
-                ))
-                .into());
-            }
-        }
+        let tgid = match self.pid {
+            Some(pid) => crate::trace::resolve_pid(pid)?,
+            None => 0,
+        };
         if self.port == Some(0) {
             return Err(UserError::new("port 0 matches nothing: give 1 to 65535").into());
         }
@@ -169,7 +164,7 @@ impl CongestionCollectorBuilder {
         ro.has_cast = has_cast;
         ro.f_port = self.port.unwrap_or(0);
         ro.f_ifindex = ifindex;
-        ro.f_tgid = self.pid.unwrap_or(0);
+        ro.f_tgid = tgid;
         ro.f_cgroup = cgroup;
         let mut skel = open.load().context("loading the signals BPF programs")?;
         skel.attach()
@@ -222,22 +217,6 @@ pub fn reason_name(enum_name: &str) -> &str {
         .strip_prefix("SKB_DROP_REASON_")
         .or_else(|| enum_name.strip_prefix("SKB_"))
         .unwrap_or(enum_name)
-}
-
-fn cgroup_id(dir: &Path) -> Result<u64, UserError> {
-    let md = std::fs::metadata(dir).map_err(|e| {
-        UserError::new(format!(
-            "cannot use cgroup {}: {e} (give a cgroup v2 directory under /sys/fs/cgroup)",
-            dir.display()
-        ))
-    })?;
-    if !md.is_dir() {
-        return Err(UserError::new(format!(
-            "cgroup {} is not a directory: give a cgroup v2 directory under /sys/fs/cgroup",
-            dir.display()
-        )));
-    }
-    Ok(md.ino())
 }
 
 /// Totals summed over CPUs.
@@ -351,8 +330,8 @@ impl CongestionCollector {
     pub fn read_and_reset(&mut self) -> Result<CongestionSignals> {
         let now = self.totals()?;
         let at = Instant::now();
-        let since_ns =
-            monotonic_ns().saturating_sub(at.duration_since(self.last_at).as_nanos() as u64);
+        let since_ns = crate::trace::now_monotonic_ns()
+            .saturating_sub(at.duration_since(self.last_at).as_nanos() as u64);
         let mut s = delta(&now, &self.last, &self.reasons);
         s.interval_s = at.duration_since(self.last_at).as_secs_f64();
         // Sockets that sent in the interval, at their latest send.
@@ -433,16 +412,6 @@ fn if_name(ifindex: u32) -> String {
     unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
         .to_string_lossy()
         .into_owned()
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer; CLOCK_MONOTONIC is what bpf_ktime_get_ns reads.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

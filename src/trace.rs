@@ -115,12 +115,7 @@ pub fn resolve_packet_filters(a: &PacketFilterArgs) -> Result<Filters, UserError
 pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
     let mut f = resolve_packet_filters(&a.packet)?;
     if let Some(pid) = a.pid {
-        if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(UserError::new(format!(
-                "unknown pid {pid}: no such process (check with `ps -p {pid}`)"
-            )));
-        }
-        f.tgid = pid;
+        f.tgid = resolve_pid(pid)?;
     }
     if let Some(comm) = &a.comm {
         if comm.is_empty() || comm.len() > 15 {
@@ -131,21 +126,36 @@ pub fn resolve_filters(a: &TraceArgs) -> Result<Filters, UserError> {
         f.comm = Some(comm.clone());
     }
     if let Some(cg) = &a.cgroup {
-        let md = std::fs::metadata(cg).map_err(|e| {
-            UserError::new(format!(
-                "cannot use cgroup {}: {e} (give a cgroup v2 directory under /sys/fs/cgroup)",
-                cg.display()
-            ))
-        })?;
-        if !md.is_dir() {
-            return Err(UserError::new(format!(
-                "cgroup {} is not a directory: give a cgroup v2 directory under /sys/fs/cgroup",
-                cg.display()
-            )));
-        }
-        f.cgroup = md.ino();
+        f.cgroup = resolve_cgroup(cg)?;
     }
     Ok(f)
+}
+
+/// A process filter: the pid must name a running process.
+pub fn resolve_pid(pid: u32) -> Result<u32, UserError> {
+    if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(UserError::new(format!(
+            "unknown pid {pid}: no such process (check with `ps -p {pid}`)"
+        )));
+    }
+    Ok(pid)
+}
+
+/// A cgroup filter: a cgroup v2 directory, as the id BPF compares (its inode number).
+pub fn resolve_cgroup(cg: &Path) -> Result<u64, UserError> {
+    let md = std::fs::metadata(cg).map_err(|e| {
+        UserError::new(format!(
+            "cannot use cgroup {}: {e} (give a cgroup v2 directory under /sys/fs/cgroup)",
+            cg.display()
+        ))
+    })?;
+    if !md.is_dir() {
+        return Err(UserError::new(format!(
+            "cgroup {} is not a directory: give a cgroup v2 directory under /sys/fs/cgroup",
+            cg.display()
+        )));
+    }
+    Ok(md.ino())
 }
 
 /// The send syscalls whose entry starts tx_send, for this architecture.
@@ -305,7 +315,8 @@ fn split_programs(plan: &[PointPlan]) -> Vec<&'static str> {
         .collect()
 }
 
-fn now_monotonic_ns() -> u64 {
+/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns reads.
+pub fn now_monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
