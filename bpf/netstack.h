@@ -332,4 +332,38 @@ enum counter {
 	CNT_MAX = 16,
 };
 
+/* ---- marker (marker.bpf.c): TCP payload bytes of the chosen ports, seen at TC ---- */
+
+#define MARKER_POINTS 8	  /* capture points (interface + direction) one run attaches */
+#define MARKER_PORTS 8	  /* ports whose payloads are inspected */
+#define MARKER_CHUNK 1024 /* payload bytes one event carries */
+#define MARKER_CHUNKS 64  /* events one skb may give: 64 KiB, a full GSO segment */
+
+enum marker_flags {
+	MKF_SYN = 1, /* the segment opens the stream: parsing starts at its first byte */
+	MKF_FIN = 2, /* the stream ends after this segment */
+	MKF_RST = 4,
+};
+
+/* One chunk of one TCP segment's payload; `len` bytes of `data` are valid. */
+struct marker_event {
+	__u64 ts;     /* bpf_ktime_get_ns() when the skb passed the hook */
+	__u32 seq;    /* TCP sequence number of data[0] */
+	__u32 seg_len; /* payload bytes of the whole segment (GSO: of the super-packet) */
+	__u16 len;
+	__u8 point;   /* index of the capture point (program marker_pN) */
+	__u8 flags;   /* enum marker_flags */
+	struct flow flow;
+	__u8 data[MARKER_CHUNK];
+};
+
+/* Per-CPU counters of marker.bpf.c; index into `marker_counts`. */
+enum marker_counter {
+	MKC_SEGMENTS = 0,  /* TCP segments on a chosen port whose payload was read */
+	MKC_BYTES = 1,	   /* payload bytes read */
+	MKC_LOST = 2,	   /* events lost to a full ring buffer */
+	MKC_TRUNCATED = 3, /* payload bytes past MARKER_CHUNKS chunks, not read */
+	MKC_NCOUNTERS = 4,
+};
+
 #endif /* NETSTACK_H */

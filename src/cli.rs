@@ -42,6 +42,12 @@ pub enum Command {
     /// Check this kernel's hooks against known delays, once per hook family (tracepoint,
     /// raw_tp, fentry, kprobe): does netstack-lat measure right here?
     Selftest(SelftestArgs),
+    /// Find an application marker (an SSE/JSON `interval_id`) in TCP payloads at TC capture
+    /// points and record when each one passed: CSV or JSON lines, live T2 - T1 per pair
+    Marker(MarkerArgs),
+    /// Join two marker captures by interval_id: T2 - T1 per interval, percentiles, missing
+    /// and out-of-order intervals
+    Correlate(CorrelateArgs),
     /// Benchmark helpers used by `make bench`
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -653,4 +659,204 @@ pub struct DropsArgs {
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,
+}
+
+/// Which way packets cross a capture point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// One `--iface IFACE:DIRECTION[@NETNS]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointSpec {
+    pub iface: String,
+    pub direction: Direction,
+    /// A netns file (a bare name means /run/netns/NAME); none: this process's namespace.
+    pub netns: Option<PathBuf>,
+}
+
+impl PointSpec {
+    /// The label rows carry: `IFACE:DIRECTION`, with `@NETNS` (its name) when given.
+    pub fn label(&self) -> String {
+        let base = format!("{}:{}", self.iface, self.direction.name());
+        match &self.netns {
+            Some(p) => {
+                let name = p
+                    .strip_prefix("/run/netns")
+                    .ok()
+                    .and_then(|n| n.to_str())
+                    .filter(|n| !n.is_empty())
+                    .map_or_else(|| p.display().to_string(), str::to_string);
+                format!("{base}@{name}")
+            }
+            None => base,
+        }
+    }
+}
+
+/// "veth0:egress", "eth0:ingress@ns-a", "eth0:in@/proc/42/ns/net".
+pub fn parse_point(s: &str) -> Result<PointSpec, String> {
+    let (main, netns) = match s.split_once('@') {
+        Some((m, n)) if !n.is_empty() => (m, Some(n)),
+        Some(_) => {
+            return Err(format!(
+                "'{s}': nothing after '@' (give a netns name or path)"
+            ))
+        }
+        None => (s, None),
+    };
+    let Some((iface, dir)) = main.rsplit_once(':') else {
+        return Err(format!(
+            "'{s}' has no direction: write IFACE:ingress or IFACE:egress (e.g. veth0:egress)"
+        ));
+    };
+    let direction = match dir.to_ascii_lowercase().as_str() {
+        "ingress" | "in" => Direction::Ingress,
+        "egress" | "out" => Direction::Egress,
+        _ => {
+            return Err(format!(
+                "unknown direction '{dir}' in '{s}': use ingress or egress"
+            ))
+        }
+    };
+    if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+        return Err(format!(
+            "'{iface}' is not an interface name (1 to 15 characters, no '/' or spaces)"
+        ));
+    }
+    let netns = netns.map(|n| {
+        if n.starts_with('/') {
+            PathBuf::from(n)
+        } else {
+            PathBuf::from("/run/netns").join(n)
+        }
+    });
+    Ok(PointSpec {
+        iface: iface.to_string(),
+        direction,
+        netns,
+    })
+}
+
+/// `--port` after parsing: the ports whose payloads are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports(pub Vec<u16>);
+
+/// Most ports `marker --port` takes (the BPF side's MARKER_PORTS).
+pub const MAX_MARKER_PORTS: usize = 8;
+
+/// "8000,8001" -> [8000, 8001]: 1 to 8 ports, each 1..=65535, no duplicates.
+pub fn parse_ports(s: &str) -> Result<Ports, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let p: u16 = part.parse().ok().filter(|&p| p > 0).ok_or_else(|| {
+            format!("'{part}' is not a port (1 to 65535); give e.g. --port 8000,8001")
+        })?;
+        if out.contains(&p) {
+            return Err(format!("port {p} is given twice"));
+        }
+        out.push(p);
+    }
+    if out.len() > MAX_MARKER_PORTS {
+        return Err(format!(
+            "{} ports given: at most {MAX_MARKER_PORTS}",
+            out.len()
+        ));
+    }
+    Ok(Ports(out))
+}
+
+/// A JSON field name for `--key`/`--position-key`: printable ASCII, no quote or backslash.
+pub fn parse_field_name(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err(format!(
+            "'{s}' is not a usable field name: 1 to 64 printable characters, no quotes, backslashes or spaces"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MarkerArgs {
+    /// Capture point IFACE:DIRECTION[@NETNS] (DIRECTION ingress or egress; NETNS a name under
+    /// /run/netns or a netns path); repeat for several, at most 8. Live pairs join each point
+    /// with the next one given
+    #[arg(long = "iface", value_name = "IFACE:DIR[@NETNS]", required = true, value_parser = parse_point)]
+    pub points: Vec<PointSpec>,
+    /// TCP ports whose payloads are read (source or destination), comma-separated, at most 8;
+    /// no other traffic is looked at
+    #[arg(long, required = true, value_parser = parse_ports)]
+    pub port: Ports,
+    /// JSON field that carries the marker (an integer)
+    #[arg(long, default_value = "interval_id", value_parser = parse_field_name)]
+    pub key: String,
+    /// JSON field of the same object taken along as `position` (an integer)
+    #[arg(long, default_value = "position", value_parser = parse_field_name)]
+    pub position_key: String,
+    /// Write the CSV rows to this file (stdout then gets the summary); default: CSV on stdout
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// JSON lines on stdout: {"type":"marker"} per first sighting, {"type":"summary"} last
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Forget an interval this long after its first sighting (bounds memory in long runs;
+    /// a later sighting then counts as new)
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub window: Duration,
+    /// Also serve Prometheus metrics on this address (e.g. 127.0.0.1:2112): /metrics, /healthz
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<String>,
+    /// Print libbpf's own messages
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CorrelateArgs {
+    /// CSV of the first capture point (T1), as written by `netstack-lat marker`
+    #[arg(value_name = "A.csv")]
+    pub first: PathBuf,
+    /// CSV of the second capture point (T2); omit it to take both points from A.csv
+    #[arg(value_name = "B.csv")]
+    pub second: Option<PathBuf>,
+    /// The capture point (the `point` column) of T1, when its file holds several
+    #[arg(long, value_name = "POINT")]
+    pub from: Option<String>,
+    /// The capture point of T2, when its file holds several
+    #[arg(long, value_name = "POINT")]
+    pub to: Option<String>,
+    /// How far the second host's clock is ahead of the first's, in ns (negative if behind):
+    /// latency = (T2 - offset) - T1
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub offset_ns: i64,
+    /// One JSON summary line ({"type":"summary",...}) instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// The joined rows as CSV on stdout (the table goes to stderr)
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
 }

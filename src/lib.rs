@@ -17,6 +17,7 @@ pub mod exchange;
 pub mod export;
 pub mod hist;
 pub mod http;
+pub mod marker;
 pub mod metrics;
 pub mod netfilter;
 pub mod netns;
@@ -47,6 +48,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Selftest(a)) => selftest::run(&a),
         Some(Command::Signals(a)) => signals::run(&a),
         Some(Command::Drops(a)) => drops::run(&a),
+        Some(Command::Marker(a)) => marker::run(&a),
+        Some(Command::Correlate(a)) => marker::pair::run(&a),
         Some(Command::Bench(b)) => bench::run(&b),
         None => trace::run(&cli.trace),
     }
