@@ -334,10 +334,10 @@ enum counter {
 
 /* ---- marker (marker.bpf.c): TCP payload bytes of the chosen ports, seen at TC ---- */
 
-#define MARKER_POINTS 8	  /* capture points (interface + direction) one run attaches */
-#define MARKER_PORTS 8	  /* ports whose payloads are inspected */
-#define MARKER_CHUNK 1024 /* payload bytes one event carries */
-#define MARKER_CHUNKS 64  /* events one skb may give: 64 KiB, a full GSO segment */
+#define MARKER_POINTS 8	   /* capture points (interface + direction) one run attaches */
+#define MARKER_PORTS  8	   /* ports whose payloads are inspected */
+#define MARKER_CHUNK  1024 /* payload bytes one event carries */
+#define MARKER_CHUNKS 64   /* events one skb may give: 64 KiB, a full GSO segment */
 
 enum marker_flags {
 	MKF_SYN = 1, /* the segment opens the stream: parsing starts at its first byte */
@@ -347,12 +347,12 @@ enum marker_flags {
 
 /* One chunk of one TCP segment's payload; `len` bytes of `data` are valid. */
 struct marker_event {
-	__u64 ts;     /* bpf_ktime_get_ns() when the skb passed the hook */
-	__u32 seq;    /* TCP sequence number of data[0] */
+	__u64 ts;      /* bpf_ktime_get_ns() when the skb passed the hook */
+	__u32 seq;     /* TCP sequence number of data[0] */
 	__u32 seg_len; /* payload bytes of the whole segment (GSO: of the super-packet) */
 	__u16 len;
-	__u8 point;   /* index of the capture point (program marker_pN) */
-	__u8 flags;   /* enum marker_flags */
+	__u8 point; /* index of the capture point (program marker_pN) */
+	__u8 flags; /* enum marker_flags */
 	struct flow flow;
 	__u8 data[MARKER_CHUNK];
 };

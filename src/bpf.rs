@@ -47,6 +47,7 @@ skeleton!(empty);
 skeleton!(netfilter);
 skeleton!(signals);
 skeleton!(drops);
+skeleton!(marker);
 
 // SAFETY: plain C structs of integers and byte arrays generated from bpf/netstack.h;
 // every bit pattern is a valid value.
@@ -66,3 +67,4 @@ unsafe impl plain::Plain for signals::types::sig_cpu {}
 unsafe impl plain::Plain for drops::types::drop_event {}
 unsafe impl plain::Plain for signals::types::sig_sock {}
 unsafe impl plain::Plain for signals::types::sig_qdisc {}
+unsafe impl plain::Plain for marker::types::marker_event {}

@@ -825,9 +825,20 @@ pub struct MarkerArgs {
     /// Also serve Prometheus metrics on this address (e.g. 127.0.0.1:2112): /metrics, /healthz
     #[arg(long, value_name = "ADDR")]
     pub prometheus: Option<String>,
+    /// How to attach at TC: tcx links (kernel 6.6+), a clsact qdisc with a filter, or auto
+    /// (tcx where the kernel has it)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub attach: TcAttach,
     /// Print libbpf's own messages
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TcAttach {
+    Auto,
+    Tcx,
+    Clsact,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,10 +11,11 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use netstack_lat::exchange::wait_readable;
 use serde_json::json;
@@ -27,6 +28,15 @@ const MAX_UDP4_PAYLOAD: usize = 65_507;
 const MAX_UDP6_PAYLOAD: usize = 65_527;
 /// Cap on TCP message sizes so a typo cannot allocate gigabytes.
 const MAX_TCP_MSG: usize = 16 << 20;
+
+/// Largest HTTP request/response head the SSE modes accept.
+const MAX_HEAD: usize = 8 << 10;
+const HEAD_END: &[u8] = b"\r\n\r\n";
+const EVENT_END: &[u8] = b"\n\n";
+const SSE_REQUEST: &[u8] =
+    b"GET /events HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n";
+const SSE_RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n";
 
 #[derive(Parser)]
 #[command(
@@ -149,6 +159,61 @@ enum Cmd {
         bind: SocketAddr,
         #[arg(long, value_name = "SECS", value_parser = parse_secs)]
         seconds: Duration,
+    },
+    /// Serve one HTTP client COUNT server-sent events, one every MS ms
+    /// (`data: {"KEY": ID, "position": ID*P}`).
+    SseSource {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        #[arg(long = "interval-ms", value_name = "MS")]
+        interval_ms: u64,
+        #[arg(long = "start-id", value_name = "K", default_value_t = 1)]
+        start_id: u64,
+        #[arg(long, value_name = "NAME", default_value = "interval_id")]
+        key: String,
+        #[arg(long = "position-step", value_name = "P", default_value_t = 960)]
+        position_step: u64,
+    },
+    /// Relay COUNT server-sent events from UPSTREAM to one client, each DELAY ms after it
+    /// arrived.
+    SseRelay {
+        #[arg(long, value_name = "ADDR")]
+        from: SocketAddr,
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        #[arg(long = "delay-ms", value_name = "MS")]
+        delay_ms: u64,
+    },
+    /// Request an event stream and read COUNT server-sent events.
+    SseClient {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+    },
+    /// Connect over TCP and send each TEXT as its own write, MS ms apart
+    /// (TEXT may use the escapes \n \r \t \\).
+    TcpScript {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(
+            long = "write",
+            value_name = "TEXT",
+            required = true,
+            allow_hyphen_values = true
+        )]
+        writes: Vec<String>,
+        #[arg(long = "gap-ms", value_name = "MS", default_value_t = 50)]
+        gap_ms: u64,
+    },
+    /// Accept one TCP connection and count the bytes read until EOF.
+    TcpSink {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
     },
 }
 
@@ -294,6 +359,39 @@ fn run(cli: Cli) -> Result<()> {
             check_within_timeout(seconds, cli.timeout)?;
             udp_sink(bind, seconds)
         }
+        Cmd::SseSource {
+            bind,
+            count,
+            interval_ms,
+            start_id,
+            key,
+            position_step,
+        } => {
+            let last = start_id.checked_add(count - 1);
+            if last.and_then(|id| id.checked_mul(position_step)).is_none() {
+                bail!("--start-id, --count and --position-step overflow 64-bit ids/positions");
+            }
+            sse_source(bind, count, interval_ms, start_id, &key, position_step)
+        }
+        Cmd::SseRelay {
+            from,
+            bind,
+            count,
+            delay_ms,
+        } => sse_relay(from, bind, count, delay_ms),
+        Cmd::SseClient { to, count } => sse_client(to, count),
+        Cmd::TcpScript { to, writes, gap_ms } => {
+            let mut texts = Vec::new();
+            for w in &writes {
+                let bytes = unescape(w).map_err(|e| anyhow!("--write {w:?}: {e}"))?;
+                if bytes.is_empty() {
+                    bail!("--write must not be empty");
+                }
+                texts.push(bytes);
+            }
+            tcp_script(to, &texts, gap_ms)
+        }
+        Cmd::TcpSink { bind } => tcp_sink(bind),
     }
 }
 
@@ -701,4 +799,290 @@ fn udp_sink(bind: SocketAddr, seconds: Duration) -> Result<()> {
     let secs = first.unwrap_or(ready_at).elapsed().as_secs_f64();
     let out = json!({ "received": received, "seconds": secs, "pps": rate(received, secs) });
     emit(&out.to_string())
+}
+
+/// Sleeps until `offset` after `t0`; measuring from a fixed instant keeps a schedule
+/// from drifting (and cannot overflow, unlike adding to an `Instant`).
+fn sleep_until(t0: Instant, offset: Duration) {
+    thread::sleep(offset.saturating_sub(t0.elapsed()));
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `read` that retries EINTR (std's `read` does not).
+fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+/// Reads an HTTP head up to its blank line and returns the bytes that followed it.
+fn read_head(stream: &mut TcpStream, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(MAX_HEAD);
+    loop {
+        if let Some(i) = find(&buf, HEAD_END) {
+            return Ok(buf.split_off(i + HEAD_END.len()));
+        }
+        if buf.len() == MAX_HEAD {
+            bail!("the {what} head is longer than {MAX_HEAD} bytes");
+        }
+        // Reading at most up to the cap bounds the head without a second buffer.
+        let old = buf.len();
+        buf.resize(MAX_HEAD, 0);
+        let n = read_some(stream, &mut buf[old..])
+            .with_context(|| format!("reading the {what} head"))?;
+        buf.truncate(old + n);
+        if n == 0 {
+            bail!("peer closed the connection before the end of the {what} head");
+        }
+    }
+}
+
+/// Splits a byte stream into server-sent events, each ending in "\n\n"; the bytes of
+/// an unfinished event are kept for the next `push`.
+#[derive(Default)]
+struct EventSplitter {
+    pending: Vec<u8>,
+}
+
+impl EventSplitter {
+    /// Appends `data` and returns the events it completed, terminator included.
+    fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        // One byte back: the previous push may have ended with the first "\n".
+        let mut from = self.pending.len().saturating_sub(1);
+        self.pending.extend_from_slice(data);
+        let mut events = Vec::new();
+        while let Some(i) = find(&self.pending[from..], EVENT_END) {
+            let rest = self.pending.split_off(from + i + EVENT_END.len());
+            events.push(std::mem::replace(&mut self.pending, rest));
+            from = 0;
+        }
+        events
+    }
+}
+
+/// Decodes the escapes \n \r \t \\ in a command-line argument.
+fn unescape(text: &str) -> std::result::Result<Vec<u8>, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next() {
+            Some('n') => '\n',
+            Some('r') => '\r',
+            Some('t') => '\t',
+            Some('\\') => '\\',
+            Some(other) => return Err(format!("unsupported escape '\\{other}'")),
+            None => return Err("a trailing '\\' escapes nothing".into()),
+        });
+    }
+    Ok(out.into_bytes())
+}
+
+fn sse_source(
+    bind: SocketAddr,
+    count: u64,
+    interval_ms: u64,
+    start_id: u64,
+    key: &str,
+    position_step: u64,
+) -> Result<()> {
+    let listener =
+        TcpListener::bind(bind).with_context(|| format!("cannot listen on TCP {bind}"))?;
+    ready()?;
+    let (mut stream, _peer) = listener.accept().context("TCP accept")?;
+    read_head(&mut stream, "request")?;
+    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    stream
+        .write_all(SSE_RESPONSE)
+        .context("writing the response head")?;
+    // JSON-quoted so any key keeps the event valid JSON and on one line.
+    let key = serde_json::Value::from(key).to_string();
+    let start = Instant::now();
+    for i in 0..count {
+        sleep_until(start, Duration::from_millis(interval_ms.saturating_mul(i)));
+        let id = start_id + i;
+        let pos = id * position_step;
+        let event = format!("data: {{{key}: {id}, \"position\": {pos}}}\n\n");
+        stream
+            .write_all(event.as_bytes())
+            .with_context(|| format!("writing event {i}"))?;
+    }
+    stream.shutdown(Shutdown::Write).context("TCP shutdown")?;
+    drain_until_close(&mut stream, Duration::from_secs(2));
+    emit(&json!({ "mode": "sse-source", "events": count, "first_id": start_id }).to_string())
+}
+
+/// What the upstream reader hands the relay: one event and when its last byte arrived.
+type TimedEvent = io::Result<(Vec<u8>, Instant)>;
+
+fn sse_relay(from: SocketAddr, bind: SocketAddr, count: u64, delay_ms: u64) -> Result<()> {
+    let listener =
+        TcpListener::bind(bind).with_context(|| format!("cannot listen on TCP {bind}"))?;
+    ready()?;
+    let (mut down, _peer) = listener.accept().context("TCP accept")?;
+    read_head(&mut down, "client request")?;
+    let mut up = connect_with_retry(from)?;
+    up.set_nodelay(true).context("TCP_NODELAY")?;
+    up.write_all(SSE_REQUEST)
+        .context("sending the upstream request")?;
+    let rest = read_head(&mut up, "upstream response")?;
+    let rest_at = Instant::now();
+    down.set_nodelay(true).context("TCP_NODELAY")?;
+    down.write_all(SSE_RESPONSE)
+        .context("writing the response head")?;
+
+    // A separate reader timestamps each event as it arrives, even while the main
+    // thread sleeps on an earlier one, so delays do not add up.
+    let (tx, rx) = mpsc::channel();
+    thread::Builder::new()
+        .name("upstream".into())
+        .spawn(move || read_events(up, rest, rest_at, count, tx))
+        .context("cannot start the upstream reader")?;
+    let delay = Duration::from_millis(delay_ms);
+    for forwarded in 0..count {
+        let (event, at) = match rx.recv() {
+            Ok(Ok(timed)) => timed,
+            Ok(Err(e)) => {
+                return Err(e).with_context(|| {
+                    format!("upstream read after forwarding {forwarded} of {count} events")
+                })
+            }
+            Err(_) => bail!("upstream closed after {forwarded} of {count} events were forwarded"),
+        };
+        sleep_until(at, delay);
+        down.write_all(&event)
+            .with_context(|| format!("forwarding event {forwarded}"))?;
+    }
+    down.shutdown(Shutdown::Write).context("TCP shutdown")?;
+    drain_until_close(&mut down, Duration::from_secs(2));
+    emit(&json!({ "mode": "sse-relay", "events": count, "delay_ms": delay_ms }).to_string())
+}
+
+/// Sends up to COUNT events, each stamped with the return of the read that completed
+/// it; dropping `tx` (on EOF) tells the relay upstream closed.
+fn read_events(
+    mut up: TcpStream,
+    rest: Vec<u8>,
+    rest_at: Instant,
+    count: u64,
+    tx: mpsc::Sender<TimedEvent>,
+) {
+    let mut splitter = EventSplitter::default();
+    let mut events = splitter.push(&rest);
+    let mut at = rest_at;
+    let mut sent = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        for event in events.into_iter().take((count - sent) as usize) {
+            if tx.send(Ok((event, at))).is_err() {
+                return;
+            }
+            sent += 1;
+        }
+        if sent == count {
+            return;
+        }
+        let n = match read_some(&mut up, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        at = Instant::now();
+        events = splitter.push(&buf[..n]);
+    }
+}
+
+fn sse_client(to: SocketAddr, count: u64) -> Result<()> {
+    let mut stream = connect_with_retry(to)?;
+    stream
+        .write_all(SSE_REQUEST)
+        .context("sending the request")?;
+    let rest = read_head(&mut stream, "response")?;
+    let mut splitter = EventSplitter::default();
+    let mut got = splitter.push(&rest).len() as u64;
+    let mut buf = [0u8; 4096];
+    while got < count {
+        let n = read_some(&mut stream, &mut buf).context("TCP read")?;
+        if n == 0 {
+            bail!("peer closed the connection after {got} of {count} events");
+        }
+        got += splitter.push(&buf[..n]).len() as u64;
+    }
+    drop(stream);
+    emit(&json!({ "mode": "sse-client", "events": count }).to_string())
+}
+
+fn tcp_script(to: SocketAddr, texts: &[Vec<u8>], gap_ms: u64) -> Result<()> {
+    let mut stream = connect_with_retry(to)?;
+    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    for (i, text) in texts.iter().enumerate() {
+        if i > 0 {
+            sleep_ms(gap_ms);
+        }
+        stream
+            .write_all(text)
+            .with_context(|| format!("TCP write {i}"))?;
+    }
+    stream.shutdown(Shutdown::Write).context("TCP shutdown")?;
+    drain_until_close(&mut stream, Duration::from_secs(2));
+    let bytes: usize = texts.iter().map(Vec::len).sum();
+    emit(&json!({ "mode": "tcp-script", "writes": texts.len(), "bytes": bytes }).to_string())
+}
+
+fn tcp_sink(bind: SocketAddr) -> Result<()> {
+    let listener =
+        TcpListener::bind(bind).with_context(|| format!("cannot listen on TCP {bind}"))?;
+    ready()?;
+    let (mut stream, _peer) = listener.accept().context("TCP accept")?;
+    let bytes = io::copy(&mut stream, &mut io::sink()).context("TCP read")?;
+    emit(&json!({ "mode": "tcp-sink", "bytes": bytes }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape_decodes_the_four_escapes() {
+        assert_eq!(unescape(r"a\nb\r\tc\\d").unwrap(), b"a\nb\r\tc\\d");
+        assert_eq!(unescape("plain é").unwrap(), "plain é".as_bytes());
+    }
+
+    #[test]
+    fn unescape_rejects_unknown_and_trailing_backslash() {
+        assert!(unescape(r"x\q").unwrap_err().contains(r"'\q'"));
+        assert!(unescape(r"x\").is_err());
+    }
+
+    #[test]
+    fn splitter_joins_an_event_split_across_reads() {
+        let mut s = EventSplitter::default();
+        assert!(s.push(b"data: 1").is_empty());
+        assert!(s.push(b"\n").is_empty());
+        assert_eq!(s.push(b"\ndata: 2"), vec![b"data: 1\n\n".to_vec()]);
+        assert_eq!(s.push(b"\n\n"), vec![b"data: 2\n\n".to_vec()]);
+    }
+
+    #[test]
+    fn splitter_splits_several_events_in_one_read() {
+        let mut s = EventSplitter::default();
+        let events = s.push(b"data: 1\n\ndata: 2\n\ndata: 3");
+        assert_eq!(
+            events,
+            vec![b"data: 1\n\n".to_vec(), b"data: 2\n\n".to_vec()]
+        );
+        assert_eq!(s.push(b"\n\n"), vec![b"data: 3\n\n".to_vec()]);
+    }
 }
