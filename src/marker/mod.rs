@@ -611,7 +611,7 @@ mod tests {
         assert_eq!(v["count"], 1);
         assert_eq!(v["min_ns"], 30_000);
         assert_eq!(v["missing"], json!([2]));
-        b.prune(40_000 + 60_000_000_000);
+        b.prune(40_001 + 60_000_000_000);
         assert!(b.first.iter().all(|m| m.is_empty()));
     }
 }

@@ -432,3 +432,148 @@ pub fn delayed_exchange(
     let (code, _, err) = srv.finish(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{recv} got all {count}: {err}");
 }
+
+/// Three namespaces in a line, `a` - `b` - `c`, each link a veth pair: a source, a relay
+/// and a client. Dropping it deletes the namespaces and with them the veths.
+pub struct Line3 {
+    pub a: String,
+    pub b: String,
+    pub c: String,
+    /// a's end toward b, b's end toward a, b's end toward c, c's end toward b.
+    pub va: String,
+    pub vba: String,
+    pub vbc: String,
+    pub vc: String,
+    pub a4: String,
+    pub ba4: String,
+    pub bc4: String,
+    pub c4: String,
+    pub a6: String,
+    pub ba6: String,
+}
+
+impl Line3 {
+    pub fn new() -> Line3 {
+        let n = std::process::id() % 10000 * 10 + SEQ.fetch_add(1, Ordering::Relaxed);
+        let o = 1 + n % 200;
+        let t = Line3 {
+            a: format!("nslm-a-{n}"),
+            b: format!("nslm-b-{n}"),
+            c: format!("nslm-c-{n}"),
+            va: format!("ma{n}"),
+            vba: format!("mba{n}"),
+            vbc: format!("mbc{n}"),
+            vc: format!("mc{n}"),
+            a4: format!("10.210.{o}.1"),
+            ba4: format!("10.210.{o}.2"),
+            bc4: format!("10.211.{o}.1"),
+            c4: format!("10.211.{o}.2"),
+            a6: format!("fd78:{o:x}::1"),
+            ba6: format!("fd78:{o:x}::2"),
+        };
+        for ns in [&t.a, &t.b, &t.c] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let links = [
+            (&t.a, &t.va, &t.a4, &t.b, &t.vba, &t.ba4, 1u32),
+            (&t.b, &t.vbc, &t.bc4, &t.c, &t.vc, &t.c4, 2),
+        ];
+        for (ns1, d1, ip1, ns2, d2, ip2, link) in links {
+            let mac = |side: u32| {
+                format!(
+                    "02:01:{:02x}:{:02x}:{link:02x}:{side:02x}",
+                    n >> 8 & 0xff,
+                    n & 0xff
+                )
+            };
+            let (m1, m2) = (mac(1), mac(2));
+            sh(&[
+                "ip", "link", "add", d1, "address", &m1, "netns", ns1, "type", "veth", "peer",
+                "name", d2, "address", &m2, "netns", ns2,
+            ]);
+            for (ns, dev, ip, peer, peer_mac) in
+                [(ns1, d1, ip1, ip2, &m2), (ns2, d2, ip2, ip1, &m1)]
+            {
+                sh(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{ip}/24"),
+                    "dev",
+                    dev,
+                ]);
+                sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+                // No ARP wait: it would hold the first packets and release them as a burst.
+                sh(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    peer,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ]);
+            }
+        }
+        // IPv6 on the a-b link too, for the v6 header path.
+        for (ns, dev, ip, peer, peer_dev) in [
+            (&t.a, &t.va, &t.a6, &t.ba6, &t.vba),
+            (&t.b, &t.vba, &t.ba6, &t.a6, &t.va),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            let peer_ns = if ns == &t.a { &t.b } else { &t.a };
+            let out = Command::new("ip")
+                .args(["-n", peer_ns, "link", "show", peer_dev])
+                .output()
+                .expect("ip link show");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mac = text
+                .split_whitespace()
+                .skip_while(|w| *w != "link/ether")
+                .nth(1)
+                .expect("peer MAC")
+                .to_string();
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                peer,
+                "lladdr",
+                &mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ]);
+        }
+        t
+    }
+}
+
+impl Drop for Line3 {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b, &self.c] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
