@@ -10,8 +10,17 @@ fn main() {
         Err(e) => {
             // One line, whatever clap would add (tips, usage): bad input must read at a glance.
             let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = msg.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("invalid arguments");
+            let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            // "required arguments were not provided:" names them on the lines after.
+            if first.ends_with(':') {
+                let named: Vec<&str> = lines
+                    .take_while(|l| l.starts_with("  "))
+                    .map(str::trim)
+                    .collect();
+                first = format!("{first} {}", named.join(", "));
+            }
             eprintln!("netstack-lat: error: {first} (see --help)");
             std::process::exit(2);
         }

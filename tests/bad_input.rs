@@ -74,6 +74,46 @@ fn malformed_flags_need_no_root() {
     expect_user_error(&mut bench(&["--rules", "100,,1000"]), "empty rule count");
     expect_user_error(&mut bench(&["--rules", "70000"]), "above the maximum");
     expect_user_error(&mut bench(&["--rate", "0"]), "--rate");
+    expect_user_error(
+        &mut tool(&["marker", "--iface", "lo:sideways", "--port", "8000"]),
+        "unknown direction 'sideways'",
+    );
+    expect_user_error(
+        &mut tool(&["marker", "--iface", "lo", "--port", "8000"]),
+        "has no direction",
+    );
+    expect_user_error(&mut tool(&["marker", "--iface", "lo:egress"]), "--port");
+    expect_user_error(
+        &mut tool(&["marker", "--iface", "lo:egress", "--port", "8000,0"]),
+        "'0' is not a port",
+    );
+    expect_user_error(
+        &mut tool(&[
+            "marker",
+            "--iface",
+            "lo:egress",
+            "--port",
+            "1,2,3,4,5,6,7,8,9",
+        ]),
+        "at most 8",
+    );
+    expect_user_error(
+        &mut tool(&[
+            "marker",
+            "--iface",
+            "lo:egress",
+            "--port",
+            "1",
+            "--key",
+            "a b",
+        ]),
+        "not a usable field name",
+    );
+    expect_user_error(&mut tool(&["correlate"]), "A.csv");
+    expect_user_error(
+        &mut tool(&["correlate", "/nonexistent/a.csv"]),
+        "cannot read /nonexistent/a.csv",
+    );
 }
 
 #[test]
@@ -149,6 +189,39 @@ fn unknown_interface_pid_netns_and_missing_btf() {
     expect_user_error(
         &mut tool(&["netfilter", "--iface", "nosuch0", "--duration", "1"]),
         "unknown interface 'nosuch0'",
+    );
+    let marker = |iface: &str, extra: &[&str]| {
+        let mut c = tool(&[
+            "marker",
+            "--iface",
+            iface,
+            "--port",
+            "8000",
+            "--duration",
+            "1",
+        ]);
+        c.args(extra);
+        c
+    };
+    expect_user_error(
+        &mut marker("nosuch0:egress", &[]),
+        "unknown interface 'nosuch0'",
+    );
+    expect_user_error(
+        &mut marker("lo:egress@nosuch", &[]),
+        "cannot open network namespace /run/netns/nosuch",
+    );
+    expect_user_error(
+        &mut marker("lo:egress", &["--iface", "lo:egress"]),
+        "--iface lo:egress is given twice",
+    );
+    expect_user_error(
+        &mut marker("lo:egress", &["--key", "position"]),
+        "--key and --position-key are both",
+    );
+    expect_user_error(
+        &mut marker("lo:egress", &["--csv", "/nonexistent/dir/a.csv"]),
+        "cannot create /nonexistent/dir/a.csv",
     );
     // A machine without iptables: the sweep stops before it changes anything.
     let mut c = tool(&["bench", "netfilter", "--backend", "iptables-legacy"]);

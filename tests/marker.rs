@@ -90,8 +90,18 @@ fn relay_delay_is_measured_for_every_interval() {
     // One capture per point, as on two hosts, and one live run with both.
     let ma = tool(&["marker", "--iface", &pa, "--port", ports, "--csv", &a_csv]);
     let mb = tool(&["marker", "--iface", &pb, "--port", ports, "--csv", &b_csv]);
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let live = tool(&[
-        "marker", "--iface", &pa, "--iface", &pb, "--port", ports, "--json",
+        "marker",
+        "--iface",
+        &pa,
+        "--iface",
+        &pb,
+        "--port",
+        ports,
+        "--json",
+        "--prometheus",
+        &listen,
     ]);
 
     let src_addr = format!("{}:8000", t.a4);
@@ -132,7 +142,10 @@ fn relay_delay_is_measured_for_every_interval() {
         let (code, _, err) = p.finish(Duration::from_secs(30));
         assert_eq!(code, Some(0), "{what}: {err}");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The exporter publishes once a second.
+    std::thread::sleep(Duration::from_millis(1300));
+    let (status, metrics) = common::get(&listen, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
     let (out_a, out_b) = (stop(ma), stop(mb));
     let live_out = stop(live);
     assert!(out_a.contains(&format!("{N} intervals seen")), "{out_a}");
@@ -176,6 +189,82 @@ fn relay_delay_is_measured_for_every_interval() {
         (DELAY_MS as f64..=DELAY_MS as f64 + 10.0).contains(&p50),
         "{s}"
     );
+    assert_eq!(s["lost_events"], 0, "{s}");
+
+    // Prometheus: every interval in the pair's histogram, none below the relay's 30 ms.
+    let sample = |name: &str, le: Option<&str>| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(name)
+                    && l.contains(&format!("from=\"{pa}\""))
+                    && le.is_none_or(|b| l.contains(&format!("le=\"{b}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} {le:?} in {metrics}"))
+    };
+    assert_eq!(
+        sample("netstack_lat_marker_latency_seconds_count", None),
+        N as f64
+    );
+    assert_eq!(
+        sample("netstack_lat_marker_latency_seconds_bucket", Some("0.025")),
+        0.0
+    );
+    assert!(
+        metrics.contains(&format!(
+            "netstack_lat_marker_seen_total{{point=\"{pb}\"}} {N}"
+        )),
+        "{metrics}"
+    );
+    drop(t);
+    assert_no_new_bpf(&before, "marker");
+}
+
+#[test]
+fn a_large_write_is_read_whole() {
+    if !root_or_skip("a_large_write_is_read_whole") {
+        return;
+    }
+    // 1000 events in one write: one GSO super-packet at the veth, read in many chunks.
+    const N: u64 = 1000;
+    let before = bpf_state();
+    let t = Line3::new();
+    let p = tool(&[
+        "marker",
+        "--iface",
+        &point(&t.va, &t.a),
+        "--port",
+        "8000",
+        "--json",
+    ]);
+    let big: String = (1..=N)
+        .map(|i| format!(r#"data: {{"interval_id": {i}, "position": {}}}\n\n"#, i * 2))
+        .collect();
+    let written = script(&t, &format!("{}:8000", t.ba4), &[&big]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = stop(p);
+    let lines = json_lines(&out);
+    let m = markers(&lines);
+    assert_eq!(m.len() as u64, N, "{}", lines.last().unwrap());
+    for (i, v) in m.iter().enumerate() {
+        let id = i as u64 + 1;
+        assert_eq!(
+            (v["interval_id"].as_u64(), v["position"].as_u64()),
+            (Some(id), Some(2 * id))
+        );
+    }
+    let s = lines.last().unwrap();
+    // Segments longer than one 1 KiB chunk (GSO ones are tens of KiB) were read whole.
+    let per_segment = written / s["segments"].as_u64().unwrap_or(u64::MAX).max(1);
+    assert!(per_segment > 1024, "{s}");
+    assert_eq!(s["bytes"], written, "{s}");
+    assert_eq!(
+        (s["missed"].as_u64(), s["gaps"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["truncated_bytes"], 0, "{s}");
     assert_eq!(s["lost_events"], 0, "{s}");
     drop(t);
     assert_no_new_bpf(&before, "marker");
