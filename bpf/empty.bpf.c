@@ -255,3 +255,18 @@ int BPF_PROG(empty_nf_drop)
 	hit();
 	return 0;
 }
+
+/* marker's capture points: TC programs that pass every packet on. */
+SEC("tc")
+int empty_marker_p0(struct __sk_buff *skb)
+{
+	hit();
+	return -1; /* TC_ACT_UNSPEC, as marker_pN */
+}
+
+SEC("tc")
+int empty_marker_p1(struct __sk_buff *skb)
+{
+	hit();
+	return -1;
+}

@@ -12,7 +12,8 @@
 #
 # Run as root from the repository root after `cargo build --release`.
 # Knobs (environment): ROUNDS (3), FLOOD_S (4: throughput flood), STATS_S (2: bpf_stats flood),
-# FRONTEND_EVENTS (2000000), IPERF_S (3: each TCP throughput run), OUT (BENCHMARKS.md),
+# FRONTEND_EVENTS (2000000), IPERF_S (3: each TCP throughput run), SSE_N (20000: events of
+# each marker SSE run), OUT (BENCHMARKS.md),
 # NF_RULES (0,100,1000,5000,10000), NF_BACKENDS (all four), NF_RATE (10000), NF_S (10): the
 # `bench netfilter` sweep, whose plot goes to docs/netfilter-sweep.svg.
 set -euo pipefail
@@ -22,6 +23,7 @@ FLOOD_S=${FLOOD_S:-4}
 STATS_S=${STATS_S:-2}
 FRONTEND_EVENTS=${FRONTEND_EVENTS:-2000000}
 IPERF_S=${IPERF_S:-3}
+SSE_N=${SSE_N:-20000}
 OUT=${OUT:-BENCHMARKS.md}
 NF_RULES=${NF_RULES:-0,100,1000,5000,10000}
 NF_BACKENDS=${NF_BACKENDS:-iptables-legacy,iptables-nft,nftables-map,nftables-linear}
@@ -236,6 +238,14 @@ start_tool() { # MODE PREFIX
 		"$BIN" serve --listen 127.0.0.1:29112 --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" \
 			--port "$PORT" --duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
 		;;
+	marker)
+		"$BIN" marker --iface "nslb-a:egress@$NS_A" --iface "nslb-b:ingress@$NS_B" --port 8000 \
+			--json --duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
+		;;
+	emarker)
+		"$BIN" bench empty --hooks marker --iface "nslb-a:egress@$NS_A" --iface "nslb-b:ingress@$NS_B" \
+			--duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
+		;;
 	enetfilter)
 		"$BIN" bench empty --hooks netfilter --netns "/run/netns/$NS_A" --netns "/run/netns/$NS_B" \
 			--duration "${TOOL_S}s" >"$2.out" 2>"$2.err" &
@@ -265,6 +275,8 @@ wait_tool() { # MODE PID
 	softirq | esoftirq) wait_fds "$2" link_type 4 100 ;;
 	# 5 hooks x 2 families x first/last x 2 namespaces.
 	netfilter | enetfilter) wait_fds "$2" link_type 40 100 ;;
+	# Two tcx links: a's egress and b's ingress.
+	marker | emarker) wait_fds "$2" link_type 2 100 ;;
 	# trace's links plus softirq's and netfilter's, and a scrape while it runs.
 	serve) sleep 1.5 && wait_fds "$2" link_type 60 100 && curl -s -o /dev/null http://127.0.0.1:29112/metrics ;;
 	esac
@@ -410,6 +422,103 @@ signals_pair() { # ROUND
 	done
 }
 
+# marker on a watched SSE stream: sse-source in a sends SSE_N events as fast as it can to
+# sse-client in b, port 8000, captured at a's egress. Timed with bpf_stats off; then, with the
+# tool still attached, the same stream again with bpf_stats on for its ns/run. emarker is the
+# empty TC program on the same point.
+sse_once() { # PREFIX
+	local t0 t1 src
+	ip netns exec "$NS_A" "$LOAD" --timeout 60 sse-source --bind 10.77.0.1:8000 --count "$SSE_N" \
+		--interval-ms 0 >"$1.src" 2>"$1.src.err" &
+	src=$!
+	PIDS+=("$src")
+	local i
+	for ((i = 0; i < 50; i++)); do
+		grep -q READY "$1.src" 2>/dev/null && break
+		sleep 0.1
+	done
+	t0=$(date +%s%N)
+	ip netns exec "$NS_B" "$LOAD" --timeout 60 sse-client --to 10.77.0.1:8000 --count "$SSE_N" \
+		>"$1.cli" 2>"$1.cli.err" || true
+	t1=$(date +%s%N)
+	stop_wait "$src" 100
+	forget_pid "$src"
+	SSE_NS=$((t1 - t0))
+}
+
+marker_sse_pair() { # ROUND
+	local m p tpid order="baseline marker emarker"
+	[ $(($1 % 2)) = 0 ] && order="emarker marker baseline"
+	for m in $order; do
+		p="$WORK/m$1-$m"
+		log "round $1: marker SSE $m"
+		tpid=""
+		case $m in
+		marker)
+			"$BIN" marker --iface "nslb-a:egress@$NS_A" --port 8000 --json --duration 120s \
+				>"$p.out" 2>"$p.err" &
+			tpid=$!
+			;;
+		emarker)
+			"$BIN" bench empty --hooks marker --iface "nslb-a:egress@$NS_A" --duration 120s \
+				>"$p.out" 2>"$p.err" &
+			tpid=$!
+			;;
+		esac
+		if [ -n "$tpid" ]; then
+			PIDS+=("$tpid")
+			wait_fds "$tpid" link_type 1 100 || log "$m did not attach (see $p.err)"
+		fi
+		sse_once "$p"
+		local timed=$SSE_NS
+		if [ -n "$tpid" ]; then
+			stats 1
+			snapshot "$tpid" "$p.s0"
+			sse_once "$p.st"
+			snapshot "$tpid" "$p.s1"
+			stats 0
+			kill -TERM "$tpid" 2>/dev/null || true
+			stop_wait "$tpid" 150
+			forget_pid "$tpid"
+		fi
+		printf '{"round":%d,"mode":"%s","prefix":"%s","ns":%d,"events":%d}\n' \
+			"$1" "$m" "$p" "$timed" "$SSE_N" >>"$WORK/marker-sse.jsonl"
+	done
+}
+
+# marker on a watched bulk stream (iperf3 on its own port): the worst case, every payload byte
+# copied to user space and scanned.
+marker_iperf_pair() { # ROUND
+	local m p tpid order="baseline marker"
+	[ $(($1 % 2)) = 0 ] && order="marker baseline"
+	for m in $order; do
+		p="$WORK/mi$1-$m"
+		log "round $1: marker iperf3 $m"
+		tpid=""
+		if [ "$m" = marker ]; then
+			"$BIN" marker --iface "nslb-a:egress@$NS_A" --port 5201 --json \
+				--duration "$((IPERF_S + 30))s" >"$p.out" 2>"$p.err" &
+			tpid=$!
+			PIDS+=("$tpid")
+			wait_fds "$tpid" link_type 1 100 || log "marker did not attach for iperf3"
+		fi
+		ip netns exec "$NS_B" iperf3 -s -1 -B "$DST" >/dev/null 2>&1 &
+		local srv=$!
+		PIDS+=("$srv")
+		sleep 0.5
+		ip netns exec "$NS_A" timeout "$((IPERF_S + 20))" iperf3 -c "$DST" -t "$IPERF_S" -J \
+			>"$p.iperf" 2>"$p.iperf.err" || true
+		stop_wait "$srv" 50
+		forget_pid "$srv"
+		if [ -n "$tpid" ]; then
+			kill -TERM "$tpid" 2>/dev/null || true
+			stop_wait "$tpid" 150
+			forget_pid "$tpid"
+		fi
+		printf '{"round":%d,"mode":"%s","prefix":"%s"}\n' "$1" "$m" "$p" >>"$WORK/marker-iperf.jsonl"
+	done
+}
+
 frontend() {
 	local i
 	for i in 1 2 3; do
@@ -443,7 +552,7 @@ main() {
 	[ "$have_bpftrace" = 1 ] || log "bpftrace not found: its column is skipped"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		i=0
-		for m in trace empty bpftrace softirq esoftirq netfilter enetfilter serve; do
+		for m in trace empty bpftrace softirq esoftirq netfilter enetfilter serve marker emarker; do
 			[ "$m" = bpftrace ] && [ "$have_bpftrace" = 0 ] && continue
 			i=$((i + 1))
 			run_mode "$r" baseline "$i"
@@ -457,9 +566,15 @@ main() {
 		for ((r = 1; r <= ROUNDS; r++)); do
 			signals_pair "$r"
 		done
+		for ((r = 1; r <= ROUNDS; r++)); do
+			marker_iperf_pair "$r"
+		done
 	else
 		log "iperf3 not found: the TCP throughput and signals tables are skipped"
 	fi
+	for ((r = 1; r <= ROUNDS; r++)); do
+		marker_sse_pair "$r"
+	done
 	frontend
 	nf_sweep
 	meta_json >"$WORK/meta.json"
@@ -544,7 +659,8 @@ def verdict(ok):
 
 
 tools = ["trace", "empty"] + (["bpftrace"] if have_bt else []) + ["softirq", "esoftirq",
-                                                                  "netfilter", "enetfilter", "serve"]
+                                                                  "netfilter", "enetfilter", "serve",
+                                                                  "marker", "emarker"]
 by = {m: [r for r in runs if r["mode"] == m] for m in tools}
 # Pairs: each tool run with the baseline run just before it.
 pairs = []
@@ -574,7 +690,7 @@ L.append("| | |\n|---|---|")
 for k in ("date", "kernel", "commit", "cpu", "bpftool", "bpftrace"):
     L.append(f"| {k} | {meta.get(k, 'n/a')} |")
 L.append(f"| command | `make bench` (= `cargo build --release` + `bash scripts/bench.sh`) |")
-L.append(f"| rounds | {meta['rounds']} x (baseline, trace, baseline, empty, baseline, bpftrace, baseline, softirq, baseline, esoftirq, baseline, netfilter, baseline, enetfilter, baseline, serve), "
+L.append(f"| rounds | {meta['rounds']} x (baseline, trace, baseline, empty, baseline, bpftrace, baseline, softirq, baseline, esoftirq, baseline, netfilter, baseline, enetfilter, baseline, serve, baseline, marker, baseline, emarker), "
          f"{meta['flood_s']} s throughput flood + {meta['stats_s']} s bpf_stats flood per tool run; "
          f"bench took {elapsed} s |\n")
 
@@ -841,6 +957,89 @@ if sig_runs:
              f"{f(None if sm is None else sm * 100, '{:.2f}')} % of {ncpu} CPUs (target < 1 %: "
              f"{verdict(None if sm is None else sm <= 0.01)}).\n")
 
+L.append("## marker (`netstack-lat marker`: TC payload capture)\n")
+L.append("**Unwatched traffic.** The UDP flood above passes marker's two capture points (a's egress, "
+         "b's ingress; `--port 8000`, so no datagram is read): the cost every packet on a captured "
+         "interface pays. emarker = empty TC programs on the same two points (`netstack-lat bench empty "
+         "--hooks marker`). bpftrace 0.17 cannot attach at TC or read payloads, so there is no bpftrace "
+         "column.\n")
+L.append("| program | runs/s | marker ns/run | empty ns/run | ratio (<= 1.5) |")
+L.append("|---|---|---|---|---|")
+for n in ("marker_p0", "marker_p1"):
+    s_ = med(per_round("marker", n))
+    e_ = med(per_round("emarker", "empty_" + n))
+    q = ratio(s_, e_)
+    if q is not None and q > 1.5:
+        missed.append(f"marker {n} (unwatched): {q:.2f}x an empty program > 1.5x")
+    L.append(f"| {n} | {f(runs_per_s('marker', n))} | {f(s_)} | {f(e_)} | "
+             f"{f(q, '{:.2f}x')} {verdict(None if q is None else q <= 1.5) if q is not None else ''} |")
+L.append("\nThe flood's pps with marker and emarker attached are their rows of the throughput table.\n")
+
+ms_runs = []
+try:
+    ms_runs = [json.loads(l) for l in open(os.path.join(work, "marker-sse.jsonl"))]
+except OSError:
+    pass
+if ms_runs:
+    L.append(f"**Watched SSE stream.** `nsl-load sse-source --count {meta['sse_n']} --interval-ms 0` in a to "
+             "`sse-client` in b on port 8000, captured at a's egress (every event read, scanned and "
+             "written as a JSON line); each round runs baseline, marker and emarker in alternating order. "
+             "events/s from the client's wall time with bpf_stats off; ns/run from a second stream "
+             "with bpf_stats on.\n")
+    L.append("| round | baseline events/s | marker events/s | ratio | emarker events/s | marker_p0 ns/run | empty ns/run | ns/run ratio (<= 1.5) | intervals seen | lost events |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    sse_q, sse_r = [], []
+    for rnd in sorted({r["round"] for r in ms_runs}):
+        row = {r["mode"]: r for r in ms_runs if r["round"] == rnd}
+        eps = {m: (row[m]["events"] / (row[m]["ns"] / 1e9) if m in row and row[m]["ns"] else None)
+               for m in ("baseline", "marker", "emarker")}
+        ps = {m: prog_stats(row[m]["prefix"]) for m in ("marker", "emarker") if m in row}
+        mk = ps.get("marker", {}).get("marker_p0")
+        em = ps.get("emarker", {}).get("empty_marker_p0")
+        mk_ns = nsrun(mk) if mk else None
+        em_ns = nsrun(em) if em else None
+        q = ratio(eps["marker"], eps["baseline"])
+        qr = ratio(mk_ns, em_ns)
+        sse_q.append(q)
+        sse_r.append(qr)
+        out_ = last_json(row["marker"]["prefix"] + ".out") if "marker" in row else {}
+        L.append(f"| {rnd} | {f(eps['baseline'])} | {f(eps['marker'])} | {f(q, '{:.3f}')} | {f(eps['emarker'])} | "
+                 f"{f(mk_ns)} | {f(em_ns)} | {f(qr, '{:.2f}x')} | {out_.get('seen', 'n/a')} | {out_.get('lost_events', 'n/a')} |")
+    qm, rm = med(sse_q), med(sse_r)
+    if rm is not None and rm > 1.5:
+        missed.append(f"marker_p0 on a watched SSE stream: {rm:.2f}x an empty TC program > 1.5x")
+    L.append(f"\nMedian events/s ratio {f(qm, '{:.3f}')}; median ns/run ratio {f(rm, '{:.2f}x')} "
+             f"(target <= 1.5x: {verdict(None if rm is None else rm <= 1.5)}). intervals seen counts both "
+             "streams the tool saw (timed and bpf_stats), each of SSE_N events.\n")
+
+mi_runs = []
+try:
+    mi_runs = [json.loads(l) for l in open(os.path.join(work, "marker-iperf.jsonl"))]
+except OSError:
+    pass
+if mi_runs:
+    def gbps2(prefix):
+        try:
+            v = json.load(open(prefix + ".iperf"))
+            return v["end"]["sum_received"]["bits_per_second"] / 1e9
+        except (OSError, ValueError, KeyError):
+            return None
+    L.append(f"**Watched bulk stream (worst case).** iperf3, one stream a -> b, {meta['iperf_s']} s, with "
+             "marker watching its port 5201: every payload byte is copied to user space and scanned. "
+             "marker is built for marker streams (SSE, a few kB/s to MB/s), not for bulk flows; this row "
+             "says what watching one costs.\n")
+    L.append("| round | baseline Gbit/s | with marker Gbit/s | ratio | bytes read | lost events |")
+    L.append("|---|---|---|---|---|---|")
+    for rnd in sorted({r["round"] for r in mi_runs}):
+        row = {r["mode"]: r for r in mi_runs if r["round"] == rnd}
+        b = gbps2(row["baseline"]["prefix"]) if "baseline" in row else None
+        w = gbps2(row["marker"]["prefix"]) if "marker" in row else None
+        o = last_json(row["marker"]["prefix"] + ".out") if "marker" in row else {}
+        L.append(f"| {rnd} | {f(b, '{:.2f}')} | {f(w, '{:.2f}')} | {f(ratio(w, b), '{:.3f}')} | "
+                 f"{o.get('bytes', 'n/a')} | {o.get('lost_events', 'n/a')} |")
+    L.append("\nLost events are chunks the ring buffer had no room for: counted and shown in the "
+             "summary, never silent.\n")
+
 L.append("## trace: lost events and memory\n")
 L.append("| round | attached | lost_events | RX packets joined | reads | TX packets | peak RSS (VmHWM) |")
 L.append("|---|---|---|---|---|---|---|")
@@ -929,7 +1128,7 @@ print(json.dumps({
     "bpftool": "$(bpftool version 2>/dev/null | head -n1)",
     "bpftrace": "$(bpftrace --version 2>/dev/null || echo absent)",
     "rounds": $ROUNDS, "flood_s": $FLOOD_S, "stats_s": $STATS_S, "sink_s": $SINK_S, "port": $PORT,
-    "frontend_events": $FRONTEND_EVENTS, "iperf_s": $IPERF_S,
+    "frontend_events": $FRONTEND_EVENTS, "iperf_s": $IPERF_S, "sse_n": $SSE_N,
     "nf_rules": "$NF_RULES", "nf_backends": "$NF_BACKENDS", "nf_rate": $NF_RATE, "nf_s": $NF_S,
     "nf_plot": "$NF_PLOT",
 }))

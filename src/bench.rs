@@ -31,7 +31,8 @@ pub fn run(b: &BenchCommand) -> Result<()> {
             duration,
             netns,
             hooks,
-        } => empty(*duration, netns, *hooks),
+            points,
+        } => empty(*duration, netns, *hooks, points),
         BenchCommand::Frontend { events, prometheus } => frontend(*events, *prometheus),
         BenchCommand::Spin {
             netns,
@@ -45,20 +46,49 @@ pub fn run(b: &BenchCommand) -> Result<()> {
 
 // ---- bench empty ----
 
-fn empty(duration: Duration, netns_paths: &[PathBuf], hooks: EmptyHooks) -> Result<()> {
+fn empty(
+    duration: Duration,
+    netns_paths: &[PathBuf],
+    hooks: EmptyHooks,
+    points: &[crate::cli::PointSpec],
+) -> Result<()> {
     require_root()?;
     libbpf_rs::set_print(None);
+    let marker = hooks == EmptyHooks::Marker;
+    if marker && !(1..=2).contains(&points.len()) {
+        return Err(crate::error::UserError::new(
+            "bench empty --hooks marker takes one or two --iface IFACE:DIR[@NETNS]",
+        )
+        .into());
+    }
+    let points = crate::marker::resolve(points)?;
+    let mode = crate::marker::tc_mode(crate::cli::TcAttach::Auto);
     let mut obj = MaybeUninit::uninit();
-    let open = EmptySkelBuilder::default()
+    let mut open = EmptySkelBuilder::default()
         .open(&mut obj)
         .context("opening the empty BPF object")?;
+    crate::marker::prepare_points(open.open_object_mut(), "empty_marker_p", &points, mode);
+    if marker {
+        // Only the TC programs: the others would sit loaded, unattached, in the figures.
+        for mut p in open.open_object_mut().progs_mut() {
+            if !p.name().to_string_lossy().starts_with("empty_marker_p") {
+                p.set_autoload(false);
+            }
+        }
+    }
     let mut skel = open.load().context("loading the empty BPF programs")?;
-    let links = attach_empty(&mut skel, netns_paths, hooks)?;
+    let (links, tc) = if marker {
+        let tc = crate::marker::attach_points(skel.object(), "empty_marker_p", &points, mode)?;
+        (Vec::new(), Some(tc))
+    } else {
+        (attach_empty(&mut skel, netns_paths, hooks)?, None)
+    };
     let started = Instant::now();
     let interrupted = wait(duration)?;
     let hits = read_hits(&skel);
-    let attached = links.len();
+    let attached = links.len() + points.len() * usize::from(marker);
     drop(links);
+    drop(tc);
     let out = json!({
         "hits": hits,
         "links": attached,
@@ -93,10 +123,12 @@ fn attach_empty(
             // trace's hooks: all but softirq's own exit and NAPI programs.
             EmptyHooks::Trace => {
                 !name.ends_with("_nf")
+                    && !name.starts_with("empty_marker_")
                     && !name.starts_with("empty_nf_")
                     && !SOFTIRQ_EMPTIES[2..].contains(&name.as_str())
             }
             EmptyHooks::Netfilter => name == "empty_nf_drop",
+            EmptyHooks::Marker => false,
         };
         if !wanted {
             continue;

@@ -66,6 +66,9 @@ pub enum BenchCommand {
         /// Whose hooks: `trace` (RX and TX) or `softirq`
         #[arg(long, value_enum, default_value = "trace")]
         hooks: EmptyHooks,
+        /// With --hooks marker: the capture points, as marker's --iface (at most 2)
+        #[arg(long = "iface", value_name = "IFACE:DIR[@NETNS]", value_parser = parse_point)]
+        points: Vec<PointSpec>,
     },
     /// Spin in net_dev_xmit of one device for a known time per packet: a controlled delay
     /// of the softirqs the transmit raises (ground truth for tests)
@@ -105,6 +108,8 @@ pub enum EmptyHooks {
     /// The first and last netfilter priority of every hook, IPv4 and IPv6, and kfree_skb
     /// (as `netfilter`)
     Netfilter,
+    /// TC programs at marker's capture points (--iface)
+    Marker,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,7 +7,7 @@
 pub mod pair;
 pub mod record;
 pub mod scan;
-mod tc;
+pub mod tc;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -279,14 +279,14 @@ fn summary_human(v: &Value, book: &Book) -> String {
 }
 
 /// A resolved capture point.
-struct Point {
+pub struct Point {
     spec: PointSpec,
     label: String,
     ifindex: i32,
     l2: u8,
 }
 
-fn resolve(points: &[PointSpec]) -> Result<Vec<Point>, UserError> {
+pub fn resolve(points: &[PointSpec]) -> Result<Vec<Point>, UserError> {
     if points.len() > MAX_POINTS {
         return Err(UserError::new(format!(
             "{} capture points given: at most {MAX_POINTS} --iface",
@@ -380,15 +380,7 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
     if !a.verbose {
         libbpf_rs::set_print(None);
     }
-    let mode = match a.attach {
-        TcAttach::Tcx => tc::Mode::Tcx,
-        TcAttach::Clsact => tc::Mode::Clsact,
-        // TC programs need no CO-RE: BTF only tells whether tcx exists.
-        TcAttach::Auto => match libbpf_rs::btf::Btf::from_path(crate::probes::DEFAULT_BTF) {
-            Ok(b) if tc::has_tcx(&b) => tc::Mode::Tcx,
-            _ => tc::Mode::Clsact,
-        },
-    };
+    let mode = tc_mode(a.attach);
 
     let mut obj = MaybeUninit::uninit();
     let mut open = MarkerSkelBuilder::default()
@@ -406,31 +398,9 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
     for (d, p) in ro.l2_len.iter_mut().zip(&points) {
         *d = p.l2;
     }
-    for mut prog in open.open_object_mut().progs_mut() {
-        let i = point_of(&prog.name().to_string_lossy());
-        match i.and_then(|i| points.get(i)) {
-            Some(p) if mode == tc::Mode::Tcx => {
-                prog.set_attach_type(tc::tcx_attach_type(p.spec.direction))
-            }
-            Some(_) => {}
-            None => prog.set_autoload(false),
-        }
-    }
+    prepare_points(open.open_object_mut(), "marker_p", &points, mode);
     let skel = open.load().context("loading the marker BPF programs")?;
-    let mut attached = tc::Attached::default();
-    for prog in skel.object().progs() {
-        let Some(p) = point_of(&prog.name().to_string_lossy()).and_then(|i| points.get(i)) else {
-            continue;
-        };
-        attached.attach(
-            mode,
-            &prog,
-            p.ifindex,
-            p.spec.direction,
-            p.spec.netns.as_deref(),
-            &p.label,
-        )?;
-    }
+    let attached = attach_points(skel.object(), "marker_p", &points, mode)?;
     let labels: Vec<String> = points.iter().map(|p| p.label.clone()).collect();
     let ports: Vec<String> = a.port.0.iter().map(u16::to_string).collect();
     eprintln!(
@@ -572,9 +542,69 @@ fn note(
     })
 }
 
-/// "marker_p3" -> 3.
-fn point_of(prog: &str) -> Option<usize> {
-    prog.strip_prefix("marker_p")?.parse().ok()
+/// "marker_p3" -> 3 (with prefix "marker_p").
+fn point_of(prefix: &str, prog: &str) -> Option<usize> {
+    prog.strip_prefix(prefix)?.parse().ok()
+}
+
+/// tcx where asked for or, with auto, where the kernel has it.
+pub fn tc_mode(a: TcAttach) -> tc::Mode {
+    match a {
+        TcAttach::Tcx => tc::Mode::Tcx,
+        TcAttach::Clsact => tc::Mode::Clsact,
+        // TC programs need no CO-RE: BTF only tells whether tcx exists.
+        TcAttach::Auto => match libbpf_rs::btf::Btf::from_path(crate::probes::DEFAULT_BTF) {
+            Ok(b) if tc::has_tcx(&b) => tc::Mode::Tcx,
+            _ => tc::Mode::Clsact,
+        },
+    }
+}
+
+/// Before load: the `{prefix}N` program of each point gets its direction's tcx attach type;
+/// those of unused points are not loaded.
+pub fn prepare_points(
+    obj: &mut libbpf_rs::OpenObject,
+    prefix: &str,
+    points: &[Point],
+    mode: tc::Mode,
+) {
+    for mut prog in obj.progs_mut() {
+        let Some(i) = point_of(prefix, &prog.name().to_string_lossy()) else {
+            continue;
+        };
+        match points.get(i) {
+            Some(p) if mode == tc::Mode::Tcx => {
+                prog.set_attach_type(tc::tcx_attach_type(p.spec.direction))
+            }
+            Some(_) => {}
+            None => prog.set_autoload(false),
+        }
+    }
+}
+
+/// After load: every `{prefix}N` program attached at point N.
+pub fn attach_points(
+    obj: &libbpf_rs::Object,
+    prefix: &str,
+    points: &[Point],
+    mode: tc::Mode,
+) -> Result<tc::Attached> {
+    let mut attached = tc::Attached::default();
+    for prog in obj.progs() {
+        let Some(p) = point_of(prefix, &prog.name().to_string_lossy()).and_then(|i| points.get(i))
+        else {
+            continue;
+        };
+        attached.attach(
+            mode,
+            &prog,
+            p.ifindex,
+            p.spec.direction,
+            p.spec.netns.as_deref(),
+            &p.label,
+        )?;
+    }
+    Ok(attached)
 }
 
 #[cfg(test)]
@@ -583,9 +613,10 @@ mod tests {
 
     #[test]
     fn programs_name_their_point() {
-        assert_eq!(point_of("marker_p0"), Some(0));
-        assert_eq!(point_of("marker_p7"), Some(7));
-        assert_eq!(point_of("other"), None);
+        assert_eq!(point_of("marker_p", "marker_p0"), Some(0));
+        assert_eq!(point_of("marker_p", "marker_p7"), Some(7));
+        assert_eq!(point_of("marker_p", "empty_marker_p1"), None);
+        assert_eq!(point_of("empty_marker_p", "empty_marker_p1"), Some(1));
     }
 
     fn found(id: u64) -> Found {
