@@ -160,7 +160,7 @@ fn two_files_give_exact_statistics() {
     for want in [
         "veth0:egress@a -> eth0:ingress@b  (offset 0 ns)",
         "count 10  min 1.00ms  avg 5.50ms  p50 5.00ms  p90 9.00ms  p99 10.0ms  max 10.0ms",
-        "latency (us):",
+        "latency:",
         "missing (3): 11,12,14  [2 not seen at to, 1 not seen at from]",
         "out of order (4): 2-5",
         "note: the two files' clocks may differ",

@@ -137,7 +137,10 @@ impl Book {
             .map(|i| {
                 let j = pair::join(&self.first[i], &self.first[i + 1], 0);
                 let (from, to) = (&self.labels[i], &self.labels[i + 1]);
-                (from.clone(), to.clone(), PairSummary::new(&j, from, to))
+                let mut p = PairSummary::new(&j, from, to);
+                (p.duplicates_from, p.duplicates_to) =
+                    (self.stats[i].duplicates, self.stats[i + 1].duplicates);
+                (from.clone(), to.clone(), p)
             })
             .collect()
     }
@@ -272,8 +275,8 @@ fn summary_human(v: &Value, book: &Book) -> String {
             p["missed"]
         );
     }
-    for (from, to, p) in book.pairs() {
-        s += &format!("\n{from} -> {to}\n{}", p.human());
+    for (_, _, p) in book.pairs() {
+        s += &format!("\n{}", p.human());
     }
     s
 }

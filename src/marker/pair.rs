@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::cli::CorrelateArgs;
 use crate::error::UserError;
-use crate::hist::{fmt_ns, Hist, Unit};
+use crate::hist::fmt_ns;
 use crate::marker::record::{MarkerRow, CSV_HEADER};
 
 /// Header of `--csv`.
@@ -557,19 +557,103 @@ pub struct PairSummary {
     pub duplicates_to: u64,
     /// The points come from two files, maybe two hosts' clocks: adds the note about offset.
     pub separate_clocks: bool,
-    /// The non-negative latencies.
-    pub hist: Hist,
+    /// The latencies as a linear histogram over their range.
+    pub bins: Vec<Bin>,
+}
+
+/// One bar of the latency histogram: latencies in [lo, hi).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bin {
+    pub lo: i64,
+    pub hi: i64,
+    pub count: u64,
+}
+
+/// Most bars of the histogram.
+const MAX_BINS: i128 = 20;
+
+/// Equal-width bins from min to max, the width a 1-2-5 step (in ns) that needs at most
+/// MAX_BINS bars: T2 - T1 of a stream sits in a narrow band far from zero, where
+/// power-of-two buckets would put everything in one bar.
+pub fn linear_bins(lat: &[i64]) -> Vec<Bin> {
+    let (Some(&min), Some(&max)) = (lat.iter().min(), lat.iter().max()) else {
+        return Vec::new();
+    };
+    let (min, max) = (i128::from(min), i128::from(max));
+    let mut width: i128 = 1;
+    'ladder: loop {
+        for step in [1, 2, 5] {
+            if (max - min) / (width * step) < MAX_BINS {
+                width *= step;
+                break 'ladder;
+            }
+        }
+        width *= 10;
+    }
+    let first = min.div_euclid(width) * width;
+    let n = ((max - first) / width + 1) as usize;
+    let mut counts = vec![0u64; n];
+    for &l in lat {
+        counts[((i128::from(l) - first) / width) as usize] += 1;
+    }
+    let clamp = |v: i128| v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, count)| {
+            let lo = first + i as i128 * width;
+            Bin {
+                lo: clamp(lo),
+                hi: clamp(lo + width),
+                count,
+            }
+        })
+        .collect()
+}
+
+/// `v` ns in the unit of the largest bound, with the decimals the bin width needs.
+fn fmt_bound(v: i64, largest: i64, width: i64) -> String {
+    let (unit, name) = match largest.unsigned_abs() {
+        n if n >= 1_000_000_000 => (1e9, "s"),
+        n if n >= 1_000_000 => (1e6, "ms"),
+        n if n >= 1_000 => (1e3, "us"),
+        _ => (1.0, "ns"),
+    };
+    let decimals = (unit / width.max(1) as f64).log10().ceil().max(0.0) as usize;
+    format!("{:.*}{name}", decimals, v as f64 / unit)
+}
+
+fn render_bins(bins: &[Bin]) -> String {
+    const BAR: u64 = 40;
+    let peak = bins.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+    let largest = bins
+        .iter()
+        .flat_map(|b| [b.lo, b.hi])
+        .max_by_key(|v| v.unsigned_abs())
+        .unwrap_or(0);
+    let mut out = String::new();
+    for b in bins {
+        let bar = (b.count * BAR / peak) as usize;
+        let w = b.hi - b.lo;
+        let range = format!(
+            "[{}, {})",
+            fmt_bound(b.lo, largest, w),
+            fmt_bound(b.hi, largest, w)
+        );
+        let _ = writeln!(
+            out,
+            "{range:<22}{:>8} |{:<width$}|",
+            b.count,
+            "@".repeat(bar),
+            width = BAR as usize
+        );
+    }
+    out
 }
 
 impl PairSummary {
     pub fn new(j: &Joined, from: &str, to: &str) -> PairSummary {
         let lat: Vec<i64> = j.latencies().collect();
-        let mut hist = Hist::new();
-        for &l in &lat {
-            if let Ok(v) = u64::try_from(l) {
-                hist.record(v);
-            }
-        }
         PairSummary {
             from: from.to_string(),
             to: to.to_string(),
@@ -583,7 +667,7 @@ impl PairSummary {
             duplicates_from: 0,
             duplicates_to: 0,
             separate_clocks: false,
-            hist,
+            bins: linear_bins(&lat),
         }
     }
 
@@ -657,23 +741,8 @@ impl PairSummary {
                 self.duplicates_from, self.duplicates_to
             );
         }
-        if self.hist.count() > 0 {
-            // Microsecond buckets say nothing when everything is below 10 us.
-            let (unit, name) = if self.hist.max() < 10_000 {
-                (Unit::Ns, "ns")
-            } else {
-                (Unit::Us, "us")
-            };
-            let left_out = if self.negative > 0 {
-                format!(", {} negative left out", self.negative)
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                s,
-                "\nlatency ({name}{left_out}):\n{}\n",
-                self.hist.render_log2(unit)
-            );
+        if !self.bins.is_empty() {
+            let _ = write!(s, "\nlatency:\n{}\n", render_bins(&self.bins));
         }
         let _ = write!(
             s,
@@ -969,7 +1038,7 @@ mod tests {
             (1..=10).map(|i| i * MS).collect::<Vec<_>>()
         );
         assert!(j.missing().is_empty() && j.out_of_order.is_empty());
-        assert_eq!(s.hist.count(), 10);
+        assert_eq!(s.bins.iter().map(|b| b.count).sum::<u64>(), 10);
         let v = s.json();
         assert_eq!(v["p90_ns"], 9 * MS);
         assert_eq!(v["type"], "summary");
@@ -1011,7 +1080,17 @@ mod tests {
         assert_eq!(j.latencies().collect::<Vec<_>>(), vec![150, -50, 550]);
         let s = PairSummary::new(&j, "a", "b");
         assert_eq!(s.negative, 1);
-        assert_eq!(s.hist.count(), 2);
+        // -50, 150 and 550 ns: 50 ns bars from -50 to 600.
+        assert_eq!(s.bins.len(), 13);
+        assert_eq!(
+            s.bins[0],
+            Bin {
+                lo: -50,
+                hi: 0,
+                count: 1
+            }
+        );
+        assert_eq!(s.bins.iter().map(|b| b.count).sum::<u64>(), 3);
         assert_eq!(s.stats.unwrap().avg_ns, 216); // 650 / 3 = 216.67
         assert_eq!(s.json()["missing"], serde_json::json!([1, 4, 6]));
         assert_eq!(s.json()["offset_ns"], -50);
@@ -1051,6 +1130,28 @@ mod tests {
     }
 
     #[test]
+    fn linear_bins_cover_the_range_in_1_2_5_steps() {
+        assert!(linear_bins(&[]).is_empty());
+        assert_eq!(
+            linear_bins(&[7]),
+            vec![Bin {
+                lo: 7,
+                hi: 8,
+                count: 1
+            }]
+        );
+        let b = linear_bins(&[30_100_000, 30_150_000, 30_620_000]);
+        // A 0.52 ms span: 50 us bars from 30.10 ms.
+        assert_eq!((b[0].lo, b[0].hi), (30_100_000, 30_150_000));
+        assert_eq!(b.len(), 11);
+        assert_eq!(b.iter().map(|x| x.count).collect::<Vec<_>>()[..2], [1, 1]);
+        assert_eq!(b[10].count, 1);
+        assert_eq!(fmt_bound(30_150_000, 30_650_000, 50_000), "30.15ms");
+        assert_eq!(fmt_bound(-500, 600, 50), "-500ns");
+        assert!(linear_bins(&[i64::MIN, i64::MAX]).len() <= 20);
+    }
+
+    #[test]
     fn human_table() {
         let from = sightings(&[(1, 0), (2, 0), (3, 0)]);
         let to = sightings(&[(1, 20_000), (2, 30_000), (3, 40_000), (9, 1)]);
@@ -1067,7 +1168,8 @@ mod tests {
             ),
             "{h}"
         );
-        assert!(h.contains("latency (us):\n[16, 32)"), "{h}");
+        // 20, 30 and 40 us: 2 us bars.
+        assert!(h.contains("latency:\n[20us, 22us)"), "{h}");
         assert!(
             h.contains("(the first one counts): 0 at from, 2 at to\n"),
             "{h}"
