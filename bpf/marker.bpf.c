@@ -19,6 +19,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IP_FRAG	      0x3fff /* MF flag or a fragment offset */
 
 struct marker_event _marker_event = {};
+struct marker_hdr _marker_hdr = {};
 enum marker_flags _marker_flags = 0;
 enum marker_counter _marker_counter = 0;
 
@@ -67,14 +68,42 @@ static __always_inline bool port_wanted(__u16 sport, __u16 dport)
 	return false;
 }
 
-static __always_inline int inspect(struct __sk_buff *skb, __u32 point)
+/*
+ * One chunk to the ring buffer: the header, then `n` payload bytes from `off`, in a record
+ * of `cap` data bytes (a constant at each call, as the reserve needs).
+ */
+static __always_inline int emit_chunk(struct __sk_buff *skb, const struct marker_hdr *h, __u32 off,
+				      __u64 n, const __u64 cap)
 {
 	struct marker_event *e;
+	__u64 queued = bpf_ringbuf_query(&marker_events, BPF_RB_AVAIL_DATA);
+	bool wake;
+
+	e = bpf_ringbuf_reserve(&marker_events, sizeof(struct marker_hdr) + cap, 0);
+	if (!e) {
+		add(MKC_LOST, 1);
+		return -1;
+	}
+	e->h = *h;
+	/* Keep the bound on the register the helper call gets. */
+	barrier_var(n);
+	if (n > 0 && n <= cap && bpf_skb_load_bytes(skb, off, e->data, n)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return -1;
+	}
+	wake = bpf_ringbuf_query(&marker_events, BPF_RB_AVAIL_DATA) / WAKE_BYTES !=
+	       queued / WAKE_BYTES;
+	bpf_ringbuf_submit(e, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+static __always_inline int inspect(struct __sk_buff *skb, __u32 point)
+{
+	struct marker_hdr h = {};
 	struct nsl_l4 tcp;
-	struct flow f = {};
+	struct flow *f = &h.flow;
 	__u32 off = l2_len[point & (MARKER_POINTS - 1)];
 	__u32 l4, end, poff, plen, done;
-	__u64 ts;
 	__u8 flags = 0;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
@@ -87,9 +116,9 @@ static __always_inline int inspect(struct __sk_buff *skb, __u32 point)
 		l4 = off + (ip.vihl & 0xf) * 4;
 		/* tot_len is 0 on BIG TCP packets: then the skb's own length bounds them. */
 		end = ip.tot_len ? off + bpf_ntohs(ip.tot_len) : skb->len;
-		f.family = AF_INET;
-		__builtin_memcpy(f.saddr, ip.saddr, 4);
-		__builtin_memcpy(f.daddr, ip.daddr, 4);
+		f->family = AF_INET;
+		__builtin_memcpy(f->saddr, ip.saddr, 4);
+		__builtin_memcpy(f->daddr, ip.daddr, 4);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct nsl_ip6 ip6;
 
@@ -100,18 +129,18 @@ static __always_inline int inspect(struct __sk_buff *skb, __u32 point)
 			return TC_ACT_UNSPEC;
 		l4 = off + sizeof(ip6);
 		end = ip6.payload_len ? l4 + bpf_ntohs(ip6.payload_len) : skb->len;
-		f.family = AF_INET6;
-		__builtin_memcpy(f.saddr, ip6.saddr, 16);
-		__builtin_memcpy(f.daddr, ip6.daddr, 16);
+		f->family = AF_INET6;
+		__builtin_memcpy(f->saddr, ip6.saddr, 16);
+		__builtin_memcpy(f->daddr, ip6.daddr, 16);
 	} else {
 		return TC_ACT_UNSPEC;
 	}
 	if (bpf_skb_load_bytes(skb, l4, &tcp, sizeof(tcp)))
 		return TC_ACT_UNSPEC;
-	f.proto = IPPROTO_TCP;
-	f.sport = bpf_ntohs(tcp.sport);
-	f.dport = bpf_ntohs(tcp.dport);
-	if (!port_wanted(f.sport, f.dport))
+	f->proto = IPPROTO_TCP;
+	f->sport = bpf_ntohs(tcp.sport);
+	f->dport = bpf_ntohs(tcp.dport);
+	if (!port_wanted(f->sport, f->dport))
 		return TC_ACT_UNSPEC;
 
 	if (end > skb->len) /* Ethernet padding is past tot_len, never the other way */
@@ -127,14 +156,15 @@ static __always_inline int inspect(struct __sk_buff *skb, __u32 point)
 	if (!plen && !flags)
 		return TC_ACT_UNSPEC; /* a bare ACK: nothing to follow */
 
-	ts = bpf_ktime_get_ns();
+	h.ts = bpf_ktime_get_ns();
+	h.seg_len = plen;
+	h.point = point;
 	if (plen) {
 		add(MKC_SEGMENTS, 1);
 		add(MKC_BYTES, plen);
 	}
 	for (__u32 i = 0; i < MARKER_CHUNKS; i++) {
-		__u64 n, queued;
-		bool wake;
+		__u64 n;
 
 		done = i * MARKER_CHUNK;
 		if (i > 0 && done >= plen)
@@ -142,32 +172,15 @@ static __always_inline int inspect(struct __sk_buff *skb, __u32 point)
 		n = plen - done;
 		if (n > MARKER_CHUNK)
 			n = MARKER_CHUNK;
-		/* Keep the bound on the register the helper call gets. */
-		barrier_var(n);
-		queued = bpf_ringbuf_query(&marker_events, BPF_RB_AVAIL_DATA);
-		e = bpf_ringbuf_reserve(&marker_events, sizeof(*e), 0);
-		if (!e) {
-			add(MKC_LOST, 1);
-			return TC_ACT_UNSPEC;
-		}
-		e->ts = ts;
-		e->seq = bpf_ntohl(tcp.seq) + done;
-		e->seg_len = plen;
-		e->len = n;
-		e->point = point;
+		h.seq = bpf_ntohl(tcp.seq) + done;
+		h.len = n;
 		/* SYN opens the stream before the first chunk, FIN closes it after the last. */
-		e->flags = flags & (i == 0 ? (MKF_SYN | MKF_RST) : 0);
+		h.flags = flags & (i == 0 ? (MKF_SYN | MKF_RST) : 0);
 		if (done + n >= plen)
-			e->flags |= flags & MKF_FIN;
-		e->flow = f;
-		if (n > 0 && n <= MARKER_CHUNK &&
-		    bpf_skb_load_bytes(skb, poff + done, e->data, n)) {
-			bpf_ringbuf_discard(e, 0);
+			h.flags |= flags & MKF_FIN;
+		if (n <= MARKER_SMALL ? emit_chunk(skb, &h, poff + done, n, MARKER_SMALL)
+				      : emit_chunk(skb, &h, poff + done, n, MARKER_CHUNK))
 			return TC_ACT_UNSPEC;
-		}
-		wake = bpf_ringbuf_query(&marker_events, BPF_RB_AVAIL_DATA) / WAKE_BYTES !=
-		       queued / WAKE_BYTES;
-		bpf_ringbuf_submit(e, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	}
 	if (plen > MARKER_CHUNKS * MARKER_CHUNK)
 		add(MKC_TRUNCATED, plen - MARKER_CHUNKS * MARKER_CHUNK);

@@ -345,15 +345,25 @@ enum marker_flags {
 	MKF_RST = 4,
 };
 
-/* One chunk of one TCP segment's payload; `len` bytes of `data` are valid. */
-struct marker_event {
+/* What every chunk of a segment says about it. */
+struct marker_hdr {
 	__u64 ts;      /* bpf_ktime_get_ns() when the skb passed the hook */
 	__u32 seq;     /* TCP sequence number of data[0] */
 	__u32 seg_len; /* payload bytes of the whole segment (GSO: of the super-packet) */
-	__u16 len;
-	__u8 point; /* index of the capture point (program marker_pN) */
-	__u8 flags; /* enum marker_flags */
+	__u16 len;     /* bytes of data[] that are valid */
+	__u8 point;    /* index of the capture point (program marker_pN) */
+	__u8 flags;    /* enum marker_flags */
 	struct flow flow;
+};
+
+/*
+ * One chunk of one TCP segment's payload. A chunk of at most MARKER_SMALL bytes is
+ * reserved that short (the ring record ends after data[MARKER_SMALL - 1]): most marker
+ * events are small, and a full-size record would take eight times their room.
+ */
+#define MARKER_SMALL 128
+struct marker_event {
+	struct marker_hdr h;
 	__u8 data[MARKER_CHUNK];
 };
 

@@ -68,3 +68,4 @@ unsafe impl plain::Plain for drops::types::drop_event {}
 unsafe impl plain::Plain for signals::types::sig_sock {}
 unsafe impl plain::Plain for signals::types::sig_qdisc {}
 unsafe impl plain::Plain for marker::types::marker_event {}
+unsafe impl plain::Plain for marker::types::marker_hdr {}

@@ -319,11 +319,16 @@ pub fn resolve(points: &[PointSpec]) -> Result<Vec<Point>, UserError> {
     Ok(out)
 }
 
-fn decode(raw: &[u8]) -> Option<marker_event> {
+/// A ring record: the header and as much data as the record holds (small chunks are
+/// reserved short, see MARKER_SMALL); None when it is too short for what it says it holds.
+pub fn decode(raw: &[u8]) -> Option<marker_event> {
     let mut e = marker_event::default();
-    // Records are always whole structs (reserved at full size).
-    plain::copy_from_bytes(&mut e, raw).ok()?;
-    Some(e)
+    // SAFETY: marker_event is Plain (integers and byte arrays): any bytes are a value.
+    let dst = unsafe { plain::as_mut_bytes(&mut e) };
+    let n = raw.len().min(dst.len());
+    dst[..n].copy_from_slice(&raw[..n]);
+    let hdr = std::mem::size_of::<crate::bpf::marker::types::marker_hdr>();
+    (n >= hdr + usize::from(e.h.len)).then_some(e)
 }
 
 /// Where rows go: CSV (file or stdout) and JSON lines.
@@ -403,7 +408,9 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
     }
     prepare_points(open.open_object_mut(), "marker_p", &points, mode);
     let skel = open.load().context("loading the marker BPF programs")?;
-    let attached = attach_points(skel.object(), "marker_p", &points, mode)?;
+    // Signals are caught from here on, so a clsact qdisc made next is always removed.
+    let run = RunLoop::start(a.duration)?;
+    let mut attached = Some(attach_points(skel.object(), "marker_p", &points, mode)?);
     let labels: Vec<String> = points.iter().map(|p| p.label.clone()).collect();
     let ports: Vec<String> = a.port.0.iter().map(u16::to_string).collect();
     eprintln!(
@@ -419,11 +426,13 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
     sinks.flush()?;
 
     let got: Rc<RefCell<Vec<marker_event>>> = Rc::new(RefCell::new(Vec::new()));
-    let sink = Rc::clone(&got);
+    let bad = Rc::new(std::cell::Cell::new(0u64));
+    let (sink, bad_sink) = (Rc::clone(&got), Rc::clone(&bad));
     let mut rb = RingBufferBuilder::new();
     rb.add(&skel.maps.marker_events, move |raw| {
-        if let Some(e) = decode(raw) {
-            sink.borrow_mut().push(e);
+        match decode(raw) {
+            Some(e) => sink.borrow_mut().push(e),
+            None => bad_sink.set(bad_sink.get() + 1),
         }
         0
     })?;
@@ -434,7 +443,6 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
     let to_real = |mono: u64| (i128::from(mono) + offset).max(0) as u64;
     let mut book = Book::new(labels.clone(), a.window);
     let mut streams = Streams::default();
-    let run = RunLoop::start(a.duration)?;
     let ticker = crossbeam_channel::tick(Duration::from_secs(1));
     let mut found = Vec::new();
     loop {
@@ -445,23 +453,28 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
             }
             _ => true,
         };
+        if stop {
+            // Detach first: what was on its way is then all in the buffer.
+            drop(attached.take());
+        }
         rb.consume().context("reading the ring buffer")?;
         for e in got.borrow_mut().drain(..) {
-            let point = usize::from(e.point);
+            let h = &e.h;
+            let point = usize::from(h.point);
             let Some(p) = points.get(point) else { continue };
-            let f = &e.flow;
+            let f = &h.flow;
             let key = StreamKey {
-                point: e.point,
+                point: h.point,
                 flow: events::flow_of(f.family, f.proto, &f.saddr, f.sport, &f.daddr, f.dport),
             };
-            let len = usize::from(e.len).min(e.data.len());
+            let len = usize::from(h.len).min(e.data.len());
             let mut c = Counts::default();
             streams.feed(
                 &keys,
                 key,
-                e.seq,
-                e.flags,
-                e.ts,
+                h.seq,
+                h.flags,
+                h.ts,
                 &e.data[..len],
                 &mut found,
                 &mut c,
@@ -503,9 +516,9 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
         }
     }
     let bc = bpf_counts(&skel.maps.marker_counts)?;
-    drop(attached);
     let secs = run.started().elapsed().as_secs_f64();
-    let v = summary_json(&book, &bc, streams.len(), secs);
+    let mut v = summary_json(&book, &bc, streams.len(), secs);
+    v["decode_errors"] = bad.get().into();
     if a.json {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{v}")?;
@@ -613,6 +626,27 @@ pub fn attach_points(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_decode_short_or_whole() {
+        let hdr = std::mem::size_of::<crate::bpf::marker::types::marker_hdr>();
+        let mut raw = vec![0u8; hdr + 128];
+        let mut e = marker_event::default();
+        e.h.len = 5;
+        e.h.seq = 77;
+        e.data[..5].copy_from_slice(b"hello");
+        // SAFETY: Plain struct viewed as bytes.
+        let bytes = unsafe { plain::as_bytes(&e) };
+        raw.copy_from_slice(&bytes[..hdr + 128]);
+        let d = decode(&raw).expect("a short record");
+        assert_eq!((d.h.seq, &d.data[..5]), (77, &b"hello"[..]));
+        // A record that says it holds more than it does is refused.
+        e.h.len = 200;
+        let bytes = unsafe { plain::as_bytes(&e) };
+        assert!(decode(&bytes[..hdr + 128]).is_none());
+        assert!(decode(bytes).is_some());
+        assert!(decode(&bytes[..hdr - 1]).is_none());
+    }
 
     #[test]
     fn programs_name_their_point() {
