@@ -76,7 +76,7 @@ static __always_inline int emit_chunk(struct __sk_buff *skb, const struct marker
 				      __u64 n, const __u64 cap)
 {
 	struct marker_event *e;
-	__u64 queued = bpf_ringbuf_query(&marker_events, BPF_RB_AVAIL_DATA);
+	__u64 queued = bpf_ringbuf_query(&marker_events, BPF_RB_AVAIL_DATA), last;
 	bool wake;
 
 	e = bpf_ringbuf_reserve(&marker_events, sizeof(struct marker_hdr) + cap, 0);
@@ -85,9 +85,14 @@ static __always_inline int emit_chunk(struct __sk_buff *skb, const struct marker
 		return -1;
 	}
 	e->h = *h;
-	/* Keep the bound on the register the helper call gets. */
-	barrier_var(n);
-	if (n > 0 && n <= cap && bpf_skb_load_bytes(skb, off, e->data, n)) {
+	/*
+	 * The helper wants a length the verifier knows is in [1, cap]. Older verifiers lose a
+	 * lower bound checked on another copy of n, so check and pass one opaque register
+	 * (n = 0, a bare SYN or FIN, wraps above cap and reads nothing).
+	 */
+	last = n - 1;
+	barrier_var(last);
+	if (last < cap && bpf_skb_load_bytes(skb, off, e->data, last + 1)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return -1;
 	}

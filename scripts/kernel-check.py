@@ -44,6 +44,9 @@ def check(v, expect):
     errs = []
     if not v.get("ok"):
         errs.append("selftest failed")
+    mk = [c for c in v["checks"] if c["check"] == "marker_capture"]
+    if not mk or mk[0]["ok"] is not True:
+        errs.append("marker_capture did not pass: " + (mk[0]["detail"] if mk else "not run"))
     e = expect.get(series(v["kernel"]))
     if e is None:
         return errs
@@ -67,8 +70,8 @@ def check(v, expect):
 
 
 def table(vs):
-    print("| kernel | " + " | ".join(POINTS) + " | " + " | ".join(FAMILIES) + " | softirq | netfilter |")
-    print("|---" * (1 + len(POINTS) + len(FAMILIES) + 2) + "|")
+    print("| kernel | " + " | ".join(POINTS) + " | " + " | ".join(FAMILIES) + " | softirq | netfilter | marker |")
+    print("|---" * (1 + len(POINTS) + len(FAMILIES) + 3) + "|")
     for v in vs:
         hooks = {p["point"]: p["hook"] or "none" for p in v["points"]}
         fams = []
@@ -82,8 +85,12 @@ def table(vs):
         nf = verdict("netfilter_hooks")
         if nf == "pass" and not v["netfilter_link"]:
             nf = "refused (no link before 6.4)"
+        mk = verdict("marker_capture")
+        attach = ((other.get("marker_capture") or {}).get("data") or {}).get("attach")
+        if mk == "pass" and attach:
+            mk = f"pass ({attach})"
         print(f'| {v["kernel"]} | ' + " | ".join(hooks.get(p, "?") for p in POINTS) + " | "
-              + " | ".join(fams) + f' | {verdict("softirq_net_rx")} | {nf} |')
+              + " | ".join(fams) + f' | {verdict("softirq_net_rx")} | {nf} | {mk} |')
 
 
 def main(argv):

@@ -62,7 +62,7 @@ fn empty(
         .into());
     }
     let points = crate::marker::resolve(points)?;
-    let mode = crate::marker::tc_mode(crate::cli::TcAttach::Auto);
+    let mode = crate::marker::tc_mode(crate::cli::TcAttach::Auto, None);
     let mut obj = MaybeUninit::uninit();
     let mut open = EmptySkelBuilder::default()
         .open(&mut obj)

@@ -834,6 +834,10 @@ pub struct MarkerArgs {
     /// (tcx where the kernel has it)
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: TcAttach,
+    /// Kernel BTF that tells whether tcx exists (default /sys/kernel/btf/vmlinux, or
+    /// $NETSTACK_LAT_BTF); the TC programs themselves need none
+    #[arg(long)]
+    pub btf: Option<PathBuf>,
     /// Print libbpf's own messages
     #[arg(long, short)]
     pub verbose: bool,

@@ -221,10 +221,15 @@ impl Tracer {
 
     /// This binary with `args` (and JSON output until SIGINT), once it says it is tracing.
     fn start(args: &[&str], btf: Option<&std::path::Path>, what: &str) -> Result<Tracer> {
+        Tracer::spawn(&[args, &["--interval", "1h"]].concat(), btf, what)
+    }
+
+    /// As `start`, for commands without an `--interval` (marker).
+    fn spawn(args: &[&str], btf: Option<&std::path::Path>, what: &str) -> Result<Tracer> {
         let exe = std::env::current_exe().context("finding this executable")?;
         let mut cmd = Command::new(exe);
         cmd.args(args)
-            .args(["--json", "--interval", "1h", "--duration", "10m"])
+            .args(["--json", "--duration", "10m"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -272,7 +277,12 @@ impl Tracer {
     }
 
     /// SIGINT, then the summary line it prints on the way out.
-    fn stop(mut self) -> Result<Value> {
+    fn stop(self) -> Result<Value> {
+        Ok(self.stop_lines()?.0)
+    }
+
+    /// SIGINT, then the summary line and every JSON line before it.
+    fn stop_lines(mut self) -> Result<(Value, Vec<Value>)> {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -294,12 +304,16 @@ impl Tracer {
         if !status.success() {
             bail!("exited with {status}: {}", err.join(" | "));
         }
-        let line = out
+        let mut lines: Vec<Value> = out
             .lines()
-            .rev()
-            .find(|l| l.contains("\"summary\""))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let at = lines
+            .iter()
+            .rposition(|v| v["type"] == "summary")
             .context("no summary line printed")?;
-        serde_json::from_str(line).context("the summary is not JSON")
+        let summary = lines.remove(at);
+        Ok((summary, lines))
     }
 }
 
@@ -354,6 +368,91 @@ fn softirq_check(args: &SelftestArgs) -> Check {
                 "NET_RX ran {runs} times, raised {raised}, for {n} packets 10 ms apart (want >= {n} each)"
             );
             c.data = json!({"runs": runs, "raised": raised, "packets": n});
+        }
+    }
+    c
+}
+
+/// Events the marker check writes, and the gap between them.
+const MARKS: u64 = 10;
+const MARK_GAP: Duration = Duration::from_millis(20);
+
+/// `marker` on lo:egress while MARKS server-sent events, MARK_GAP apart, cross a loopback
+/// TCP connection, with one malformed event among them: every interval found once with its
+/// position, the malformed one counted, and the times between sightings the writer's gap.
+fn marker_check(args: &SelftestArgs) -> Check {
+    let mut c = Check::new("marker_capture", Some(false), "");
+    let run = || -> Result<(Value, Vec<Value>)> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("a loopback listener")?;
+        let port_n = listener.local_addr()?.port();
+        let port = port_n.to_string();
+        let t = Tracer::spawn(
+            &["marker", "--iface", "lo:egress", "--port", &port],
+            args.btf.as_deref(),
+            "marker",
+        )?;
+        let reader = std::thread::spawn(move || -> std::io::Result<usize> {
+            let (mut s, _) = listener.accept()?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut all = Vec::new();
+            s.read_to_end(&mut all)?;
+            Ok(all.len())
+        });
+        let mut w = std::net::TcpStream::connect(("127.0.0.1", port_n))
+            .context("connecting to the loopback listener")?;
+        w.set_nodelay(true)?;
+        use std::io::Write;
+        w.write_all(b"data: {\"interval_id\": \"x\"}\n\n")?;
+        for i in 1..=MARKS {
+            std::thread::sleep(MARK_GAP);
+            write!(
+                w,
+                "data: {{\"interval_id\": {i}, \"position\": {}}}\n\n",
+                i * 960
+            )?;
+        }
+        drop(w);
+        let _ = reader.join();
+        std::thread::sleep(Duration::from_millis(300));
+        t.stop_lines()
+    };
+    match run() {
+        Err(e) => c.detail = format!("{e:#}"),
+        Ok((s, lines)) => {
+            let marks: Vec<&Value> = lines.iter().filter(|v| v["type"] == "marker").collect();
+            let ids: Vec<u64> = marks
+                .iter()
+                .filter_map(|v| v["interval_id"].as_u64())
+                .collect();
+            let positioned = marks
+                .iter()
+                .all(|v| v["position"].as_u64() == v["interval_id"].as_u64().map(|i| i * 960));
+            let ts: Vec<u64> = marks
+                .iter()
+                .filter_map(|v| v["timestamp_ns"].as_u64())
+                .collect();
+            let mut gaps: Vec<u64> = ts.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+            gaps.sort_unstable();
+            let median = gaps.get(gaps.len() / 2).copied().unwrap_or(0);
+            let gap = MARK_GAP.as_nanos() as f64;
+            let all = ids == (1..=MARKS).collect::<Vec<_>>();
+            c.ok = Some(
+                all && positioned
+                    && s["unparseable"] == 1
+                    && s["lost_events"] == 0
+                    && median_ok(median as f64, gap),
+            );
+            c.detail = format!(
+                "{} of {MARKS} intervals in order{}, {} unparseable (want 1), {} lost; median gap {:.1} ms (writer: {} ms)",
+                ids.len(),
+                if all && positioned { "" } else { " (WRONG ids or positions)" },
+                s["unparseable"],
+                s["lost_events"],
+                median as f64 / 1e6,
+                MARK_GAP.as_millis()
+            );
+            c.data =
+                json!({"intervals": ids.len(), "median_gap_ns": median, "attach": s["attach"]});
         }
     }
     c
@@ -600,6 +699,7 @@ pub fn run(args: &SelftestArgs) -> Result<()> {
     }
     checks.push(softirq_check(args));
     checks.push(netfilter_check(&facts, args));
+    checks.push(marker_check(args));
     let left = left_since(&at_start);
     checks.push(Check::new(
         "clean_exit",

@@ -38,7 +38,12 @@ fn selftest_passes_on_this_kernel() {
             "no passing {proto} delayed-reader check: {v:#}"
         );
     }
-    for name in ["softirq_net_rx", "netfilter_hooks", "clean_exit"] {
+    for name in [
+        "softirq_net_rx",
+        "netfilter_hooks",
+        "marker_capture",
+        "clean_exit",
+    ] {
         assert!(
             checks.iter().any(|c| c["check"] == name && c["ok"] == true),
             "{name}: {v:#}"

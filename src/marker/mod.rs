@@ -388,7 +388,7 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
     if !a.verbose {
         libbpf_rs::set_print(None);
     }
-    let mode = tc_mode(a.attach);
+    let mode = tc_mode(a.attach, a.btf.as_deref());
 
     let mut obj = MaybeUninit::uninit();
     let mut open = MarkerSkelBuilder::default()
@@ -519,6 +519,7 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
     let secs = run.started().elapsed().as_secs_f64();
     let mut v = summary_json(&book, &bc, streams.len(), secs);
     v["decode_errors"] = bad.get().into();
+    v["attach"] = mode.name().into();
     if a.json {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{v}")?;
@@ -564,12 +565,12 @@ fn point_of(prefix: &str, prog: &str) -> Option<usize> {
 }
 
 /// tcx where asked for or, with auto, where the kernel has it.
-pub fn tc_mode(a: TcAttach) -> tc::Mode {
+pub fn tc_mode(a: TcAttach, btf: Option<&std::path::Path>) -> tc::Mode {
     match a {
         TcAttach::Tcx => tc::Mode::Tcx,
         TcAttach::Clsact => tc::Mode::Clsact,
         // TC programs need no CO-RE: BTF only tells whether tcx exists.
-        TcAttach::Auto => match libbpf_rs::btf::Btf::from_path(crate::probes::DEFAULT_BTF) {
+        TcAttach::Auto => match libbpf_rs::btf::Btf::from_path(crate::probes::btf_path(btf)) {
             Ok(b) if tc::has_tcx(&b) => tc::Mode::Tcx,
             _ => tc::Mode::Clsact,
         },
