@@ -336,6 +336,26 @@ run_mode() { # ROUND MODE PAIR
 		"$round" "$mode" "$p" "$ok" "${hwm:-0}" >>"$WORK/runs.jsonl"
 }
 
+# One iperf3 run, one stream a -> b for IPERF_S s; its JSON in PREFIX.iperf.
+iperf_once() { # PREFIX
+	ip netns exec "$NS_B" iperf3 -s -1 -B "$DST" >/dev/null 2>&1 &
+	local srv=$!
+	PIDS+=("$srv")
+	sleep 0.5
+	ip netns exec "$NS_A" timeout "$((IPERF_S + 20))" iperf3 -c "$DST" -t "$IPERF_S" -J \
+		>"$1.iperf" 2>"$1.iperf.err" || true
+	stop_wait "$srv" 50
+	forget_pid "$srv"
+}
+
+# SIGTERM a tool started for one run (if any) and reap it.
+stop_tool() { # PID
+	[ -n "$1" ] || return 0
+	kill -TERM "$1" 2>/dev/null || true
+	stop_wait "$1" 150
+	forget_pid "$1"
+}
+
 # TCP throughput (iperf3, one stream a -> b) with and without the full trace, interleaved.
 iperf_pair() { # ROUND
 	local m p tpid
@@ -351,19 +371,8 @@ iperf_pair() { # ROUND
 			sleep 1.5
 			wait_fds "$tpid" link_type 1 100 || log "trace did not attach for iperf3"
 		fi
-		ip netns exec "$NS_B" iperf3 -s -1 -B "$DST" >/dev/null 2>&1 &
-		local srv=$!
-		PIDS+=("$srv")
-		sleep 0.5
-		ip netns exec "$NS_A" timeout "$((IPERF_S + 20))" iperf3 -c "$DST" -t "$IPERF_S" -J \
-			>"$p.iperf" 2>"$p.iperf.err" || true
-		stop_wait "$srv" 50
-		forget_pid "$srv"
-		if [ -n "$tpid" ]; then
-			kill -TERM "$tpid" 2>/dev/null || true
-			stop_wait "$tpid" 150
-			forget_pid "$tpid"
-		fi
+		iperf_once "$p"
+		stop_tool "$tpid"
 		printf '{"round":%d,"mode":"%s","prefix":"%s"}\n' "$1" "$m" "$p" >>"$WORK/iperf.jsonl"
 	done
 }
@@ -477,9 +486,7 @@ marker_sse_pair() { # ROUND
 			sse_once "$p.st"
 			snapshot "$tpid" "$p.s1"
 			stats 0
-			kill -TERM "$tpid" 2>/dev/null || true
-			stop_wait "$tpid" 150
-			forget_pid "$tpid"
+			stop_tool "$tpid"
 		fi
 		printf '{"round":%d,"mode":"%s","prefix":"%s","ns":%d,"events":%d}\n' \
 			"$1" "$m" "$p" "$timed" "$SSE_N" >>"$WORK/marker-sse.jsonl"
@@ -502,19 +509,8 @@ marker_iperf_pair() { # ROUND
 			PIDS+=("$tpid")
 			wait_fds "$tpid" link_type 1 100 || log "marker did not attach for iperf3"
 		fi
-		ip netns exec "$NS_B" iperf3 -s -1 -B "$DST" >/dev/null 2>&1 &
-		local srv=$!
-		PIDS+=("$srv")
-		sleep 0.5
-		ip netns exec "$NS_A" timeout "$((IPERF_S + 20))" iperf3 -c "$DST" -t "$IPERF_S" -J \
-			>"$p.iperf" 2>"$p.iperf.err" || true
-		stop_wait "$srv" 50
-		forget_pid "$srv"
-		if [ -n "$tpid" ]; then
-			kill -TERM "$tpid" 2>/dev/null || true
-			stop_wait "$tpid" 150
-			forget_pid "$tpid"
-		fi
+		iperf_once "$p"
+		stop_tool "$tpid"
 		printf '{"round":%d,"mode":"%s","prefix":"%s"}\n' "$1" "$m" "$p" >>"$WORK/marker-iperf.jsonl"
 	done
 }

@@ -40,6 +40,14 @@ fn point(dev: &str, ns: &str) -> String {
     format!("{dev}:egress@{ns}")
 }
 
+/// marker at a's egress (JSON lines) on `port`, with `extra` options.
+fn watch_a(t: &Line3, port: &str, extra: &[&str]) -> Proc {
+    let pa = point(&t.va, &t.a);
+    let mut args = vec!["marker", "--iface", &pa, "--port", port, "--json"];
+    args.extend(extra);
+    tool(&args)
+}
+
 /// Stop the tool (SIGINT) and return its stdout.
 fn stop(p: Proc) -> String {
     p.signal(libc::SIGINT);
@@ -230,14 +238,7 @@ fn a_large_write_is_read_whole() {
     const N: u64 = 1000;
     let before = bpf_state();
     let t = Line3::new();
-    let p = tool(&[
-        "marker",
-        "--iface",
-        &point(&t.va, &t.a),
-        "--port",
-        "8000",
-        "--json",
-    ]);
+    let p = watch_a(&t, "8000", &[]);
     let big: String = (1..=N)
         .map(|i| format!(r#"data: {{"interval_id": {i}, "position": {}}}\n\n"#, i * 2))
         .collect();
@@ -277,14 +278,7 @@ fn split_several_and_malformed_markers_over_ipv6() {
     }
     let before = bpf_state();
     let t = Line3::new();
-    let p = tool(&[
-        "marker",
-        "--iface",
-        &point(&t.va, &t.a),
-        "--port",
-        "8000",
-        "--json",
-    ]);
+    let p = watch_a(&t, "8000", &[]);
     let to = format!("[{}]:8000", t.ba6);
     let written = script(
         &t,
@@ -349,14 +343,7 @@ fn other_ports_are_never_read() {
     }
     let before = bpf_state();
     let t = Line3::new();
-    let p = tool(&[
-        "marker",
-        "--iface",
-        &point(&t.va, &t.a),
-        "--port",
-        "8000",
-        "--json",
-    ]);
+    let p = watch_a(&t, "8000", &[]);
     let other = format!("{}:9000", t.ba4);
     let watched = format!("{}:8000", t.ba4);
     let event = r#"data: {"interval_id": 100}\n\n"#;
@@ -385,16 +372,7 @@ fn clsact_fallback_leaves_no_qdisc_after_sigterm() {
     }
     let before = bpf_state();
     let t = Line3::new();
-    let p = tool(&[
-        "marker",
-        "--iface",
-        &point(&t.va, &t.a),
-        "--port",
-        "8000",
-        "--json",
-        "--attach",
-        "clsact",
-    ]);
+    let p = watch_a(&t, "8000", &["--attach", "clsact"]);
     let qdiscs = || {
         let out = Command::new("ip")
             .args(["netns", "exec", &t.a, "tc", "qdisc", "show", "dev", &t.va])
