@@ -132,15 +132,15 @@ impl Book {
         }
     }
 
-    pub fn pairs(&self) -> Vec<(String, String, PairSummary)> {
+    /// Each live pair (point i -> point i+1) joined over the window.
+    pub fn pairs(&self) -> Vec<PairSummary> {
         (0..self.pair_hist.len())
             .map(|i| {
                 let j = pair::join(&self.first[i], &self.first[i + 1], 0);
-                let (from, to) = (&self.labels[i], &self.labels[i + 1]);
-                let mut p = PairSummary::new(&j, from, to);
+                let mut p = PairSummary::new(&j, &self.labels[i], &self.labels[i + 1]);
                 (p.duplicates_from, p.duplicates_to) =
                     (self.stats[i].duplicates, self.stats[i + 1].duplicates);
-                (from.clone(), to.clone(), p)
+                p
             })
             .collect()
     }
@@ -217,7 +217,13 @@ fn bpf_counts(map: &dyn libbpf_rs::MapCore) -> Result<BpfCounts> {
 }
 
 /// The summary line: totals, per point, per live pair.
-pub fn summary_json(book: &Book, bpf: &BpfCounts, streams: usize, secs: f64) -> Value {
+pub fn summary_json(
+    book: &Book,
+    pairs: &[PairSummary],
+    bpf: &BpfCounts,
+    streams: usize,
+    secs: f64,
+) -> Value {
     let mut total = PointStats::default();
     for s in &book.stats {
         total.seen += s.seen;
@@ -234,15 +240,13 @@ pub fn summary_json(book: &Book, bpf: &BpfCounts, streams: usize, secs: f64) -> 
                    "gaps": s.counts.gaps, "retransmitted": s.counts.retransmitted})
         })
         .collect();
-    let pairs: Vec<Value> = book
-        .pairs()
-        .into_iter()
-        .map(|(from, to, p)| {
+    // correlate's summary fields (from and to among them), without its "type".
+    let pairs: Vec<Value> = pairs
+        .iter()
+        .map(|p| {
             let mut v = p.json();
             if let Some(o) = v.as_object_mut() {
                 o.remove("type");
-                o.insert("from".into(), from.into());
-                o.insert("to".into(), to.into());
             }
             v
         })
@@ -259,7 +263,7 @@ pub fn summary_json(book: &Book, bpf: &BpfCounts, streams: usize, secs: f64) -> 
     })
 }
 
-fn summary_human(v: &Value, book: &Book) -> String {
+fn summary_human(v: &Value, pairs: &[PairSummary]) -> String {
     let mut s = format!(
         "{} intervals seen in {:.1}s: {} duplicates, {} unparseable, {} missed in stream gaps; {} segments, {} bytes read, {} events lost, {} bytes past the 64 KiB per segment\n",
         v["seen"], v["duration_s"].as_f64().unwrap_or(0.0), v["duplicates"], v["unparseable"],
@@ -275,7 +279,7 @@ fn summary_human(v: &Value, book: &Book) -> String {
             p["missed"]
         );
     }
-    for (_, _, p) in book.pairs() {
+    for p in pairs {
         s += &format!("\n{}", p.human());
     }
     s
@@ -517,16 +521,17 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
     }
     let bc = bpf_counts(&skel.maps.marker_counts)?;
     let secs = run.started().elapsed().as_secs_f64();
-    let mut v = summary_json(&book, &bc, streams.len(), secs);
+    let pairs = book.pairs();
+    let mut v = summary_json(&book, &pairs, &bc, streams.len(), secs);
     v["decode_errors"] = bad.get().into();
     v["attach"] = mode.name().into();
     if a.json {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{v}")?;
     } else if a.csv.is_some() {
-        print!("{}", summary_human(&v, &book));
+        print!("{}", summary_human(&v, &pairs));
     } else {
-        eprint!("{}", summary_human(&v, &book));
+        eprint!("{}", summary_human(&v, &pairs));
     }
     drop(endpoint);
     Ok(())
@@ -650,6 +655,16 @@ mod tests {
     }
 
     #[test]
+    fn limits_match_the_bpf_arrays() {
+        // The array lengths in bpf/marker.bpf.c's rodata, which the CLI's limits must match.
+        fn len<T, const N: usize>(_: fn(&crate::bpf::marker::types::rodata) -> &[T; N]) -> usize {
+            N
+        }
+        assert_eq!(len(|r| &r.l2_len), MAX_POINTS);
+        assert_eq!(len(|r| &r.ports), crate::cli::MAX_MARKER_PORTS);
+    }
+
+    #[test]
     fn programs_name_their_point() {
         assert_eq!(point_of("marker_p", "marker_p0"), Some(0));
         assert_eq!(point_of("marker_p", "marker_p7"), Some(7));
@@ -676,7 +691,7 @@ mod tests {
         assert_eq!(b.pair_hist[0].count(), 1);
         assert_eq!(b.pair_hist[0].sum_ns, 30_000);
         let pairs = b.pairs();
-        let v = pairs[0].2.json();
+        let v = pairs[0].json();
         assert_eq!(v["count"], 1);
         assert_eq!(v["min_ns"], 30_000);
         assert_eq!(v["missing"], json!([2]));

@@ -102,35 +102,33 @@ impl Attached {
                 };
                 let mut b = TcHookBuilder::new(prog.as_fd());
                 b.ifindex(ifindex).replace(false).handle(0).priority(0);
-                let key = (ns.map(Path::to_path_buf), ifindex);
+                let netns = ns.map(Path::to_path_buf);
                 // libbpf-rs's create() hides EEXIST; we must know whether the qdisc is
                 // ours to remove. A second point on the same device finds ours there.
-                {
-                    let mut q = sys::bpf_tc_hook {
-                        sz: std::mem::size_of::<sys::bpf_tc_hook>() as _,
-                        ifindex,
-                        attach_point: sys::BPF_TC_INGRESS | sys::BPF_TC_EGRESS,
-                        ..Default::default()
-                    };
-                    // SAFETY: a valid, sized hook description.
-                    match unsafe { sys::bpf_tc_hook_create(&mut q) } {
-                        0 => self.qdiscs.push((key.0.clone(), q)),
-                        // A clsact qdisc is there already: it is not ours, it stays.
-                        e if e == -libc::EEXIST => {}
-                        e => {
-                            return Err(UserError::new(format!(
-                                "cannot add a clsact qdisc at {label}: {}",
-                                std::io::Error::from_raw_os_error(-e)
-                            ))
-                            .into())
-                        }
+                let mut q = sys::bpf_tc_hook {
+                    sz: std::mem::size_of::<sys::bpf_tc_hook>() as _,
+                    ifindex,
+                    attach_point: sys::BPF_TC_INGRESS | sys::BPF_TC_EGRESS,
+                    ..Default::default()
+                };
+                // SAFETY: a valid, sized hook description.
+                match unsafe { sys::bpf_tc_hook_create(&mut q) } {
+                    0 => self.qdiscs.push((netns.clone(), q)),
+                    // A clsact qdisc is there already: it is not ours, it stays.
+                    e if e == -libc::EEXIST => {}
+                    e => {
+                        return Err(UserError::new(format!(
+                            "cannot add a clsact qdisc at {label}: {}",
+                            std::io::Error::from_raw_os_error(-e)
+                        ))
+                        .into())
                     }
                 }
                 let mut hook = b.hook(point);
                 let hook = hook.attach().map_err(|e| {
                     UserError::new(format!("cannot attach the TC filter at {label}: {e}"))
                 })?;
-                self.parts.push(One::Filter { hook, netns: key.0 });
+                self.parts.push(One::Filter { hook, netns });
             }
         }
         Ok(())
