@@ -118,7 +118,7 @@ impl Attached {
                     e if e == -libc::EEXIST => {}
                     e => {
                         return Err(UserError::new(format!(
-                            "cannot add a clsact qdisc at {label}: {}",
+                            "cannot add a clsact qdisc at {label}: {} (on 6.6+ try --attach tcx; else check `tc qdisc show dev` for a root qdisc that refuses it)",
                             std::io::Error::from_raw_os_error(-e)
                         ))
                         .into())
@@ -126,7 +126,9 @@ impl Attached {
                 }
                 let mut hook = b.hook(point);
                 let hook = hook.attach().map_err(|e| {
-                    UserError::new(format!("cannot attach the TC filter at {label}: {e}"))
+                    UserError::new(format!(
+                        "cannot attach the TC filter at {label}: {e} (on 6.6+ try --attach tcx)"
+                    ))
                 })?;
                 self.parts.push(One::Filter { hook, netns });
             }
