@@ -35,6 +35,30 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/*
+ * The verifier allows no arithmetic on a kernel pointer; a store to map memory and a load
+ * back make it a plain number to hash. A program that interrupts this one on the same CPU
+ * (softirq over a process-context hook) may use the same word in between: scratch[1]
+ * counts uses, and a copy made while it moved is made again.
+ */
+static __always_inline __u64 ptr_scalar(__u64 *scratch, const void *p)
+{
+	volatile __u64 *word = &scratch[0], *gen = &scratch[1];
+	__u64 v, g;
+
+	g = *gen + 1;
+	*gen = g;
+	*word = (__u64)p;
+	v = *word;
+	if (*gen != g) {
+		g = *gen + 1;
+		*gen = g;
+		*word = (__u64)p;
+		v = *word;
+	}
+	return v;
+}
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);

@@ -50,7 +50,7 @@ int BPF_PROG(drop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_
 	__u64 id;
 	bool parsed;
 
-	if (reason == SKB_CONSUMED)
+	if (reason == skb_consumed_reason())
 		return 0;
 	if (dev) {
 		ifindex = dev->ifindex;
@@ -59,8 +59,8 @@ int BPF_PROG(drop_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_
 		/* Untyped read: a NULL socket reads as 0. */
 		netns = sock_netns(sock_ro(skb->sk));
 	}
-	parsed =
-	    !parse_ip(skb->head, skb->network_header, skb->protocol, &f, &payload, &seq, &seq_end);
+	parsed = !parse_ip(skb->head, skb->network_header, skb->protocol, skb->len, &f, &payload,
+			   &seq, &seq_end);
 	if ((f_ifindex && ifindex != f_ifindex) || !netns_wanted(netns) ||
 	    ((f_port || f_proto || f_family || f_cidr_family) && (!parsed || !flow_wanted(&f)))) {
 		bump(1);

@@ -10,15 +10,16 @@
 #include <bpf/bpf_endian.h>
 #include "netstack.h"
 
-#define AF_INET	     2
-#define AF_INET6     10
-#define ETH_P_IP     0x0800
-#define ETH_P_IPV6   0x86DD
-#define IPPROTO_TCP  6
-#define IPPROTO_UDP  17
-#define NF_ACCEPT    1
-#define MSG_PEEK     2
-#define MSG_ERRQUEUE 0x2000
+#define AF_INET		2
+#define AF_INET6	10
+#define ETH_P_IP	0x0800
+#define ETH_P_IPV6	0x86DD
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_TCP	6
+#define IPPROTO_UDP	17
+#define NF_ACCEPT	1
+#define MSG_PEEK	2
+#define MSG_ERRQUEUE	0x2000
 
 /* Filters, written by Rust through rodata before load; 0 means "any". */
 const volatile __u16 f_port = 0;
@@ -81,11 +82,13 @@ struct nsl_hdrs {
 };
 
 /*
- * Parse the IP and TCP/UDP headers at skb->head + network_header.
+ * Parse the IP and TCP/UDP headers at skb->head + network_header. `len`: skb->len, counted
+ * from the network header (the data pointer is there at every caller): BIG TCP packets
+ * (over 64 KiB) carry 0 in the IP length field and the kernel goes by the skb's length.
  * Returns 0 for TCP/UDP with the flow, payload length and TCP end sequence filled in.
  */
-static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protocol, struct flow *f,
-				    __u32 *payload, __u32 *seq, __u32 *seq_end)
+static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protocol, __u32 len,
+				    struct flow *f, __u32 *payload, __u32 *seq, __u32 *seq_end)
 {
 	struct nsl_hdrs h;
 	struct nsl_l4 *l4;
@@ -102,7 +105,10 @@ static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protoc
 		f->proto = h.ip4.proto;
 		__builtin_memcpy(f->saddr, h.ip4.saddr, 4);
 		__builtin_memcpy(f->daddr, h.ip4.daddr, 4);
-		l4len = bpf_ntohs(h.ip4.tot_len) - ihl;
+		l4len = h.ip4.tot_len ? bpf_ntohs(h.ip4.tot_len) : len;
+		if (l4len < ihl)
+			return -1;
+		l4len -= ihl;
 		l4 = &h.l4_after_ip4;
 		/* IP options move the transport header: read it again where it is. */
 		if (ihl != sizeof(struct nsl_ip4) &&
@@ -113,8 +119,30 @@ static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protoc
 		f->proto = h.ip6.nexthdr; /* extension headers are not walked */
 		__builtin_memcpy(f->saddr, h.ip6.saddr, 16);
 		__builtin_memcpy(f->daddr, h.ip6.daddr, 16);
-		l4len = bpf_ntohs(h.ip6.payload_len);
+		l4len = h.ip6.payload_len ? bpf_ntohs(h.ip6.payload_len) : len;
+		if (!h.ip6.payload_len) {
+			if (l4len < sizeof(struct nsl_ip6))
+				return -1;
+			l4len -= sizeof(struct nsl_ip6);
+		}
 		l4 = &h.l4_after_ip6;
+		/* One hop-by-hop header: BIG TCP's jumbo payload option, which stands between
+		 * the IPv6 and TCP headers of packets over 64 KiB. */
+		if (f->proto == IPPROTO_HOPOPTS) {
+			__u8 hbh[2];
+			__u32 hl;
+
+			if (bpf_probe_read_kernel(hbh, sizeof(hbh),
+						  head + nh + sizeof(struct nsl_ip6)))
+				return -1;
+			hl = (hbh[1] + 1) * 8;
+			f->proto = hbh[0];
+			if (l4len < hl ||
+			    bpf_probe_read_kernel(l4, sizeof(*l4),
+						  head + nh + sizeof(struct nsl_ip6) + hl))
+				return -1;
+			l4len -= hl;
+		}
 	} else {
 		return -1;
 	}
@@ -135,6 +163,15 @@ static __always_inline int parse_ip(unsigned char *head, __u16 nh, __be16 protoc
 		*seq_end = 0;
 	}
 	return 0;
+}
+
+/* SKB_CONSUMED as the running kernel numbers it (kfree_skb reports such frees, which are no
+ * drops, since 6.2); -1 where the kernel has no such reason. */
+static __always_inline __u32 skb_consumed_reason(void)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED))
+		return bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED);
+	return (__u32)-1;
 }
 
 static __always_inline bool cidr_match(const __u8 *addr)

@@ -70,7 +70,8 @@ static __always_inline bool packet_wanted(const struct bpf_nf_ctx *ctx)
 	}
 	if (!f_port && !f_proto && !f_cidr_family)
 		return true;
-	if (parse_ip(skb->head, skb->network_header, skb->protocol, &f, &payload, &seq, &seq_end))
+	if (parse_ip(skb->head, skb->network_header, skb->protocol, skb->len, &f, &payload, &seq,
+		     &seq_end))
 		return false; /* not TCP/UDP (or a later fragment): no ports to match */
 	return flow_wanted(&f);
 }

@@ -9,11 +9,12 @@
 #define COMM_LEN 16
 
 enum event_kind {
-	EV_RX_CHAIN = 1, /* an skb's receive timeline up to the socket queue */
-	EV_RX_READ = 2,	 /* an application read on an inet socket */
-	EV_TX_CHAIN = 3, /* an skb's transmit timeline from LOCAL_OUT on */
-	EV_TX_SEND = 4,	 /* a TCP write started: its first sequence number */
-	EV_TX_HELD = 5,	 /* a TCP write returned with data held in the socket */
+	EV_RX_CHAIN = 1,   /* an skb's receive timeline up to the socket queue */
+	EV_RX_READ = 2,	   /* an application read on an inet socket */
+	EV_TX_CHAIN = 3,   /* an skb's transmit timeline from LOCAL_OUT on */
+	EV_TX_SEND = 4,	   /* a TCP write started: its first sequence number */
+	EV_TX_HELD = 5,	   /* a TCP write returned with data held in the socket */
+	EV_SOCK_CLOSE = 6, /* a TCP socket reached TCP_CLOSE: its join state ends */
 };
 
 /* Receive points, in path order; index into rx_chain_event.ts. */
@@ -58,7 +59,13 @@ enum tx_held_reason {
 enum chain_flags {
 	CHAIN_FROM_SOCK = 1, /* sockq seen without its skb: flow read from the socket */
 	CHAIN_FLUSHED = 2,   /* never reached a socket queue (ACK, drop, forward, backlog) */
-	CHAIN_AT_EXIT = 4,   /* read from the per-CPU slot when the tool stopped */
+	CHAIN_AT_EXIT = 4,   /* read from the per-CPU cache when the tool stopped */
+	/* Queued outside the softirq chain while --iface is set: the interface is unknown, so
+	 * the datagram is not counted, but it holds its place in the socket's queue. */
+	CHAIN_PLACEHOLDER = 8,
+	CHAIN_SEQ_FLAG = 16,	 /* TCP: a SYN or FIN took a sequence number (seq_end counts it) */
+	CHAIN_HANDED_OVER = 32,	 /* BPF-internal: a copy waits in rx_backlog */
+	CHAIN_FROM_BACKLOG = 64, /* queued by a reader from the TCP backlog */
 };
 
 /* Addresses are network order, IPv4 in the first four bytes. Ports are host order. */
@@ -77,7 +84,7 @@ struct rx_chain_event {
 	__u32 cpu;
 	__u64 ts[RX_NPOINTS]; /* bpf_ktime_get_ns(); 0 = point not seen */
 	__u64 skb;
-	__u64 sk;
+	__u64 sk; /* socket id: its cookie (unique per boot), else its address (see sock_id) */
 	struct flow flow;
 	__u32 ifindex;
 	__u32 netns;   /* network namespace inode */
@@ -97,7 +104,7 @@ struct rx_read_event {
 	__u32 kind;
 	__u32 cpu;
 	__u64 ts;
-	__u64 sk;
+	__u64 sk;  /* socket id, as in rx_chain_event */
 	__u32 pid; /* thread id */
 	__u32 tgid;
 	__s32 bytes;
@@ -112,7 +119,7 @@ struct tx_chain_event {
 	__u32 cpu;
 	__u64 ts[TX_NPOINTS]; /* 0 = point not seen */
 	__u64 skb;
-	__u64 sk;
+	__u64 sk;	  /* socket id, as in rx_chain_event */
 	struct flow flow; /* packet direction: source = local */
 	__u32 ifindex;	  /* output device */
 	__u32 netns;
@@ -148,7 +155,15 @@ struct tx_send_event {
 	char comm[COMM_LEN];
 };
 
-/* The per-CPU chain in flight; Rust reads leftovers at exit. */
+/* A TCP socket's end: Rust drops what it kept for the socket. */
+struct sock_close_event {
+	__u32 kind;
+	__u32 cpu;
+	__u64 ts;
+	__u64 sk; /* socket id */
+};
+
+/* A chain in flight in the per-CPU cache; Rust reads leftovers at exit. */
 enum slot_state {
 	SLOT_EMPTY = 0, /* nothing in flight */
 	SLOT_OPEN = 1,	/* seen at rx_netif, not yet parsed */
@@ -158,8 +173,20 @@ enum slot_state {
 
 struct rx_slot {
 	struct rx_chain_event ev;
+	__u64 head; /* skb->head at rx_netif: a reused skb address has another buffer */
 	__u32 state;
 	__u32 _pad;
+};
+
+/* The per-CPU chain cache (rx_chains): RX_SETS sets of RX_WAYS chains. A per-CPU map value
+ * is at most 32 KiB, so a set is one value and the sets are the map's keys. */
+enum rx_cache_size {
+	RX_WAYS = 2,
+	RX_SETS = 512,
+};
+
+struct rx_set {
+	struct rx_slot w[RX_WAYS];
 };
 
 /* ---- histograms kept in the kernel (softirq, netfilter): Rust rebuilds exact stats ---- */
@@ -325,10 +352,15 @@ enum counter {
 	CNT_SOCKQ_UNJOINED = 2, /* sockq event whose skb was not in flight on this CPU */
 	CNT_CHAIN_FLUSHED = 3,	/* chains that ended before a socket queue */
 	CNT_FILTERED = 4,	/* packets dropped by the BPF-side filters */
+	CNT_RX_EVICTED = 5,	/* RX chains pushed out of the per-CPU cache unfinished */
+	CNT_SOCKQ_DUP = 6,	/* a second sk_data_ready for data already reported */
+	CNT_RX_BACKLOG = 7,	/* RX chains handed over to the TCP backlog */
 	CNT_TX_EVICTED = 8,	/* TX chains pushed out of the per-CPU cache */
 	CNT_TX_DROPPED = 9,	/* traced TX skbs freed as drops */
 	CNT_TX_FILTERED = 10,	/* TX packets dropped by the BPF-side filters */
 	CNT_TX_PARK_FULL = 11,	/* no room to park a queued or in-flight TX chain */
+	CNT_TX_XMIT_FAIL = 12,	/* the driver refused or dropped a traced skb (NET_XMIT_DROP/CN) */
+	CNT_RX_BACKLOG_TAKEN = 13, /* handed-over chains taken up where the backlog was processed */
 	CNT_MAX = 16,
 };
 

@@ -110,14 +110,14 @@ int BPF_PROG(sig_drop, struct sk_buff *skb, void *location, enum skb_drop_reason
 	struct flow f = {};
 	__u32 payload, seq, seq_end, r = reason;
 
-	/* Since 6.? kfree_skb also reports SKB_CONSUMED frees: not drops. */
-	if (r == SKB_CONSUMED)
+	/* kfree_skb also reports SKB_CONSUMED frees: not drops. */
+	if (r == skb_consumed_reason())
 		return 0;
 	if (f_ifindex && (!skb->dev || skb->dev->ifindex != f_ifindex))
 		return 0;
 	if (f_port || f_proto || f_family || f_cidr_family) {
-		if (parse_ip(skb->head, skb->network_header, skb->protocol, &f, &payload, &seq,
-			     &seq_end) ||
+		if (parse_ip(skb->head, skb->network_header, skb->protocol, skb->len, &f, &payload,
+			     &seq, &seq_end) ||
 		    !flow_wanted(&f))
 			return 0;
 	}

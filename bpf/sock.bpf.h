@@ -39,6 +39,27 @@ static __always_inline void sock_flow(const struct sock *s, struct flow *f)
 	}
 }
 
+/* Set by Rust: may tracing programs call bpf_get_socket_cookie (5.12+)? */
+const volatile bool cookie_helper = true;
+
+/*
+ * A socket's id in every join key: its cookie, unique for the boot, so that no state passes
+ * from a closed socket to a new one at the same address. `typed` (a constant at each call):
+ * `sk` is the hook's own BTF argument (tp_btf, fentry), for which the helper creates the
+ * cookie; elsewhere the field is read, 0 until someone created it, and the address `addr`
+ * stands in (cookies are small counters, kernel addresses are not: the two never meet).
+ */
+static __always_inline __u64 sock_id(const void *sk, __u64 addr, bool typed)
+{
+	__u64 id;
+
+	if (typed && cookie_helper)
+		id = bpf_get_socket_cookie((void *)sk);
+	else
+		id = RD(sock_ro(sk), __sk_common.skc_cookie.counter);
+	return id ? id : addr;
+}
+
 static __always_inline bool inet_l4_sock(const struct sock *s)
 {
 	__u16 family = RD(s, __sk_common.skc_family);

@@ -11,10 +11,11 @@
  * freeing on TX completion). For those the chain is parked in an LRU hash. Drivers that
  * hand the skb on (veth, loopback) complete at xmit return: no tx_free.
  *
- * TCP writes are joined to segments by Rust, by socket and sequence numbers: a write
+ * TCP writes are joined to segments by Rust, by socket id and sequence numbers: a write
  * reports its first sequence number when it starts and, if data stayed in the socket when
  * it returned, why (Nagle or cork). UDP data goes out inside the send call, so the send
- * syscall's entry time is carried in a per-CPU slot to LOCAL_OUT.
+ * syscall's entry time, thread and socket are carried in a per-CPU slot to LOCAL_OUT, where
+ * only a datagram of that thread and that socket takes them.
  */
 #include "common.bpf.h"
 
@@ -33,6 +34,8 @@ enum tx_held_reason _tx_held_reason = 0;
 #define TCP_NAGLE_OFF  1
 #define TCP_NAGLE_CORK 2
 #define MSG_MORE       0x8000
+#define NETDEV_TX_BUSY 0x10
+#define NET_XMIT_DROP  1
 
 /* Send syscall numbers of the running architecture (write, writev, sendto, sendmsg,
  * sendmmsg), set by Rust; -1 = unused. */
@@ -40,14 +43,17 @@ const volatile __s64 sys_nr[5] = {-1, -1, -1, -1, -1};
 
 struct tx_cache {
 	struct tx_chain_event e[TX_CACHE];
-	/* The thread whose send syscall started last on this CPU, and when. */
+	/* The thread whose send syscall started last on this CPU, when, which syscall, and the
+	 * socket its fd names (a write to a file names none: no datagram will match). */
 	__u64 sys_pid_tgid;
 	__u64 sys_ts;
+	__u64 sys_sk;
+	__s64 sys_id;
 	/* The socket and send call (its entry time) of the write that started last on this
 	 * CPU: the later tcp_sendmsg_locked calls of a large write skip the hash lookup. */
 	__u64 writing_sk;
 	__u64 writing_ts;
-	__u64 scratch;
+	__u64 scratch[2]; /* ptr_scalar's word and use count */
 };
 
 struct {
@@ -57,7 +63,8 @@ struct {
 	__type(value, struct tx_cache);
 } tx_cpu SEC(".maps");
 
-/* A TCP write in progress on a socket (the socket lock serialises writes). */
+/* A TCP write in progress on a socket, keyed by socket id (the socket lock serialises
+ * writes; a new socket at a closed one's address has another id, so never inherits one). */
 struct tx_write {
 	__u32 active;
 	__u32 msg_flags; /* of the call: sock_send_length does not pass them (always 0) */
@@ -92,11 +99,10 @@ static __always_inline struct tx_cache *cache_get(void)
 	return bpf_map_lookup_elem(&tx_cpu, &zero);
 }
 
-/* A kernel pointer as a plain number (see as_scalar in rx.bpf.c). */
+/* A kernel pointer as a plain number (common.bpf.h). */
 static __always_inline __u64 tx_scalar(struct tx_cache *c, const void *p)
 {
-	*(volatile __u64 *)&c->scratch = (__u64)p;
-	return *(volatile __u64 *)&c->scratch;
+	return ptr_scalar(c->scratch, p);
 }
 
 /* Sets of two ways: a transmit nested in another (softirq in a send) rarely evicts it. */
@@ -188,8 +194,29 @@ static __always_inline void sock_tx_flow(const struct sock *s, struct flow *f)
 
 /* ---- core logic, one function per point; the hooks below only fetch arguments ---- */
 
-/* raw_syscalls:sys_enter: remember when this thread's send syscall started. */
-static __always_inline void on_sys_enter(long id)
+/* The socket behind file descriptor `fd` of the current task, as a number (0: none). A
+ * file that is no socket gives a value no skb's socket has. */
+static __always_inline __u64 fd_sock(struct tx_cache *c, long fd)
+{
+	struct task_struct *t = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct socket *sock;
+	struct file *f = NULL;
+	__u64 slot;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	slot = tx_scalar(c, fds) + (__u64)fd * sizeof(void *);
+	if (bpf_probe_read_kernel(&f, sizeof(f), (void *)slot) || !f)
+		return 0;
+	sock = BPF_CORE_READ(f, private_data);
+	return sock ? (__u64)BPF_CORE_READ(sock, sk) : 0;
+}
+
+/* raw_syscalls:sys_enter: remember when this thread's send syscall started, and on which
+ * socket. `fd`: the syscall's first argument (every send syscall's descriptor). */
+static __always_inline void on_sys_enter(long id, long fd)
 {
 	struct tx_cache *c;
 
@@ -201,10 +228,13 @@ static __always_inline void on_sys_enter(long id)
 		return;
 	c->sys_pid_tgid = bpf_get_current_pid_tgid();
 	c->sys_ts = bpf_ktime_get_ns();
+	c->sys_id = id;
+	c->sys_sk = fd_sock(c, fd);
 }
 
-/* tcp_sendmsg_locked runs once per skb a write fills: the first call of a write reports it. */
-static __always_inline void on_tcp_send(const void *sk, const void *msgp)
+/* tcp_sendmsg_locked runs once per skb a write fills: the first call of a write reports it.
+ * `typed`: sk is the hook's BTF argument (sock_id). */
+static __always_inline void on_tcp_send(const void *sk, const void *msgp, bool typed)
 {
 	struct tx_write *w, nw = {.active = 1};
 	__u32 msg_flags;
@@ -217,7 +247,7 @@ static __always_inline void on_tcp_send(const void *sk, const void *msgp)
 
 	if (!c)
 		return;
-	key = tx_scalar(c, sk);
+	key = sock_id(sk, tx_scalar(c, sk), typed);
 	id = bpf_get_current_pid_tgid();
 	if (c->writing_sk == key && c->writing_ts && c->writing_ts == c->sys_ts &&
 	    c->sys_pid_tgid == id)
@@ -256,7 +286,7 @@ static __always_inline void on_tcp_send(const void *sk, const void *msgp)
 }
 
 /* sock_send_length: the send returned. For TCP, say why data stayed in the socket. */
-static __always_inline void on_send_end(const void *sk, int ret, int flags)
+static __always_inline void on_send_end(const void *sk, int ret, int flags, bool typed)
 {
 	struct sock *sko = sock_ro(sk);
 	struct tx_cache *c = cache_get();
@@ -269,12 +299,13 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags)
 
 	if (!c || !inet_l4_sock(sko))
 		return;
-	/* The send is over: its entry time must not leak to a later packet of this thread. */
-	if (c->sys_pid_tgid == bpf_get_current_pid_tgid())
+	/* The send is over: its entry time must not leak to a later packet of this thread.
+	 * sendmmsg sends many datagrams in one syscall, each ending here: it keeps it. */
+	if (c->sys_pid_tgid == bpf_get_current_pid_tgid() && c->sys_id != sys_nr[4])
 		c->sys_ts = 0;
 	if (RD(sko, sk_protocol) != IPPROTO_TCP)
 		return;
-	key = tx_scalar(c, sk);
+	key = sock_id(sk, tx_scalar(c, sk), typed);
 	if (c->writing_sk == key)
 		c->writing_sk = 0;
 	w = bpf_map_lookup_elem(&tx_socks, &key);
@@ -330,20 +361,26 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 	struct tx_chain_event *e;
 	struct flow f = {};
 	__u32 payload, seq, seq_end;
-	__u64 id, key;
+	__u64 id, key, skp;
+	struct sock *sk;
 	bool task;
 
 	if (!c)
 		return;
 	if ((f_ifindex && ifindex && ifindex != f_ifindex) || !netns_wanted(netns) ||
-	    parse_ip(RD(skb, head), RD(skb, network_header), RD(skb, protocol), &f, &payload, &seq,
-		     &seq_end) ||
+	    parse_ip(RD(skb, head), RD(skb, network_header), RD(skb, protocol), RD(skb, len), &f,
+		     &payload, &seq, &seq_end) ||
 	    !flow_wanted(&f)) {
 		count(CNT_TX_FILTERED);
 		return;
 	}
-	/* UDP goes out inside the send call: the sender is the current task. */
-	id = f.proto == IPPROTO_UDP && c->sys_ts ? current_pid_tgid(in_nf) : 0;
+	sk = RD(skb, sk);
+	skp = tx_scalar(c, sk);
+	/* UDP goes out inside the send call: the sender is the current task, if it is the
+	 * thread whose send syscall armed the slot, on this datagram's socket. */
+	id = f.proto == IPPROTO_UDP && c->sys_ts && skp && c->sys_sk == skp
+		 ? current_pid_tgid(in_nf)
+		 : 0;
 	task = id && c->sys_pid_tgid == id;
 	if (f.proto == IPPROTO_UDP && (f_tgid || f_comm_set || f_cgroup) &&
 	    (!task || !task_wanted_in(id >> 32, in_nf))) {
@@ -356,7 +393,7 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 	e->kind = EV_TX_CHAIN;
 	e->cpu = bpf_get_smp_processor_id();
 	e->skb = key;
-	e->sk = tx_scalar(c, RD(skb, sk));
+	e->sk = skp ? sock_id(sk, skp, false) : 0;
 	e->flow = f;
 	e->ifindex = ifindex;
 	e->netns = netns;
@@ -487,23 +524,35 @@ static __always_inline void on_tx_driver(const void *skbp)
 		e->ts[TX_QDISC_DEQ] = e->ts[TX_QDISC_ENQ];
 }
 
-/* net_dev_xmit: the driver returned. Forwarding drivers are done; others free it later. */
+/*
+ * net_dev_xmit: the driver returned. The skb may be gone already (a peer on another CPU
+ * took it), so only the device is read here. Devices without a queue of their own (veth,
+ * loopback, bridge, vlan, tunnels: IFF_NO_QUEUE) hand the skb on inside xmit: done. Others
+ * (NICs, tun) free it on completion: it waits parked for that.
+ */
 static __always_inline void on_tx_done(const void *skbp, int rc, const void *devp)
 {
-	struct sk_buff *skb = KPTR(skbp, struct sk_buff);
 	struct net_device *dev = KPTR(devp, struct net_device);
 	struct tx_cache *c = cache_get();
 	struct tx_chain_event *e;
+	__u64 priv;
 
-	if (!c || rc != NETDEV_TX_OK)
-		return; /* busy: the skb is requeued and tried again */
+	if (!c || rc == NETDEV_TX_BUSY)
+		return; /* requeued: it is tried again */
 	e = tx_find(c, skbp);
 	if (!e)
 		return;
 	e->ts[TX_DONE] = bpf_ktime_get_ns();
-	/* veth moved the skb to its peer, loopback to its own receive path. */
+	if (rc != NETDEV_TX_OK) {
+		/* NET_XMIT_DROP / NET_XMIT_CN: the driver took and freed it, or dropped it. */
+		count(CNT_TX_XMIT_FAIL);
+		tx_emit(e, rc == NET_XMIT_DROP ? TXF_DROPPED : 0);
+		return;
+	}
+	priv = has_cast ? BPF_CORE_READ_BITFIELD(dev, priv_flags)
+			: BPF_CORE_READ_BITFIELD_PROBED(dev, priv_flags);
 	if (e->ts[TX_FREE] || (RD(dev, flags) & IFF_LOOPBACK) ||
-	    tx_scalar(c, RD(skb, dev)) != tx_scalar(c, dev))
+	    (priv & bpf_core_enum_value(enum netdev_priv_flags, IFF_NO_QUEUE)))
 		tx_emit(e, 0);
 	else
 		tx_park(e);
@@ -565,11 +614,48 @@ static __always_inline void on_tx_free(const void *skbp, bool drop)
 		return 0;                                                                          \
 	}
 
-TX_TP(tx_send_sys_enter, sys_enter, on_sys_enter(id), struct pt_regs *regs, long id)
-TX_TP(tx_send_tcp, tcp_sendmsg_locked, on_tcp_send(sk, msg), const struct sock *sk,
-      const struct msghdr *msg)
-TX_TP(tx_send_end, sock_send_length, on_send_end(sk, ret, flags), struct sock *sk, int ret,
-      int flags)
+SEC("tp_btf/sys_enter")
+int BPF_PROG(tx_send_sys_enter, struct pt_regs *regs, long id)
+{
+	on_sys_enter(id, PT_REGS_PARM1_CORE(regs));
+	return 0;
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(tx_send_sys_enter_raw, struct pt_regs *regs, long id)
+{
+	on_sys_enter(id, PT_REGS_PARM1_CORE(regs));
+	return 0;
+}
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(tx_send_tcp, const struct sock *sk, const struct msghdr *msg)
+{
+	on_tcp_send(sk, msg, true);
+	return 0;
+}
+
+SEC("raw_tp/tcp_sendmsg_locked")
+int BPF_PROG(tx_send_tcp_raw, const struct sock *sk, const struct msghdr *msg)
+{
+	on_tcp_send(sk, msg, false);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tx_send_end, struct sock *sk, int ret, int flags)
+{
+	on_send_end(sk, ret, flags, true);
+	return 0;
+}
+
+SEC("raw_tp/sock_send_length")
+int BPF_PROG(tx_send_end_raw, struct sock *sk, int ret, int flags)
+{
+	on_send_end(sk, ret, flags, false);
+	return 0;
+}
+
 TX_TP(tx_qdisc_enq_queue, net_dev_queue, on_tx_queue(skb), struct sk_buff *skb)
 TX_TP(tx_qdisc_enq_qdisc, qdisc_enqueue, on_qdisc_enqueue(skb), struct Qdisc *q,
       const struct netdev_queue *txq, struct sk_buff *skb)
@@ -650,7 +736,19 @@ TX_FN(tx_nf_done6, ip6_finish_output2, on_tx_point(skb, TX_NF_DONE), struct net 
       struct sock *sk, struct sk_buff *skb)
 /* The tracepoint fires per skb a write fills, this once per call: on_tcp_send keeps the
  * first of a write either way. */
-TX_FN(tx_send_tcp, tcp_sendmsg_locked, on_tcp_send(sk, msg), struct sock *sk, struct msghdr *msg)
+SEC("fentry/tcp_sendmsg_locked")
+int BPF_PROG(tx_send_tcp_fentry, struct sock *sk, struct msghdr *msg)
+{
+	on_tcp_send(sk, msg, true);
+	return 0;
+}
+
+SEC("kprobe/tcp_sendmsg_locked")
+int BPF_KPROBE(tx_send_tcp_kprobe, struct sock *sk, struct msghdr *msg)
+{
+	on_tcp_send(sk, msg, false);
+	return 0;
+}
 
 /*
  * The return of inet_sendmsg / inet6_sendmsg: where sock_send_length fires, for TCP and UDP.
@@ -660,7 +758,7 @@ TX_FN(tx_send_tcp, tcp_sendmsg_locked, on_tcp_send(sk, msg), struct sock *sk, st
 	SEC("fexit/" #fn)                                                                          \
 	int BPF_PROG(name##_fexit, struct socket *sock, struct msghdr *msg, size_t size, int ret)  \
 	{                                                                                          \
-		on_send_end(sock->sk, ret, msg->msg_flags);                                        \
+		on_send_end(sock->sk, ret, msg->msg_flags, false);                                 \
 		return 0;                                                                          \
 	}                                                                                          \
 	SEC("kprobe/" #fn)                                                                         \
@@ -697,7 +795,7 @@ static __always_inline void send_call_exit(int ret)
 		return;
 	c = *sc;
 	bpf_map_delete_elem(&tx_send_calls, &id);
-	on_send_end((void *)c.sk, ret, c.flags);
+	on_send_end((void *)c.sk, ret, c.flags, false);
 }
 
 TX_SEND_END(tx_send_end4, inet_sendmsg)

@@ -48,12 +48,15 @@ skeleton!(netfilter);
 skeleton!(signals);
 skeleton!(drops);
 skeleton!(marker);
+skeleton!(xdp_pass);
 
 // SAFETY: plain C structs of integers and byte arrays generated from bpf/netstack.h;
 // every bit pattern is a valid value.
 unsafe impl plain::Plain for rx::types::rx_chain_event {}
 unsafe impl plain::Plain for rx::types::rx_read_event {}
 unsafe impl plain::Plain for rx::types::rx_slot {}
+unsafe impl plain::Plain for rx::types::rx_set {}
+unsafe impl plain::Plain for rx::types::sock_close_event {}
 unsafe impl plain::Plain for tx::types::tx_chain_event {}
 unsafe impl plain::Plain for tx::types::tx_send_event {}
 unsafe impl plain::Plain for softirq::types::fine_hist {}

@@ -2,13 +2,19 @@
 //! application reads by socket. UDP sockets are FIFO queues of datagrams, one per read;
 //! TCP data is matched by sequence number (rcv_nxt when queued vs copied_seq after the
 //! read), so GRO and coalescing in the receive queue cannot break the join.
+//!
+//! A socket is known by its id (BPF's sock_id: the socket cookie), never by its address
+//! alone: the kernel reuses a closed socket's address at once, and a new socket must not
+//! inherit the old one's queued data or sequence space. State ends at TCP_CLOSE, or when
+//! idle past the age limit (UDP sockets have no close event).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::events::{
-    point_name, Chain, Comm, Context, Flow, HeldReason, Read, IPPROTO_TCP, RX_IP, RX_NETIF,
-    RX_NF_IN, RX_NF_PRE_DONE, RX_READ, RX_SIRQ_ENTRY, RX_SIRQ_RAISE, RX_SOCKQ, RX_TRANSPORT,
+    point_name, Chain, Comm, Context, Flow, HeldReason, Read, SockClose, CHAIN_FROM_SOCK,
+    CHAIN_PLACEHOLDER, CHAIN_SEQ_FLAG, IPPROTO_TCP, RX_IP, RX_NETIF, RX_NF_IN, RX_NF_PRE_DONE,
+    RX_READ, RX_SIRQ_ENTRY, RX_SIRQ_RAISE, RX_SOCKQ, RX_TRANSPORT,
 };
 use crate::metrics::PromHist;
 
@@ -193,6 +199,11 @@ pub struct JoinStats {
     /// TX: chains still queued or awaiting completion when the tool stopped (reported with
     /// the points they passed).
     pub tx_at_exit: u64,
+    /// TCP sockets whose join state ended at TCP_CLOSE.
+    pub sockets_closed: u64,
+    /// Data queued outside the softirq chain while --iface was set: kept in its socket's
+    /// queue so later reads pair with the right data, but not counted.
+    pub placeholders: u64,
 }
 
 struct Pending {
@@ -200,10 +211,13 @@ struct Pending {
     ctx: Context,
     place: Place,
     flow: Flow,
+    /// TCP: the sequence number after the data (a FIN's number left out: it is never read).
     end_seq: u32,
     payload: u32,
     /// Chain spans already recorded (owner known or no owner filter) at queue time.
     recorded: bool,
+    /// Keeps a place in the queue, never counted (CHAIN_PLACEHOLDER).
+    placeholder: bool,
 }
 
 #[derive(Default)]
@@ -378,10 +392,17 @@ impl Correlator {
             Event::TxChain(c) => self.on_tx_chain(c),
             Event::TxSend(s) => self.on_tx_send(s),
             Event::TxHeld(h) => self.on_tx_held(h),
+            Event::SockClose(c) => self.on_close(c),
         }
     }
 
     pub fn on_chain(&mut self, c: &Chain) {
+        let placeholder = c.flags & CHAIN_PLACEHOLDER != 0;
+        if placeholder {
+            self.stats.placeholders += 1;
+            self.queue(c, false, true);
+            return;
+        }
         self.stats.chains += 1;
         let queued = c.sk != 0 && c.ts[RX_SOCKQ] != 0;
         let owner = if queued {
@@ -400,7 +421,10 @@ impl Correlator {
                 c.payload,
             );
         }
-        if !queued {
+        // No data, nothing for a read to wait for (a FIN, an empty datagram): the chain's
+        // kernel spans are all it has.
+        let data = c.payload > 0 || c.flags & CHAIN_FROM_SOCK != 0;
+        if !queued || !data {
             if record_now {
                 self.push_timeline(c.ts, c.context(), c.flow, owner, c.payload);
             } else {
@@ -408,12 +432,24 @@ impl Correlator {
             }
             return;
         }
+        self.queue(c, record_now, false);
+    }
+
+    /// Put queued data on its socket's queue, for the read that takes it.
+    fn queue(&mut self, c: &Chain, recorded: bool, placeholder: bool) {
         if !self.socks.contains_key(&c.sk) && self.socks.len() >= self.limits.sockets {
             self.evict_idlest_socket();
         }
         let sock = self.socks.entry(c.sk).or_default();
         sock.proto = c.flow.proto;
         sock.last_seen = c.ts[RX_SOCKQ];
+        // A FIN after the data takes a sequence number that no read copies.
+        let fin = c.flags & CHAIN_SEQ_FLAG != 0 && c.payload > 0;
+        let end_seq = c.seq_end.wrapping_sub(u32::from(fin));
+        // TCP data already queued (a second sk_data_ready for it) is not new data.
+        if sock.proto == IPPROTO_TCP && sock.queue.back().is_some_and(|p| p.end_seq == end_seq) {
+            return;
+        }
         if sock.queue.len() >= self.limits.queue_per_socket {
             sock.queue.pop_front();
             self.stats.queue_evicted += 1;
@@ -423,16 +459,26 @@ impl Correlator {
             ctx: c.context(),
             place: (c.ifindex, c.netns),
             flow: c.flow,
-            end_seq: c.seq_end,
+            end_seq,
             payload: c.payload,
-            recorded: record_now,
+            recorded,
+            placeholder,
         });
+    }
+
+    /// A TCP socket closed: its queued data was never read, and its id will not come back.
+    pub fn on_close(&mut self, c: &SockClose) {
+        if let Some(s) = self.socks.remove(&c.sk) {
+            self.stats.sockets_closed += 1;
+            self.stats.unread += s.queue.iter().filter(|p| !p.placeholder).count() as u64;
+        }
+        self.tx_socks.remove(&c.sk);
     }
 
     fn evict_idlest_socket(&mut self) {
         if let Some((&sk, _)) = self.socks.iter().min_by_key(|(_, s)| s.last_seen) {
             if let Some(s) = self.socks.remove(&sk) {
-                self.stats.unread += s.queue.len() as u64;
+                self.stats.unread += s.queue.iter().filter(|p| !p.placeholder).count() as u64;
             }
         }
     }
@@ -464,7 +510,7 @@ impl Correlator {
         if done.is_empty() {
             self.stats.reads_unmatched += 1;
         }
-        for mut p in done {
+        for mut p in done.into_iter().filter(|p| !p.placeholder) {
             p.ts[RX_READ] = r.ts;
             let spans = chain_spans(&p.ts, &p.ctx);
             if p.recorded {
@@ -490,8 +536,9 @@ impl Correlator {
                 .front()
                 .is_some_and(|p| now.saturating_sub(p.ts[RX_SOCKQ]) > max_age)
             {
-                s.queue.pop_front();
-                unread += 1;
+                if s.queue.pop_front().is_some_and(|p| !p.placeholder) {
+                    unread += 1;
+                }
             }
             !(s.queue.is_empty() && now.saturating_sub(s.last_seen) > max_age)
         });
@@ -503,7 +550,7 @@ impl Correlator {
     pub fn finish(&mut self) {
         let socks: Vec<Sock> = self.socks.drain().map(|(_, s)| s).collect();
         for s in socks {
-            for p in s.queue {
+            for p in s.queue.into_iter().filter(|p| !p.placeholder) {
                 self.stats.unread += 1;
                 if !p.recorded {
                     match &s.owner {

@@ -86,6 +86,8 @@ const RX_KERNEL_POINTS: usize = types::rx_point::RX_NPOINTS.0 as usize;
 pub const CHAIN_FROM_SOCK: u32 = types::chain_flags::CHAIN_FROM_SOCK.0;
 pub const CHAIN_FLUSHED: u32 = types::chain_flags::CHAIN_FLUSHED.0;
 pub const CHAIN_AT_EXIT: u32 = types::chain_flags::CHAIN_AT_EXIT.0;
+pub const CHAIN_PLACEHOLDER: u32 = types::chain_flags::CHAIN_PLACEHOLDER.0;
+pub const CHAIN_SEQ_FLAG: u32 = types::chain_flags::CHAIN_SEQ_FLAG.0;
 
 /// A 5-tuple in packet direction (for RX: source = remote peer, destination = local).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -312,6 +314,13 @@ pub struct TxHeld {
     pub msg_flags: u32,
 }
 
+/// A TCP socket reached TCP_CLOSE: what the joins keep for it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SockClose {
+    pub ts: u64,
+    pub sk: u64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Chain(Chain),
@@ -319,6 +328,7 @@ pub enum Event {
     TxChain(TxChain),
     TxSend(TxSend),
     TxHeld(TxHeld),
+    SockClose(SockClose),
 }
 
 impl Event {
@@ -331,6 +341,7 @@ impl Event {
             Event::TxChain(c) => c.ts.iter().copied().max().unwrap_or(0),
             Event::TxSend(s) => s.ts,
             Event::TxHeld(h) => h.ts,
+            Event::SockClose(c) => c.ts,
         }
     }
 }
@@ -495,6 +506,10 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 nonagle: e.nonagle,
                 msg_flags: e.msg_flags,
             }))
+        }
+        k if k == types::event_kind::EV_SOCK_CLOSE.0 => {
+            let e: types::sock_close_event = copy(kind, data)?;
+            Ok(Event::SockClose(SockClose { ts: e.ts, sk: e.sk }))
         }
         k => Err(DecodeError::UnknownKind(k)),
     }

@@ -481,6 +481,12 @@ impl Summary {
             j.owner_filtered,
             self.decode_errors
         );
+            let _ = writeln!(
+                s,
+                "Sockets: closed (state ended) {}, chains evicted from the per-CPU cache \
+                 unfinished {}, repeated data_ready {}, placeholders for --iface {}",
+                j.sockets_closed, k.rx_evicted, k.sockq_repeated, j.placeholders
+            );
         }
         if traced("tx_") {
             let _ = writeln!(
@@ -496,6 +502,7 @@ impl Summary {
                 k.tx_evicted,
                 k.tx_filtered
             );
+            let _ = writeln!(s, "TX driver refused or dropped {}", k.tx_xmit_failed);
         }
         for (name, f) in &self.flags {
             let _ = writeln!(

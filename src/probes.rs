@@ -260,7 +260,12 @@ fn candidates(point: &str) -> Vec<Candidate> {
             true,
         )]
         .into_iter()
-        .chain(functions(&["ip_rcv", "ipv6_rcv"]))
+        .chain(functions(&[
+            "ip_rcv",
+            "ipv6_rcv",
+            "ip_list_rcv",
+            "ipv6_list_rcv",
+        ]))
         .collect(),
         "rx_transport" => [c(
             Netfilter,
@@ -540,6 +545,17 @@ pub fn btf_path(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_BTF))
 }
 
+/// May tracing programs (tp_btf, fentry) call bpf_get_socket_cookie here (Linux 5.12+)?
+/// The helper behind it for tracing programs is a kernel symbol from that release on.
+pub fn socket_cookie_helper() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::fs::read_to_string("/proc/kallsyms")
+            .map(|k| k.lines().any(|l| l.ends_with(" bpf_get_socket_ptr_cookie")))
+            .unwrap_or(true)
+    })
+}
+
 pub fn require_btf(path: &Path) -> Result<(), UserError> {
     if path.is_file() {
         return Ok(());
@@ -554,6 +570,8 @@ pub fn require_btf(path: &Path) -> Result<(), UserError> {
 const FUNCS: &[&str] = &[
     "ip_rcv",
     "ipv6_rcv",
+    "ip_list_rcv",
+    "ipv6_list_rcv",
     "tcp_v4_rcv",
     "tcp_v6_rcv",
     "udp_rcv",

@@ -184,8 +184,18 @@ fn programs_for(point: &str, kind: HookKind) -> &'static [&'static str] {
         ("rx_netif", TpBtf) => &["rx_netif_tp_btf"],
         ("rx_netif", RawTp) => &["rx_netif_raw"],
         ("rx_ip", Netfilter) => &["rx_ip_nf"],
-        ("rx_ip", Fentry) => &["rx_ip4_fentry", "rx_ip6_fentry"],
-        ("rx_ip", Kprobe) => &["rx_ip4_kprobe", "rx_ip6_kprobe"],
+        ("rx_ip", Fentry) => &[
+            "rx_ip4_fentry",
+            "rx_ip6_fentry",
+            "rx_ip4_list_fentry",
+            "rx_ip6_list_fentry",
+        ],
+        ("rx_ip", Kprobe) => &[
+            "rx_ip4_kprobe",
+            "rx_ip6_kprobe",
+            "rx_ip4_list_kprobe",
+            "rx_ip6_list_kprobe",
+        ],
         ("rx_transport", Netfilter) => &["rx_transport_nf"],
         ("rx_transport", Fentry) => &[
             "rx_transport_tcp4_fentry",
@@ -270,6 +280,23 @@ fn chosen_programs(plan: &[PointPlan]) -> Vec<&'static str> {
                 continue;
             }
             out.push(prog);
+        }
+        // A TCP socket's close ends its read-join state: beside rx_read, on the state-change
+        // tracepoint every supported kernel has.
+        if p.point == "rx_read" {
+            out.push(if kind == HookKind::TpBtf {
+                "rx_close_tp_btf"
+            } else {
+                "rx_close_raw"
+            });
+        }
+        // TCP segments the TCP backlog delays come back to their chain at tcp_probe.
+        if p.point == "rx_sockq" {
+            out.push(if kind == HookKind::TpBtf {
+                "rx_backlog_tp_btf"
+            } else {
+                "rx_backlog_raw"
+            });
         }
     }
     out
@@ -360,6 +387,26 @@ pub struct KernelCounters {
     pub tx_filtered: u64,
     /// TX chains that could not be parked (qdisc or completion wait): emitted early.
     pub tx_park_full: u64,
+    /// RX chains pushed out of the per-CPU chain cache before they reached the transport
+    /// layer (more skbs in flight on one CPU than its ways hold).
+    pub rx_evicted: u64,
+    /// sk_data_ready calls for TCP data already reported (kTLS and psock wrappers).
+    pub sockq_repeated: u64,
+    /// Traced skbs the driver refused or dropped (NET_XMIT_DROP or NET_XMIT_CN).
+    pub tx_xmit_failed: u64,
+    /// Now (gauges): TX chains parked for a qdisc or a completion, and held in the per-CPU
+    /// caches between LOCAL_OUT and the driver.
+    pub tx_parked: u64,
+    pub tx_cached: u64,
+    /// Parked TX chains removed unfinished after STALE_NS: their skb left unseen.
+    pub tx_stale: u64,
+    /// RX chains handed to the TCP backlog that no CPU took up (the backlog merged or
+    /// dropped their segment), removed after STALE_NS.
+    pub rx_backlog_stale: u64,
+    /// RX chains of TCP segments that waited in a socket's backlog: handed over, and taken
+    /// up again where the backlog was processed.
+    pub rx_backlog: u64,
+    pub rx_backlog_taken: u64,
 }
 
 fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
@@ -375,31 +422,134 @@ fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
         tx_dropped: sum_counter(skel, c::CNT_TX_DROPPED.0),
         tx_filtered: sum_counter(skel, c::CNT_TX_FILTERED.0),
         tx_park_full: sum_counter(skel, c::CNT_TX_PARK_FULL.0),
+        rx_evicted: sum_counter(skel, c::CNT_RX_EVICTED.0),
+        sockq_repeated: sum_counter(skel, c::CNT_SOCKQ_DUP.0),
+        tx_xmit_failed: sum_counter(skel, c::CNT_TX_XMIT_FAIL.0),
+        rx_backlog: sum_counter(skel, c::CNT_RX_BACKLOG.0),
+        rx_backlog_taken: sum_counter(skel, c::CNT_RX_BACKLOG_TAKEN.0),
+        ..KernelCounters::default()
     }
 }
 
-/// Chains still in the per-CPU slots when we stop: they passed every point they will.
-fn drain_slots(skel: &RxSkel<'_>, corr: &mut Correlator) {
-    let Ok(Some(cpus)) = skel
-        .maps
-        .rx_slot
-        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-    else {
-        return;
-    };
-    for raw in cpus {
-        let mut slot = types::rx_slot::default();
-        if plain::copy_from_bytes(&mut slot, &raw).is_err() {
+/// Remove chains handed over to the TCP backlog that no CPU took up within STALE_NS (the
+/// backlog merged or dropped their segment): BPF looks them up while any are left.
+fn sweep_backlog(skel: &mut RxSkel<'_>, now: u64) -> u64 {
+    let mut removed = 0;
+    let keys: Vec<Vec<u8>> = skel.maps.rx_backlog.keys().collect();
+    for key in keys {
+        let Ok(Some(v)) = skel.maps.rx_backlog.lookup(&key, MapFlags::ANY) else {
+            continue;
+        };
+        let mut e = types::rx_chain_event::default();
+        if plain::copy_from_bytes(&mut e, &v).is_err() {
             continue;
         }
-        if slot.state == types::slot_state::SLOT_PASS.0
-            && slot.ev.ts[types::rx_point::RX_IP.0 as usize] != 0
-        {
-            let mut chain = events::Chain::from(&slot.ev);
-            chain.flags |= events::CHAIN_AT_EXIT;
-            corr.on_chain(&chain);
+        let last = e.ts.iter().copied().max().unwrap_or(0);
+        if now.saturating_sub(last) > STALE_NS && skel.maps.rx_backlog.delete(&key).is_ok() {
+            removed += 1;
+            if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+                // SAFETY: the mmapped .bss word BPF updates with atomic adds.
+                let n = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut bss.backlog_n) };
+                let _ = n.fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |x| x.checked_sub(1),
+                );
+            }
         }
     }
+    removed
+}
+
+/// The kernel counters with the TX chains in flight (parked, cached) and removed stale.
+fn counters_now(skel: &RxSkel<'_>, in_flight: (u64, u64), stale: (u64, u64)) -> KernelCounters {
+    KernelCounters {
+        tx_parked: in_flight.0,
+        tx_cached: in_flight.1,
+        tx_stale: stale.0,
+        rx_backlog_stale: stale.1,
+        ..read_counters(skel)
+    }
+}
+
+/// Chains still in the per-CPU chain caches when we stop: they passed every point they will.
+fn drain_slots(skel: &RxSkel<'_>, corr: &mut Correlator) {
+    let mut chains = Vec::new();
+    for set in 0..types::rx_cache_size::RX_SETS.0 {
+        let Ok(sets) =
+            crate::bpf::percpu::<types::rx_set>(&skel.maps.rx_chains, &set.to_ne_bytes())
+        else {
+            return;
+        };
+        for slot in sets.iter().flat_map(|s| s.w.iter()) {
+            if slot.state == types::slot_state::SLOT_PASS.0
+                && slot.ev.ts[types::rx_point::RX_IP.0 as usize] != 0
+            {
+                let mut chain = events::Chain::from(&slot.ev);
+                chain.flags |= events::CHAIN_AT_EXIT;
+                chains.push(chain);
+            }
+        }
+    }
+    // In time order, as the join expects.
+    chains.sort_by_key(|c| c.ts[events::RX_NETIF].max(c.ts[events::RX_IP]));
+    for c in &chains {
+        corr.on_chain(c);
+    }
+}
+
+/// A parked TX chain this much older than its last point is gone from the kernel (freed
+/// where no hook saw it, e.g. a race with a CPU move): no qdisc or completion waits 10 s.
+const STALE_NS: u64 = 10_000_000_000;
+
+/// The TX chains in flight now, after removing parked ones older than STALE_NS: (parked,
+/// cached, removed).
+fn tx_in_flight(skel: &mut TxSkel<'_>, now: u64) -> (u64, u64, u64) {
+    use crate::bpf::tx::types as t;
+    let (mut parked, mut stale) = (0, 0);
+    let keys: Vec<Vec<u8>> = skel.maps.tx_parked.keys().collect();
+    for key in keys {
+        let Ok(Some(v)) = skel.maps.tx_parked.lookup(&key, MapFlags::ANY) else {
+            continue;
+        };
+        let mut e = t::tx_chain_event::default();
+        if plain::copy_from_bytes(&mut e, &v).is_err() {
+            continue;
+        }
+        let last = e.ts.iter().copied().max().unwrap_or(0);
+        if now.saturating_sub(last) > STALE_NS && skel.maps.tx_parked.delete(&key).is_ok() {
+            stale += 1;
+            // BPF counts parked chains to skip lookups while none are: keep it true.
+            if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+                // SAFETY: the mmapped .bss word BPF updates with atomic adds.
+                let n = unsafe { std::sync::atomic::AtomicU64::from_ptr(&mut bss.parked_n) };
+                let _ = n.fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |x| x.checked_sub(1),
+                );
+            }
+        } else {
+            parked += 1;
+        }
+    }
+    let cached = skel
+        .maps
+        .tx_cpu
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .map_or(0, |cpus| {
+            let size = std::mem::size_of::<t::tx_chain_event>();
+            cpus.iter()
+                .flat_map(|raw| raw.chunks_exact(size).take(64))
+                .filter(|c| {
+                    let mut e = t::tx_chain_event::default();
+                    plain::copy_from_bytes(&mut e, c).is_ok() && e.skb != 0
+                })
+                .count() as u64
+        });
+    (parked, cached, stale)
 }
 
 /// TX chains still parked (in a qdisc, awaiting completion) or in a per-CPU cache when we
@@ -844,7 +994,9 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     let mut open = builder
         .open(&mut obj)
         .context("opening the RX BPF object")?;
-    set_filters!(open, &filters).has_cast = facts.has_cast;
+    let ro = set_filters!(open, &filters);
+    ro.has_cast = facts.has_cast;
+    ro.cookie_helper = probes::socket_cookie_helper();
     open.maps
         .events
         .set_max_entries(libbpf_rs::num_possible_cpus()? as u32)?;
@@ -864,6 +1016,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         .context("opening the TX BPF object")?;
     let ro = set_filters!(tx_open, &filters);
     ro.has_cast = facts.has_cast;
+    ro.cookie_helper = probes::socket_cookie_helper();
     if plan
         .iter()
         .any(|p| p.point == "tx_transport" && p.kind == Some(HookKind::Netfilter))
@@ -925,6 +1078,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut last = IntervalReport::default();
     let mut timelines = TimelineWriter::new(args.sample);
+    let (mut in_flight, mut stale, mut backlog_stale) = ((0, 0), 0, 0);
     let interrupted = loop {
         let wait = match run.step() {
             Step::Wait(w) => w,
@@ -941,7 +1095,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         {
             let k = KernelCounters {
                 events: rings.received(),
-                ..read_counters(&skel)
+                ..counters_now(&skel, in_flight, (stale, backlog_stale))
             };
             let secs = published.0.elapsed().as_secs_f64();
             let rate = k.events.saturating_sub(published.1) as f64 / secs;
@@ -949,11 +1103,19 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
             published = (std::time::Instant::now(), k.events);
         }
         let quiet = export.as_ref().is_some_and(|x| x.quiet);
-        if ticker.try_recv().is_ok() && !quiet {
+        let ticked = ticker.try_recv().is_ok();
+        if ticked {
+            // Also in serve (quiet): state of sockets gone idle must not pile up.
             corr.expire(now.saturating_sub(reorder::HOLD_NS));
+            let (parked, cached, removed) = tx_in_flight(&mut tx, now);
+            in_flight = (parked, cached);
+            stale += removed;
+            backlog_stale += sweep_backlog(&mut skel, now);
+        }
+        if ticked && !quiet {
             let k = KernelCounters {
                 events: rings.received(),
-                ..read_counters(&skel)
+                ..counters_now(&skel, in_flight, (stale, backlog_stale))
             };
             let cur = IntervalReport::new(started.elapsed(), &corr.stats, &k);
             let line = cur.delta(&last, args.interval);
@@ -968,11 +1130,12 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     };
     rings.poll(Duration::ZERO)?;
     rings.release(u64::MAX, &mut corr);
+    let (parked, cached, removed) = tx_in_flight(&mut tx, now_monotonic_ns());
     drain_slots(&skel, &mut corr);
     drain_tx(&tx, &mut corr);
     let counters = KernelCounters {
         events: rings.received(),
-        ..read_counters(&skel)
+        ..counters_now(&skel, (parked, cached), (stale + removed, backlog_stale))
     };
     drop(links);
     corr.finish();
@@ -1025,7 +1188,9 @@ mod tests {
                 "rx_ip_nf",
                 "rx_transport_nf",
                 "rx_sockq_tp_btf",
-                "rx_read_tp_btf"
+                "rx_backlog_tp_btf",
+                "rx_read_tp_btf",
+                "rx_close_tp_btf"
             ]
         );
     }

@@ -20,6 +20,9 @@ use clap::{Parser, Subcommand};
 use netstack_lat::exchange::wait_readable;
 use serde_json::json;
 
+#[path = "nsl_load/shapes.rs"]
+mod shapes;
+
 const EXIT_ERROR: u8 = 2;
 const EXIT_TIMEOUT: i32 = 3;
 
@@ -215,6 +218,86 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         bind: SocketAddr,
     },
+    /// Attach a native XDP_PASS program to DEV for SECONDS (a veth peer then runs NAPI).
+    XdpPass {
+        #[arg(long)]
+        dev: String,
+        #[arg(long, value_parser = parse_secs, default_value = "20")]
+        seconds: Duration,
+    },
+    /// Send COUNT UDP datagrams in bursts of BURST back to back, GAP ms apart.
+    UdpBurst {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 100)]
+        burst: u64,
+        #[arg(long, default_value_t = 20)]
+        gap_ms: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Read COUNT UDP datagrams, reporting each read's wait since the kernel's receive stamp.
+    UdpStampRecv {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        rcvbuf: Option<usize>,
+    },
+    /// Serve CONNS short connections one by one: read REQ bytes, answer REPLY, await close.
+    TcpRrManyServer {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long)]
+        conns: u64,
+        #[arg(long, default_value_t = 100)]
+        req: usize,
+        #[arg(long, default_value_t = 1000)]
+        reply: usize,
+    },
+    /// CONNS short connections: connect, write REQ bytes, read REPLY bytes, close.
+    TcpRrManyClient {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long)]
+        conns: u64,
+        #[arg(long, default_value_t = 100)]
+        req: usize,
+        #[arg(long, default_value_t = 1000)]
+        reply: usize,
+        /// Connect from this local port every time (closing with a reset).
+        #[arg(long)]
+        client_port: Option<u16>,
+    },
+    /// ROUNDS sockets on 127.0.0.1:PORT in turn, each sent PER_ROUND datagrams and closed
+    /// after reading READ of them (the last reads all).
+    UdpReuse {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 20)]
+        rounds: u64,
+        #[arg(long, default_value_t = 5)]
+        per_round: u64,
+        #[arg(long, default_value_t = 3)]
+        read: u64,
+    },
+    /// ROUNDS x (write to FILE, a failing sendmsg, sendmmsg of BATCH, a CPU move, a send).
+    UdpMixedSend {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        rounds: u64,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long)]
+        file: String,
+        /// Wait this long before the first send (a tracer may attach by pid meanwhile).
+        #[arg(long, default_value_t = 0)]
+        start_after_ms: u64,
+    },
 }
 
 /// Positive, finite seconds; checked here because `Duration::from_secs_f64` panics.
@@ -392,6 +475,65 @@ fn run(cli: Cli) -> Result<()> {
             tcp_script(to, &texts, gap_ms)
         }
         Cmd::TcpSink { bind } => tcp_sink(bind),
+        Cmd::XdpPass { dev, seconds } => {
+            check_within_timeout(seconds, cli.timeout)?;
+            shapes::xdp_pass(&dev, seconds)
+        }
+        Cmd::UdpBurst {
+            to,
+            count,
+            burst,
+            gap_ms,
+            size,
+        } => {
+            check_udp_size(size, &to)?;
+            shapes::udp_burst(to, count, burst.max(1), gap_ms, size)
+        }
+        Cmd::UdpStampRecv {
+            bind,
+            count,
+            rcvbuf,
+        } => shapes::udp_stamp_recv(bind, count, rcvbuf),
+        Cmd::TcpRrManyServer {
+            bind,
+            conns,
+            req,
+            reply,
+        } => {
+            check_tcp_size(req, "--req")?;
+            check_tcp_size(reply, "--reply")?;
+            shapes::tcp_rr_many_server(bind, conns, req, reply)
+        }
+        Cmd::TcpRrManyClient {
+            to,
+            conns,
+            req,
+            reply,
+            client_port,
+        } => {
+            check_tcp_size(req, "--req")?;
+            check_tcp_size(reply, "--reply")?;
+            shapes::tcp_rr_many_client(to, conns, req, reply, client_port)
+        }
+        Cmd::UdpReuse {
+            port,
+            rounds,
+            per_round,
+            read,
+        } => shapes::udp_reuse(port, rounds, per_round, read.min(per_round)),
+        Cmd::UdpMixedSend {
+            to,
+            rounds,
+            batch,
+            file,
+            start_after_ms,
+        } => {
+            if batch == 0 || batch > 64 {
+                bail!("--batch must be between 1 and 64, got {batch}");
+            }
+            sleep_ms(start_after_ms);
+            shapes::udp_mixed_send(to, rounds, batch, &file)
+        }
     }
 }
 
