@@ -30,13 +30,10 @@ pub fn trace_families(
     per_connection_top: usize,
 ) -> Vec<Family> {
     let st = &c.stats;
-    let mut count = Family::new(
-        "packets_count",
-        "Packets traced (kept for users of ebpf-network-latency; a gauge that only grows)",
-    );
+    // ebpf-network-latency's `packets_count` gauge is gone: promtool rejects a gauge named
+    // like a histogram's `_count`, and this counter counts the same packets.
     let mut packets = Family::new("netstack_lat_packets", "Packets traced");
     for (dir, n) in [("rx", st.chains), ("tx", st.tx_chains)] {
-        count.push(&[("direction", dir)], Value::Gauge(n as f64));
         packets.push(&[("direction", dir)], Value::Counter(n));
     }
     let mut spans = Family::new(
@@ -90,7 +87,6 @@ pub fn trace_families(
         }
     }
     vec![
-        count,
         packets,
         Family::new(
             "netstack_lat_reads",
@@ -246,7 +242,6 @@ mod tests {
         let e = Exporter::new();
         e.publish("trace", trace_families(&c, &k, 1.5, 1));
         let t = e.render();
-        assert!(t.contains("packets_count{direction=\"rx\"} 1.0"), "{t}");
         assert!(
             t.contains("netstack_lat_packets_total{direction=\"rx\"} 1"),
             "{t}"

@@ -41,8 +41,9 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Called with the request path, query string removed.
-pub type Handler = Arc<dyn Fn(&str) -> Response + Send + Sync>;
+/// Called with the request path (query string removed) and the Accept header ("" when
+/// there is none), which picks the exposition format.
+pub type Handler = Arc<dyn Fn(&str, &str) -> Response + Send + Sync>;
 
 /// A bound listener, not yet serving.
 pub struct Server {
@@ -185,7 +186,9 @@ fn serve(mut stream: TcpStream, handler: &Handler, timeout: Duration) {
         return reject(stream, 405, "Allow: GET, HEAD\r\n");
     }
     // A panicking handler answers 500 instead of costing the pool a worker.
-    let resp = catch_unwind(AssertUnwindSafe(|| handler(path))).unwrap_or_else(|_| plain(500));
+    let accept = header_value(&head, "accept").unwrap_or("");
+    let resp =
+        catch_unwind(AssertUnwindSafe(|| handler(path, accept))).unwrap_or_else(|_| plain(500));
     let _ = write_response(&mut stream, &resp, method == "HEAD", "");
 }
 
@@ -250,6 +253,15 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
         && target.starts_with('/')
         && version.starts_with("HTTP/1.");
     valid.then(|| (method, target.split('?').next().unwrap_or(target)))
+}
+
+/// The value of the first header `name` (lowercase), if the head has it.
+fn header_value<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// Answer an error, then linger briefly: closing with unread request bytes sends a
@@ -333,7 +345,7 @@ mod tests {
 
     fn metrics_handler() -> Handler {
         let body = big_body();
-        Arc::new(move |path: &str| match path {
+        Arc::new(move |path: &str, _accept: &str| match path {
             "/metrics" => Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",

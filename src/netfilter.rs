@@ -648,6 +648,17 @@ fn filters(a: &NetfilterArgs) -> Result<Filters, UserError> {
 
 pub fn run(a: &NetfilterArgs) -> Result<()> {
     require_root()?;
+    // Bound first, so a bad address is reported before any BPF is loaded.
+    let endpoint = match &a.prometheus {
+        Some(l) => {
+            let x = crate::metrics::Exporter::new();
+            Some((
+                crate::metrics::Endpoint::start(l, std::sync::Arc::clone(&x))?,
+                x,
+            ))
+        }
+        None => None,
+    };
     let btf = probes::btf_path(a.btf.as_deref());
     probes::require_btf(&btf)?;
     if !a.verbose {
@@ -696,6 +707,10 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
             default(wait) => false,
         } {
             let cur = bracket.read()?;
+            if let Some((_, x)) = &endpoint {
+                use crate::trace::Source as _;
+                x.publish("netfilter", bracket.families()?);
+            }
             let t = started.elapsed().as_secs_f64();
             let line = interval_json(t, &prev, &cur, &keys, t - prev_t);
             if a.json {
@@ -728,6 +743,7 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
         functions_note,
     };
     crate::output::print_report(&mut out, a.json, &summary)?;
+    drop(endpoint);
     Ok(())
 }
 

@@ -48,6 +48,8 @@ impl IntervalReport {
             .max(nominal.as_secs_f64() / 1000.0);
         let events = self.events.saturating_sub(prev.events);
         IntervalLine {
+            rx: true,
+            tx: true,
             elapsed_s: self.elapsed.as_secs_f64(),
             packets: self.packets.saturating_sub(prev.packets),
             reads: self.reads.saturating_sub(prev.reads),
@@ -63,6 +65,12 @@ impl IntervalReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IntervalLine {
+    /// The directions traced: the human line leaves out the other's counters, which would
+    /// only ever read 0. JSON keeps every field, so its schema does not depend on flags.
+    #[serde(skip)]
+    pub rx: bool,
+    #[serde(skip)]
+    pub tx: bool,
     pub elapsed_s: f64,
     pub packets: u64,
     pub reads: u64,
@@ -83,22 +91,38 @@ impl IntervalLine {
         v.to_string()
     }
 
+    /// Only the counters of the traced directions (`--rx`, `--tx`).
+    pub fn traced(mut self, rx: bool, tx: bool) -> Self {
+        (self.rx, self.tx) = (rx, tx);
+        self
+    }
+
     pub fn human(&self) -> String {
-        format!(
-            "{:>8.1}s  rx packets {:>8}  reads {:>8}  tx packets {:>8}  writes {:>8}  events/s {:>10.0}  lost {}{}",
-            self.elapsed_s,
-            self.packets,
-            self.reads,
-            self.tx_packets,
-            self.tx_writes,
-            self.events_per_s,
-            self.lost_events,
-            if self.lost_events_total > 0 {
-                format!(" (total {})", self.lost_events_total)
-            } else {
-                String::new()
-            }
-        )
+        let mut s = format!("{:>8.1}s", self.elapsed_s);
+        if self.rx {
+            let _ = write!(
+                s,
+                "  rx packets {:>8}  reads {:>8}",
+                self.packets, self.reads
+            );
+        }
+        if self.tx {
+            // Only TCP sends are seen as writes (UDP datagrams are their own packets).
+            let _ = write!(
+                s,
+                "  tx packets {:>8}  tcp writes {:>8}",
+                self.tx_packets, self.tx_writes
+            );
+        }
+        let _ = write!(
+            s,
+            "  events/s {:>10.0}  lost {}",
+            self.events_per_s, self.lost_events
+        );
+        if self.lost_events_total > 0 {
+            let _ = write!(s, " (total {})", self.lost_events_total);
+        }
+        s
     }
 }
 
@@ -367,21 +391,35 @@ impl Summary {
 
     pub fn human(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(
+        // Each direction's counters only when it was traced (no hooks: a unit test).
+        let traced = |dir: &str| {
+            self.hooks.is_empty() || self.hooks.iter().any(|h| h.point.starts_with(dir))
+        };
+        let _ = write!(
             s,
-            "\nTrace: {:.1}s{}, RX {} packets {} reads, TX {} packets {} writes, lost events {}",
+            "\nTrace: {:.1}s{}",
             self.duration.as_secs_f64(),
             if self.interrupted {
                 " (interrupted)"
             } else {
                 ""
-            },
-            self.join.chains,
-            self.join.reads,
-            self.join.tx_chains,
-            self.join.tx_writes,
-            self.kernel.lost_events
+            }
         );
+        if traced("rx_") {
+            let _ = write!(
+                s,
+                ", RX {} packets {} reads",
+                self.join.chains, self.join.reads
+            );
+        }
+        if traced("tx_") {
+            let _ = write!(
+                s,
+                ", TX {} packets {} tcp writes",
+                self.join.tx_chains, self.join.tx_writes
+            );
+        }
+        let _ = writeln!(s, ", lost events {}", self.kernel.lost_events);
         let _ = writeln!(
             s,
             "\n{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -461,10 +499,6 @@ impl Summary {
         }
         let j = &self.join;
         let k = &self.kernel;
-        // Each direction's accounting only when it was traced (no hooks: a unit test).
-        let traced = |dir: &str| {
-            self.hooks.is_empty() || self.hooks.iter().any(|h| h.point.starts_with(dir))
-        };
         if traced("rx_") {
             let _ = writeln!(
             s,
@@ -491,7 +525,7 @@ impl Summary {
         if traced("tx_") {
             let _ = writeln!(
                 s,
-                "TX accounting: writes {}, held by nagle {} / cork {}, retransmits {}, \
+                "TX accounting: tcp writes {}, held by nagle {} / cork {}, retransmits {}, \
              segments of unseen writes {}, dropped {}, evicted from cache {}, filtered {}",
                 j.tx_writes,
                 j.tx_held_nagle,
@@ -681,9 +715,70 @@ mod tests {
         };
         let l = b.delta(&a, Duration::from_secs(1));
         assert_eq!(l.events_per_s, 200.0);
+        let both = l.human();
+        assert!(
+            both.contains("rx packets") && both.contains("tcp writes"),
+            "{both}"
+        );
+        assert!(
+            !both.contains(" writes ") || both.contains("tcp writes"),
+            "{both}"
+        );
+        let rx = l.clone().traced(true, false).human();
+        assert!(rx.contains("rx packets") && rx.contains("reads"), "{rx}");
+        assert!(!rx.contains("tx ") && !rx.contains("writes"), "{rx}");
+        let tx = l.clone().traced(false, true).human();
+        assert!(
+            tx.contains("tx packets") && tx.contains("tcp writes"),
+            "{tx}"
+        );
+        assert!(!tx.contains("rx ") && !tx.contains("reads"), "{tx}");
+        // JSON keeps its fields whatever was traced.
+        let v: Value = serde_json::from_str(&l.clone().traced(true, false).to_json()).unwrap();
+        assert_eq!(v["tx_writes"], 0);
         let v: Value = serde_json::from_str(&l.to_json()).unwrap();
         assert_eq!(v["type"], "interval");
         assert_eq!(v["lost_events"], 2);
+    }
+
+    #[test]
+    fn summary_shows_only_the_traced_directions_counters() {
+        let c = correlator();
+        let hook = |point| PointPlan {
+            point,
+            kind: None,
+            family: None,
+            hooks: vec![],
+            reason: None,
+            alternatives: vec![],
+        };
+        let only = |points: &[&'static str]| {
+            Summary::build(
+                Duration::from_secs(1),
+                &c,
+                KernelCounters::default(),
+                0,
+                &points.iter().map(|p| hook(p)).collect::<Vec<_>>(),
+                10,
+                false,
+            )
+            .human()
+        };
+        let head = |h: &str| {
+            h.lines()
+                .find(|l| l.starts_with("Trace:"))
+                .unwrap()
+                .to_string()
+        };
+        let rx = only(&["rx_netif", "rx_read"]);
+        assert!(head(&rx).contains("RX 1 packets 1 reads"), "{rx}");
+        assert!(!head(&rx).contains("TX"), "{rx}");
+        assert!(!rx.contains("TX accounting"), "{rx}");
+        let tx = only(&["tx_send", "tx_done"]);
+        assert!(head(&tx).contains("TX 0 packets 0 tcp writes"), "{tx}");
+        assert!(!head(&tx).contains("RX"), "{tx}");
+        assert!(tx.contains("TX accounting: tcp writes 0"), "{tx}");
+        assert!(!tx.contains("\nAccounting:"), "{tx}");
     }
 
     #[test]

@@ -1118,7 +1118,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
                 ..counters_now(&skel, in_flight, (stale, backlog_stale))
             };
             let cur = IntervalReport::new(started.elapsed(), &corr.stats, &k);
-            let line = cur.delta(&last, args.interval);
+            let line = cur.delta(&last, args.interval).traced(want_rx, want_tx);
             if args.json {
                 writeln!(out, "{}", line.to_json())?;
             } else {

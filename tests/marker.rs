@@ -188,6 +188,9 @@ fn relay_delay_is_measured_for_every_interval() {
     let s = lines.last().expect("live summary");
     assert_eq!(s["type"], "summary", "{live_out}");
     assert_eq!(markers(&lines).len() as u64, 2 * N, "{live_out}");
+    // Each interval once, each sighting (interval x point) once.
+    assert_eq!(s["intervals"], N, "{s}");
+    assert_eq!(s["seen"], 2 * N, "{s}");
     let pair = &s["pairs"][0];
     assert_eq!(pair["from"], pa.as_str(), "{s}");
     assert_eq!(pair["count"], N, "{s}");

@@ -131,10 +131,13 @@ fn prometheus_scrapes_serve_and_answers_like_trace() {
     // Prometheus has scraped at least once before the traffic.
     let deadline = Instant::now() + Duration::from_secs(20);
     let before = loop {
-        if let Some(v) = first_value(&query(&prom.addr, "sum(packets_count)")) {
+        if let Some(v) = first_value(&query(&prom.addr, "sum(netstack_lat_packets_total)")) {
             break v;
         }
-        assert!(Instant::now() < deadline, "packets_count never scraped");
+        assert!(
+            Instant::now() < deadline,
+            "netstack_lat_packets_total never scraped"
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
 
@@ -142,10 +145,10 @@ fn prometheus_scrapes_serve_and_answers_like_trace() {
     // Two scrapes after the last read.
     std::thread::sleep(Duration::from_millis(2500));
 
-    let after = first_value(&query(&prom.addr, "sum(packets_count)")).unwrap();
+    let after = first_value(&query(&prom.addr, "sum(netstack_lat_packets_total)")).unwrap();
     assert!(
         after >= before + K as f64,
-        "packets_count rose from {before} to {after}"
+        "netstack_lat_packets_total rose from {before} to {after}"
     );
     let median = first_value(&query(
         &prom.addr,
@@ -214,8 +217,17 @@ fn concurrent_scrapes_answer_whole_and_never_show_payload() {
     });
     for (status, body) in &bodies {
         assert_eq!(*status, 200);
-        assert!(body.trim_end().ends_with("# EOF"), "a whole exposition");
-        assert!(body.contains("packets_count{direction=\"rx\"}"), "{body}");
+        // Without an Accept header: the classic text format, whole (trace's last family
+        // comes last).
+        let last = body.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("netstack_lat_events_per_second "),
+            "a whole exposition: {body}"
+        );
+        assert!(
+            body.contains("netstack_lat_packets_total{direction=\"rx\"}"),
+            "{body}"
+        );
         assert!(
             body.contains("sport="),
             "per-connection series asked for: {body}"
@@ -227,4 +239,181 @@ fn concurrent_scrapes_answer_whole_and_never_show_payload() {
     tool.signal(libc::SIGTERM);
     let (code, _, _) = tool.finish(Duration::from_secs(20));
     assert_eq!(code, Some(0));
+}
+
+/// `promtool check metrics` on one exposition: any complaint (invalid format or a lint
+/// problem) fails the test. promtool is part of the test's tools (scripts/deps.sh
+/// installs it), so a missing promtool fails too instead of passing unchecked.
+fn promtool_check(what: &str, body: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool: {e} (install it with scripts/deps.sh)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics on {what}: {said}\n--- exposition ---\n{body}"
+    );
+}
+
+/// Every family once: promtool does not catch a family split in two blocks.
+fn assert_one_block_per_family(what: &str, body: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for l in body.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = l.split_whitespace().nth(2).unwrap_or("");
+        assert!(seen.insert(name), "{what}: family {name} repeated:\n{body}");
+    }
+}
+
+/// Scrape `listen` (after the exporter's next publish) and check it.
+fn scrape_and_check(what: &str, listen: &str, must_have: &[&str]) {
+    // Parts publish once a second.
+    std::thread::sleep(Duration::from_millis(1300));
+    let (status, body) = get(listen, "/metrics");
+    assert_eq!(status, 200, "{what}: {body}");
+    for name in must_have {
+        assert!(body.contains(name), "{what}: no {name} in:\n{body}");
+    }
+    assert_one_block_per_family(what, &body);
+    promtool_check(what, &body);
+}
+
+/// UDP both ways of the veth and a TCP exchange, so RX, TX, softirq and netfilter all
+/// have series.
+fn some_traffic(t: &Topo, port: u16) {
+    udp_exchange(t, &t.server(false, port), 10, 5);
+    delayed_exchange(t, "tcp", &t.server(false, port), 10, 0, 5);
+}
+
+fn stop_ok(p: Proc, what: &str) {
+    p.signal(libc::SIGINT);
+    let (code, _, err) = p.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{what}: {err}");
+}
+
+#[test]
+fn serve_exposition_passes_promtool() {
+    if !root_or_skip("serve_exposition_passes_promtool") {
+        return;
+    }
+    let _stats = BpfStats::enable();
+    let t = Topo::new();
+    let nb = t.netns_path(&t.b);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let p = tool(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--netns",
+        &nb,
+        "--port",
+        "9132",
+        "--per-connection-top",
+        "3",
+    ]);
+    some_traffic(&t, 9132);
+    scrape_and_check(
+        "serve",
+        &listen,
+        &[
+            "netstack_lat_span_latency_seconds_bucket",
+            "netstack_lat_connection_span_latency_seconds_bucket",
+            "netstack_lat_softirq_runs_total",
+            "netstack_lat_netfilter_verdicts_total",
+            "netstack_lat_bpf_runs_total{part=\"softirq\"",
+            "netstack_lat_bpf_runs_total{part=\"netfilter\"",
+            "netstack_lat_bpf_runs_total{part=\"trace\"",
+            "netstack_lat_part_up",
+        ],
+    );
+    stop_ok(p, "serve");
+}
+
+#[test]
+fn command_expositions_pass_promtool() {
+    if !root_or_skip("command_expositions_pass_promtool") {
+        return;
+    }
+    let t = Topo::new();
+    let nb = t.netns_path(&t.b);
+    for (cmd, port, must) in [
+        ("trace", 9133, "netstack_lat_span_latency_seconds_bucket"),
+        ("softirq", 9134, "netstack_lat_softirq_runs_total"),
+        ("netfilter", 9135, "netstack_lat_netfilter_seconds_bucket"),
+    ] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![cmd, "--prometheus", &listen];
+        // softirq has no namespace filter: it counts every CPU's softirqs.
+        if cmd != "softirq" {
+            args.extend(["--netns", &nb]);
+        }
+        let p = tool(&args);
+        some_traffic(&t, port);
+        scrape_and_check(&format!("{cmd} --prometheus"), &listen, &[must]);
+        stop_ok(p, cmd);
+    }
+}
+
+#[test]
+fn marker_exposition_passes_promtool() {
+    if !root_or_skip("marker_exposition_passes_promtool") {
+        return;
+    }
+    const N: &str = "10";
+    let t = Topo::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let pa = format!("{}:egress@{}", t.va, t.a);
+    let p = tool(&[
+        "marker",
+        "--iface",
+        &pa,
+        "--port",
+        "9136",
+        "--json",
+        "--prometheus",
+        &listen,
+    ]);
+    let src_addr = t.server(false, 9136).replace(&t.b4, &t.a4);
+    let mut src = load_in(
+        &t.a,
+        &[
+            "sse-source",
+            "--bind",
+            &src_addr,
+            "--count",
+            N,
+            "--interval-ms",
+            "20",
+        ],
+    );
+    wait_ready(&mut src);
+    let (code, _, err) = load_in(&t.b, &["sse-client", "--to", &src_addr, "--count", N])
+        .finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "sse-client: {err}");
+    let (code, _, err) = src.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "sse-source: {err}");
+    scrape_and_check(
+        "marker --prometheus",
+        &listen,
+        &[
+            &format!("netstack_lat_marker_seen_total{{point=\"{pa}\"}} {N}"),
+            &format!("netstack_lat_marker_intervals_total {N}"),
+        ],
+    );
+    stop_ok(p, "marker");
 }

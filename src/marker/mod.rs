@@ -75,6 +75,10 @@ pub struct Book {
     labels: Vec<String>,
     first: Vec<BTreeMap<u64, Sighting>>,
     pub stats: Vec<PointStats>,
+    /// Distinct intervals over all points: a first sighting at one point of an id that no
+    /// other point holds within the window. With two points, `seen` summed over the points
+    /// is twice this, which is why both are kept.
+    pub intervals: u64,
     /// Latencies of each pair as they complete, for Prometheus.
     pair_hist: Vec<PromHist>,
     window_ns: u64,
@@ -87,6 +91,7 @@ impl Book {
             labels,
             first: vec![BTreeMap::new(); n],
             stats: vec![PointStats::default(); n],
+            intervals: 0,
             pair_hist: vec![PromHist::default(); n.saturating_sub(1)],
             window_ns: window.as_nanos().min(u128::from(u64::MAX)) as u64,
         }
@@ -109,6 +114,14 @@ impl Book {
             },
         );
         self.stats[point].seen += 1;
+        let elsewhere = self
+            .first
+            .iter()
+            .enumerate()
+            .any(|(i, m)| i != point && m.contains_key(&f.id));
+        if !elsewhere {
+            self.intervals += 1;
+        }
         // The pairs this sighting may complete: (point-1 -> point) and (point -> point+1).
         for pair in [point.checked_sub(1), Some(point)].into_iter().flatten() {
             if pair >= self.pair_hist.len() {
@@ -189,7 +202,12 @@ impl Book {
             "TCP segments of the chosen ports whose payload was read",
         )
         .with(&[], MValue::Counter(bpf.segments));
-        vec![seen, dup, bad, missed, lat, lost, segs]
+        let intervals = Family::new(
+            "netstack_lat_marker_intervals",
+            "Distinct intervals seen at any capture point (each counted once however many points saw it)",
+        )
+        .with(&[], MValue::Counter(self.intervals));
+        vec![intervals, seen, dup, bad, missed, lat, lost, segs]
     }
 }
 
@@ -253,7 +271,7 @@ pub fn summary_json(
         .collect();
     json!({
         "type": "summary", "duration_s": secs,
-        "seen": total.seen, "duplicates": total.duplicates,
+        "intervals": book.intervals, "seen": total.seen, "duplicates": total.duplicates,
         "unparseable": total.counts.unparseable, "missed": total.counts.missed,
         "gaps": total.counts.gaps,
         "segments": bpf.segments, "bytes": bpf.bytes,
@@ -264,9 +282,12 @@ pub fn summary_json(
 }
 
 fn summary_human(v: &Value, pairs: &[PairSummary]) -> String {
+    // Intervals are counted once; sightings once per point that saw them.
+    let points = v["points"].as_array().map_or(0, |p| p.len());
     let mut s = format!(
-        "{} intervals seen in {:.1}s: {} duplicates, {} unparseable, {} missed in stream gaps; {} segments, {} bytes read, {} events lost, {} bytes past the 64 KiB per segment\n",
-        v["seen"], v["duration_s"].as_f64().unwrap_or(0.0), v["duplicates"], v["unparseable"],
+        "{} intervals seen in {:.1}s ({} sightings at {} point{}): {} duplicates, {} unparseable, {} missed in stream gaps; {} segments, {} bytes read, {} events lost, {} bytes past the 64 KiB per segment\n",
+        v["intervals"], v["duration_s"].as_f64().unwrap_or(0.0), v["seen"], points,
+        if points == 1 { "" } else { "s" }, v["duplicates"], v["unparseable"],
         v["missed"], v["segments"], v["bytes"], v["lost_events"], v["truncated_bytes"]
     );
     for p in v["points"].as_array().into_iter().flatten() {
@@ -688,6 +709,18 @@ mod tests {
         assert!(b.sight(1, &found(1), 31_000));
         assert!(b.sight(1, &found(2), 40_000));
         assert_eq!((b.stats[0].seen, b.stats[0].duplicates), (1, 1));
+        // Interval 1 at both points and interval 2 at one: two intervals, three sightings.
+        assert_eq!(b.intervals, 2);
+        let v = summary_json(&b, &b.pairs(), &BpfCounts::default(), 0, 1.0);
+        assert_eq!(
+            (v["intervals"].as_u64(), v["seen"].as_u64()),
+            (Some(2), Some(3))
+        );
+        let h = summary_human(&v, &[]);
+        assert!(
+            h.starts_with("2 intervals seen in 1.0s (3 sightings at 2 points)"),
+            "{h}"
+        );
         assert_eq!(b.pair_hist[0].count(), 1);
         assert_eq!(b.pair_hist[0].sum_ns, 30_000);
         let pairs = b.pairs();
