@@ -110,6 +110,20 @@ pub fn trace_families(
             "Events received per second over the last interval",
         )
         .with(&[], Value::Gauge(events_per_s)),
+        Family::new(
+            "netstack_lat_tx_in_flight",
+            "Transmit chains in flight now: parked for a qdisc or a completion, or cached between LOCAL_OUT and the driver",
+        )
+        .with(&[("place", "parked")], Value::Gauge(k.tx_parked as f64))
+        .with(&[("place", "cached")], Value::Gauge(k.tx_cached as f64)),
+        Family::new(
+            "netstack_lat_chains_unfinished",
+            "Chains that ended without their later points, by why: rx_evicted (per-CPU cache full), rx_backlog_stale and tx_stale (no later point within 10 s), tx_evicted",
+        )
+        .with(&[("why", "rx_evicted")], Value::Counter(k.rx_evicted))
+        .with(&[("why", "rx_backlog_stale")], Value::Counter(k.rx_backlog_stale))
+        .with(&[("why", "tx_evicted")], Value::Counter(k.tx_evicted))
+        .with(&[("why", "tx_stale")], Value::Counter(k.tx_stale)),
     ]
 }
 

@@ -540,3 +540,117 @@ fn big_tcp_ipv6_lengths_and_no_false_retransmits() {
     drop(t);
     assert_no_new_bpf(&before, "big tcp");
 }
+
+/// `netstack_lat_tx_in_flight{place}` from a /metrics body.
+fn in_flight(body: &str, place: &str) -> Option<f64> {
+    let key = format!("netstack_lat_tx_in_flight{{place=\"{place}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `serve` under mixed traffic for SECS seconds (UDP bursts, short TCP connections, a TBF
+/// qdisc that parks chains): while it runs, chains are in flight; once traffic stops, the
+/// parked and cached TX entries return to zero. `make soak` runs the long version.
+#[test]
+fn serve_in_flight_entries_return_to_zero() {
+    if !root_or_skip("serve_in_flight_entries_return_to_zero") {
+        return;
+    }
+    let secs: u64 = std::env::var("NSL_SERVE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let before = bpf_state();
+    let t = Topo::new();
+    // A TBF on the sender: its chains park for the qdisc.
+    sh(&[
+        "ip", "netns", "exec", &t.a, "tc", "qdisc", "add", "dev", &t.va, "root", "tbf", "rate",
+        "20mbit", "burst", "32kbit", "latency", "400ms",
+    ]);
+    let (na, nb) = (t.netns_path(&t.a), t.netns_path(&t.b));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let serve = tool(&["serve", "--listen", &listen, "--netns", &na, "--netns", &nb]);
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut peak = 0.0f64;
+    let mut round = 0u16;
+    while std::time::Instant::now() < end {
+        let port = 9470 + round % 20;
+        let mut srv = load_in(
+            &t.b,
+            &[
+                "tcp-rr-many-server",
+                "--bind",
+                &t.server(false, port),
+                "--conns",
+                "20",
+            ],
+        );
+        wait_ready(&mut srv);
+        let mut usrv = load_in(
+            &t.b,
+            &[
+                "udp-sink",
+                "--bind",
+                &t.server(false, port + 100),
+                "--seconds",
+                "1.5",
+            ],
+        );
+        wait_ready(&mut usrv);
+        let udp = load_in(
+            &t.a,
+            &[
+                "udp-burst",
+                "--to",
+                &t.server(false, port + 100),
+                "--count",
+                "500",
+                "--burst",
+                "100",
+                "--gap-ms",
+                "5",
+                "--size",
+                "512",
+            ],
+        );
+        let tcp = load_in(
+            &t.a,
+            &[
+                "tcp-rr-many-client",
+                "--to",
+                &t.server(false, port),
+                "--conns",
+                "20",
+            ],
+        );
+        let (_, body) = get(&listen, "/metrics");
+        peak = peak.max(in_flight(&body, "parked").unwrap_or(0.0));
+        for (p, what) in [
+            (tcp, "tcp"),
+            (srv, "tcp server"),
+            (udp, "udp"),
+            (usrv, "udp sink"),
+        ] {
+            let (code, _, err) = p.finish(Duration::from_secs(30));
+            assert_eq!(code, Some(0), "{what}: {err}");
+        }
+        round += 1;
+    }
+    // Traffic stopped: the exporter publishes once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, body) = get(&listen, "/metrics");
+    assert_eq!(status, 200);
+    let parked = in_flight(&body, "parked").expect("tx_in_flight parked");
+    let cached = in_flight(&body, "cached").expect("tx_in_flight cached");
+    assert_eq!(
+        (parked, cached),
+        (0.0, 0.0),
+        "after {round} rounds (peak parked {peak}):\n{body}"
+    );
+    serve.signal(libc::SIGINT);
+    let (code, _, err) = serve.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "serve: {err}");
+    drop(t);
+    assert_no_new_bpf(&before, "serve under mixed traffic");
+}
