@@ -221,7 +221,7 @@ fn concurrent_scrapes_answer_whole_and_never_show_payload() {
         // comes last).
         let last = body.lines().last().unwrap_or("");
         assert!(
-            last.starts_with("netstack_lat_events_per_second "),
+            last.starts_with("netstack_lat_chains_unfinished_total{why=\"tx_stale\"} "),
             "a whole exposition: {body}"
         );
         assert!(
