@@ -654,3 +654,83 @@ fn serve_in_flight_entries_return_to_zero() {
     drop(t);
     assert_no_new_bpf(&before, "serve under mixed traffic");
 }
+
+/// Two senders on two CPUs into one UDP socket: the kernel's per-NUMA receive queue lets
+/// one CPU move the other's datagram to the socket and call sk_data_ready once for both.
+/// The FIFO join must stay aligned: one sample per read, none longer than the reader's
+/// own wait (a misaligned FIFO pairs reads with later datagrams: negative or short waits
+/// would pass, so the count and the upper bound are both checked), and every datagram
+/// whose chain the other CPU could not see is counted.
+#[test]
+fn udp_two_cpus_one_socket() {
+    if !root_or_skip("udp_two_cpus_one_socket") {
+        return;
+    }
+    const K: u64 = 8000;
+    let before = bpf_state();
+    let t = Topo::new();
+    let netns = t.netns_path(&t.b);
+    let tr = tool(&["trace", "--netns", &netns, "--port", "9480", "--json"]);
+    let mut srv = load_in(
+        &t.b,
+        &[
+            "udp-stamp-recv",
+            "--bind",
+            &t.server(false, 9480),
+            "--count",
+            &K.to_string(),
+            "--rcvbuf",
+            "8000000",
+        ],
+    );
+    wait_ready(&mut srv);
+    let to = t.server(false, 9480);
+    let senders: Vec<Proc> = (0..2)
+        .map(|cpu| {
+            let child = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &t.a,
+                    "taskset",
+                    "-c",
+                    &cpu.to_string(),
+                    LOAD,
+                ])
+                .args(["udp-burst", "--to", &to, "--count", &(K / 2).to_string()])
+                .args(["--burst", "200", "--gap-ms", "2"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("sender");
+            Proc {
+                child,
+                what: format!("sender on CPU {cpu}"),
+                out: None,
+            }
+        })
+        .collect();
+    for s in senders {
+        finish_json(s, "udp-burst");
+    }
+    let got = finish_json(srv, "udp-stamp-recv");
+    let v = stop_summary(tr);
+    assert_eq!(u(&got, "reads"), K);
+    assert_eq!(span_count(&v, "rx_sockq->rx_read"), K, "{}", v["kernel"]);
+    let max = span_u(&v, "rx_sockq->rx_read", "max_ns");
+    let truth = u(&got, "max_wait_ns");
+    assert!(
+        max <= truth + 2_000_000,
+        "rx_sockq->rx_read max {max} ns vs the reader's own {truth} ns: {}",
+        v["kernel"]
+    );
+    let full = span_count(&v, "rx_netif->rx_read");
+    let k = &v["kernel"];
+    let unjoined = k["sockq_unjoined"].as_u64().unwrap_or(0);
+    assert!(
+        full + unjoined >= K,
+        "{full} full chains and {unjoined} counted without their skb, of {K}: {k}"
+    );
+    drop(t);
+    assert_no_new_bpf(&before, "udp two cpus");
+}
