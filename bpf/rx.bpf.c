@@ -59,6 +59,12 @@ struct drv_cache {
 	__u64 cur_skb;
 	__u32 cur_set;
 	__u32 cur_way;
+	/* The segment tcp_probe last took from a backlog here, and where its chain is: apart
+	 * from cur, since softirq or the NAPI thread can run between the reader's tcp_probe
+	 * and its sk_data_ready. */
+	__u64 bl_skb;
+	__u32 bl_set;
+	__u32 bl_way;
 	/* The last TCP data reported queued here: a second sk_data_ready for it (kTLS, psock
 	 * wrappers) is not new data. */
 	__u64 last_q_sk;
@@ -445,9 +451,9 @@ static __always_inline void on_tcp_segment(const void *skbp)
 		}
 		s->ev.flags &= ~CHAIN_HANDED_OVER;
 		s->ev.flags |= CHAIN_FROM_BACKLOG;
-		drv->cur_skb = skb;
-		drv->cur_set = set;
-		drv->cur_way = s == &st->w[0] ? 0 : 1;
+		drv->bl_skb = skb;
+		drv->bl_set = set;
+		drv->bl_way = s == &st->w[0] ? 0 : 1;
 	}
 	if (!bpf_map_delete_elem(&rx_backlog, &skb))
 		__sync_fetch_and_sub(&backlog_n, 1);
@@ -463,6 +469,18 @@ static __always_inline void on_nf_mid(const void *skb, int i)
 		s->ev.nf_mid[i & 1] = bpf_ktime_get_ns();
 }
 
+/* Is `s` the skb whose data sk_data_ready announces for this socket? */
+static __always_inline bool sockq_takes(struct rx_slot *s, __u16 proto, __u16 num, __u16 dport,
+					__u32 rcv_nxt)
+{
+	return s && s->state == SLOT_PASS && s->ev.ts[RX_TRANSPORT] && s->ev.flow.proto == proto &&
+	       s->ev.flow.dport == num && (!dport || s->ev.flow.sport == bpf_ntohs(dport)) &&
+	       (proto != IPPROTO_TCP || s->ev.seq_end == rcv_nxt ||
+		/* The backlog merges a segment into the one before it (skb_try_coalesce):
+		 * the merged skb is queued as one, as GRO's are. */
+		((s->ev.flags & CHAIN_FROM_BACKLOG) && (int)(rcv_nxt - s->ev.seq_end) > 0));
+}
+
 /* sk_data_ready: emit the chain joined to its socket, and mark the socket for rx_read.
  * `typed`: sk is the hook's BTF argument (see sock_id). */
 static __always_inline void on_sockq(const void *sk, bool typed)
@@ -475,8 +493,8 @@ static __always_inline void on_sockq(const void *sk, bool typed)
 	struct flow sf = {};
 	void *rb;
 	__u32 rcv_nxt = 0, netns;
-	__u16 proto, dport;
-	__u64 id;
+	__u16 proto, dport, num;
+	__u64 id, skb;
 
 	/* A listener's data_ready announces a connection to accept, not data. */
 	if (!inet_l4_sock(sko) || RD(sko, __sk_common.skc_state) == TCP_LISTEN)
@@ -490,15 +508,17 @@ static __always_inline void on_sockq(const void *sk, bool typed)
 	dport = RD(sko, __sk_common.skc_dport);
 	id = sock_id(sk, as_scalar(drv, sk), typed);
 
-	/* The usual case: the skb that last passed rx_transport here is the one queued. */
+	num = RD(sko, __sk_common.skc_num);
+	/* The usual case: the skb that last passed rx_transport here is the one queued; else
+	 * a reader's, taken from the backlog by tcp_probe. */
 	s = drv->cur_skb ? slot_at(drv->cur_set, drv->cur_way, drv->cur_skb) : NULL;
-	if (s && s->state == SLOT_PASS && s->ev.ts[RX_TRANSPORT] && s->ev.flow.proto == proto &&
-	    s->ev.flow.dport == RD(sko, __sk_common.skc_num) &&
-	    (!dport || s->ev.flow.sport == bpf_ntohs(dport)) &&
-	    (proto != IPPROTO_TCP || s->ev.seq_end == rcv_nxt ||
-	     /* The backlog merges a segment into the one before it (skb_try_coalesce):
-	      * the merged skb is queued as one, as GRO's are. */
-	     ((s->ev.flags & CHAIN_FROM_BACKLOG) && (int)(rcv_nxt - s->ev.seq_end) > 0))) {
+	if (!sockq_takes(s, proto, num, dport, rcv_nxt)) {
+		s = drv->bl_skb ? slot_at(drv->bl_set, drv->bl_way, drv->bl_skb) : NULL;
+		if (!sockq_takes(s, proto, num, dport, rcv_nxt))
+			s = NULL;
+	}
+	if (s) {
+		skb = s->ev.skb;
 		s->ev.ts[RX_SOCKQ] = now;
 		s->ev.sk = id;
 		s->ev.seq_end = rcv_nxt;
@@ -510,7 +530,10 @@ static __always_inline void on_sockq(const void *sk, bool typed)
 		}
 		emit(&s->ev, sizeof(s->ev));
 		s->state = SLOT_EMPTY;
-		drv->cur_skb = 0;
+		if (drv->cur_skb == skb)
+			drv->cur_skb = 0;
+		if (drv->bl_skb == skb)
+			drv->bl_skb = 0;
 		drv->last_q_sk = id;
 		drv->last_q_seq = rcv_nxt;
 		sock_mark(drv, id);

@@ -43,12 +43,14 @@ const volatile __s64 sys_nr[5] = {-1, -1, -1, -1, -1};
 
 struct tx_cache {
 	struct tx_chain_event e[TX_CACHE];
-	/* The thread whose send syscall started last on this CPU, when, which syscall, and the
-	 * socket its fd names (a write to a file names none: no datagram will match). */
+	/* The thread whose send syscall started last on this CPU, when, which syscall, its fd,
+	 * and the socket that fd names: looked up by the call's first datagram, so TCP sends
+	 * never pay for it (0 = not yet; a file names no socket a datagram has). */
 	__u64 sys_pid_tgid;
 	__u64 sys_ts;
 	__u64 sys_sk;
 	__s64 sys_id;
+	__s64 sys_fd;
 	/* The socket and send call (its entry time) of the write that started last on this
 	 * CPU: the later tcp_sendmsg_locked calls of a large write skip the hash lookup. */
 	__u64 writing_sk;
@@ -214,8 +216,8 @@ static __always_inline __u64 fd_sock(struct tx_cache *c, long fd)
 	return sock ? (__u64)BPF_CORE_READ(sock, sk) : 0;
 }
 
-/* raw_syscalls:sys_enter: remember when this thread's send syscall started, and on which
- * socket. `fd`: the syscall's first argument (every send syscall's descriptor). */
+/* raw_syscalls:sys_enter: remember when this thread's send syscall started, and its
+ * descriptor. `fd`: the syscall's first argument (every send syscall's descriptor). */
 static __always_inline void on_sys_enter(long id, long fd)
 {
 	struct tx_cache *c;
@@ -229,7 +231,8 @@ static __always_inline void on_sys_enter(long id, long fd)
 	c->sys_pid_tgid = bpf_get_current_pid_tgid();
 	c->sys_ts = bpf_ktime_get_ns();
 	c->sys_id = id;
-	c->sys_sk = fd_sock(c, fd);
+	c->sys_fd = fd;
+	c->sys_sk = 0;
 }
 
 /* tcp_sendmsg_locked runs once per skb a write fills: the first call of a write reports it.
@@ -378,10 +381,10 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 	skp = tx_scalar(c, sk);
 	/* UDP goes out inside the send call: the sender is the current task, if it is the
 	 * thread whose send syscall armed the slot, on this datagram's socket. */
-	id = f.proto == IPPROTO_UDP && c->sys_ts && skp && c->sys_sk == skp
-		 ? current_pid_tgid(in_nf)
-		 : 0;
-	task = id && c->sys_pid_tgid == id;
+	id = f.proto == IPPROTO_UDP && c->sys_ts && skp ? current_pid_tgid(in_nf) : 0;
+	if (id && id == c->sys_pid_tgid && !c->sys_sk)
+		c->sys_sk = fd_sock(c, c->sys_fd);
+	task = id && id == c->sys_pid_tgid && c->sys_sk == skp;
 	if (f.proto == IPPROTO_UDP && (f_tgid || f_comm_set || f_cgroup) &&
 	    (!task || !task_wanted_in(id >> 32, in_nf))) {
 		count(CNT_TX_FILTERED);

@@ -118,7 +118,7 @@ pub fn trace_families(
         .with(&[("place", "cached")], Value::Gauge(k.tx_cached as f64)),
         Family::new(
             "netstack_lat_chains_unfinished",
-            "Chains that ended without their later points, by why: rx_evicted (per-CPU cache full), rx_backlog_stale and tx_stale (no later point within 10 s), tx_evicted",
+            "Chains that ended without their later points, by why: rx_evicted (per-CPU cache full), rx_backlog_stale and tx_stale (no later point within 1 s and 10 s), tx_evicted",
         )
         .with(&[("why", "rx_evicted")], Value::Counter(k.rx_evicted))
         .with(&[("why", "rx_backlog_stale")], Value::Counter(k.rx_backlog_stale))

@@ -401,7 +401,7 @@ pub struct KernelCounters {
     /// Parked TX chains removed unfinished after STALE_NS: their skb left unseen.
     pub tx_stale: u64,
     /// RX chains handed to the TCP backlog that no CPU took up (the backlog merged or
-    /// dropped their segment), removed after STALE_NS.
+    /// dropped their segment), removed after BACKLOG_STALE_NS.
     pub rx_backlog_stale: u64,
     /// RX chains of TCP segments that waited in a socket's backlog: handed over, and taken
     /// up again where the backlog was processed.
@@ -431,8 +431,12 @@ fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
     }
 }
 
-/// Remove chains handed over to the TCP backlog that no CPU took up within STALE_NS (the
-/// backlog merged or dropped their segment): BPF looks them up while any are left.
+/// A backlog is processed when its reader releases the socket, within milliseconds: a
+/// handed-over chain older than this was merged into the segment before it, or dropped.
+const BACKLOG_STALE_NS: u64 = 1_000_000_000;
+
+/// Remove chains handed over to the TCP backlog that no CPU took up within
+/// BACKLOG_STALE_NS: while any are left, every TCP segment pays BPF a lookup.
 fn sweep_backlog(skel: &mut RxSkel<'_>, now: u64) -> u64 {
     let mut removed = 0;
     let keys: Vec<Vec<u8>> = skel.maps.rx_backlog.keys().collect();
@@ -445,7 +449,8 @@ fn sweep_backlog(skel: &mut RxSkel<'_>, now: u64) -> u64 {
             continue;
         }
         let last = e.ts.iter().copied().max().unwrap_or(0);
-        if now.saturating_sub(last) > STALE_NS && skel.maps.rx_backlog.delete(&key).is_ok() {
+        if now.saturating_sub(last) > BACKLOG_STALE_NS && skel.maps.rx_backlog.delete(&key).is_ok()
+        {
             removed += 1;
             if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
                 // SAFETY: the mmapped .bss word BPF updates with atomic adds.

@@ -55,13 +55,34 @@ fn batched_receiver(t: &Topo) -> Proc {
     xdp
 }
 
-/// NAPI polls of `dev` that took more than one packet, from netstack-lat softirq's summary.
+/// A UDP reader in `b` on `port` that reports each read's wait since the kernel's stamp.
+fn stamp_recv(t: &Topo, port: u16, count: u64, rcvbuf: u64) -> Proc {
+    let (k, buf) = (count.to_string(), rcvbuf.to_string());
+    let to = t.server(false, port);
+    let mut p = load_in(
+        &t.b,
+        &[
+            "udp-stamp-recv",
+            "--bind",
+            &to,
+            "--count",
+            &k,
+            "--rcvbuf",
+            &buf,
+        ],
+    );
+    wait_ready(&mut p);
+    p
+}
+
+/// NAPI polls of `dev` that took more than one packet, from netstack-lat softirq's summary
+/// (its per-CPU rows and their total alike: only whether any did matters).
 fn multi_packet_polls(v: &Value, dev: &str) -> u64 {
     v["napi"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|r| r["dev"] == dev && r["cpu"] == "all")
+        .filter(|r| r["dev"] == dev)
         .filter_map(|r| r["batch"]["buckets"].as_array())
         .flat_map(|b| b.iter().skip(2).filter_map(Value::as_u64))
         .sum()
@@ -81,19 +102,7 @@ fn batched_receive_keeps_every_chain() {
     let netns = t.netns_path(&t.b);
     let sirq = tool(&["softirq", "--json"]);
     let tr = tool(&["trace", "--netns", &netns, "--port", "9411", "--json"]);
-    let mut srv = load_in(
-        &t.b,
-        &[
-            "udp-stamp-recv",
-            "--bind",
-            &t.server(false, 9411),
-            "--count",
-            &K.to_string(),
-            "--rcvbuf",
-            "4000000",
-        ],
-    );
-    wait_ready(&mut srv);
+    let srv = stamp_recv(&t, 9411, K, 4000000);
     let cli = load_in(
         &t.a,
         &[
@@ -139,37 +148,7 @@ fn batched_receive_keeps_every_chain() {
 
     // A bulk TCP stream through the same receiver: every data skb read has its full chain.
     let tr = tool(&["trace", "--netns", &netns, "--port", "9412", "--json"]);
-    let mut srv = load_in(
-        &t.b,
-        &[
-            "tcp-recv",
-            "--bind",
-            &t.server(false, 9412),
-            "--count",
-            "2000",
-            "--msg-size",
-            "8192",
-        ],
-    );
-    wait_ready(&mut srv);
-    let cli = load_in(
-        &t.a,
-        &[
-            "tcp-send",
-            "--to",
-            &t.server(false, 9412),
-            "--count",
-            "2000",
-            "--size",
-            "8192",
-            "--interval-ms",
-            "0",
-        ],
-    );
-    let (code, _, err) = cli.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "tcp-send: {err}");
-    let (code, _, err) = srv.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "tcp-recv: {err}");
+    tcp_stream(&t, &t.server(false, 9412), 2000, 8192, 0);
     let v = stop_summary(tr);
     let read = span_count(&v, "rx_sockq->rx_read");
     let full = span_count(&v, "rx_netif->rx_read");
@@ -185,7 +164,7 @@ fn batched_receive_keeps_every_chain() {
         "the reader held the socket, yet no chain came back from the backlog: {k}"
     );
     assert!(
-        full * 10 >= read * 8 && full + unjoined + 16 >= read,
+        full * 5 >= read * 4 && full + unjoined + 16 >= read,
         "{full} full chains, {unjoined} unjoined, of {read} reads of data: {k}"
     );
     drop(_xdp);
@@ -480,36 +459,7 @@ fn big_tcp_ipv6_lengths_and_no_false_retransmits() {
     let tr = tool(&[
         "trace", "--netns", &na, "--netns", &nb, "--port", "9460", "--json",
     ]);
-    let (n, size) = (N.to_string(), SIZE.to_string());
-    let mut srv = load_in(
-        &t.b,
-        &[
-            "tcp-recv",
-            "--bind",
-            &t.server(true, 9460),
-            "--count",
-            &n,
-            "--msg-size",
-            &size,
-        ],
-    );
-    wait_ready(&mut srv);
-    let cli = load_in(
-        &t.a,
-        &[
-            "tcp-send",
-            "--to",
-            &t.server(true, 9460),
-            "--count",
-            &n,
-            "--size",
-            &size,
-        ],
-    );
-    let (code, _, err) = cli.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "tcp-send: {err}");
-    let (code, _, err) = srv.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "tcp-recv: {err}");
+    tcp_stream(&t, &t.server(true, 9460), N, SIZE, 0);
     let v = stop_summary(tr);
     let row = |dir: &str| {
         v["connections"]
@@ -671,19 +621,7 @@ fn udp_two_cpus_one_socket() {
     let t = Topo::new();
     let netns = t.netns_path(&t.b);
     let tr = tool(&["trace", "--netns", &netns, "--port", "9480", "--json"]);
-    let mut srv = load_in(
-        &t.b,
-        &[
-            "udp-stamp-recv",
-            "--bind",
-            &t.server(false, 9480),
-            "--count",
-            &K.to_string(),
-            "--rcvbuf",
-            "8000000",
-        ],
-    );
-    wait_ready(&mut srv);
+    let srv = stamp_recv(&t, 9480, K, 8000000);
     let to = t.server(false, 9480);
     let senders: Vec<Proc> = (0..2)
         .map(|cpu| {

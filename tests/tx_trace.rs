@@ -433,37 +433,7 @@ fn large_writes(v6: bool) {
         "--events",
     ]);
     let server = t.server(v6, port);
-    let (n, size) = (WRITES.to_string(), SIZE.to_string());
-    let mut srv = load_in(
-        &t.b,
-        &[
-            "tcp-recv",
-            "--bind",
-            &server,
-            "--count",
-            &n,
-            "--msg-size",
-            &size,
-        ],
-    );
-    wait_ready(&mut srv);
-    let cli = load_in(
-        &t.a,
-        &[
-            "tcp-send",
-            "--to",
-            &server,
-            "--count",
-            &n,
-            "--size",
-            &size,
-            "--interval-ms",
-            &PAUSE_MS.to_string(),
-        ],
-    );
-    let (code, cli_out, err) = cli.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "client: {err}");
-    assert_eq!(srv.finish(Duration::from_secs(30)).0, Some(0));
+    let cli_out = tcp_stream(&t, &server, WRITES, SIZE, PAUSE_MS);
     let writes: Vec<u64> = serde_json::from_str::<Value>(cli_out.trim()).unwrap()["writes"]
         .as_array()
         .unwrap()

@@ -591,6 +591,19 @@ fn any_addr(like: &SocketAddr) -> SocketAddr {
     }
 }
 
+/// One message header per buffer, for sendmmsg and recvmmsg.
+fn mmsg_headers(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovs.iter_mut()
+        .map(|iov| {
+            // SAFETY: mmsghdr is plain C data; all-zero is a valid (empty) value.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect()
+}
+
 fn sleep_ms(ms: u64) {
     if ms > 0 {
         thread::sleep(Duration::from_millis(ms));
@@ -887,16 +900,7 @@ fn udp_sink(bind: SocketAddr, seconds: Duration) -> Result<()> {
             iov_len: c.len(),
         })
         .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: mmsghdr is plain C data; all-zero is a valid (empty) value.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
+    let mut hdrs = mmsg_headers(&mut iovs);
 
     ready()?;
     let ready_at = Instant::now();

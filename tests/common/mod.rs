@@ -433,6 +433,45 @@ pub fn delayed_exchange(
     assert_eq!(code, Some(0), "{recv} got all {count}: {err}");
 }
 
+/// `count` TCP messages of `size` bytes from `a` to `server` in `b`, `interval_ms` apart,
+/// each read whole by the server; both ends must finish cleanly. Returns the client's
+/// stdout (its JSON line).
+pub fn tcp_stream(t: &Topo, server: &str, count: u64, size: u64, interval_ms: u64) -> String {
+    let (n, sz, gap) = (count.to_string(), size.to_string(), interval_ms.to_string());
+    let mut srv = load_in(
+        &t.b,
+        &[
+            "tcp-recv",
+            "--bind",
+            server,
+            "--count",
+            &n,
+            "--msg-size",
+            &sz,
+        ],
+    );
+    wait_ready(&mut srv);
+    let cli = load_in(
+        &t.a,
+        &[
+            "tcp-send",
+            "--to",
+            server,
+            "--count",
+            &n,
+            "--size",
+            &sz,
+            "--interval-ms",
+            &gap,
+        ],
+    );
+    let (code, out, err) = cli.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "tcp-send: {err}");
+    let (code, _, err) = srv.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "tcp-recv: {err}");
+    out
+}
+
 /// Three namespaces in a line, `a` - `b` - `c`, each link a veth pair: a source, a relay
 /// and a client. Dropping it deletes the namespaces and with them the veths.
 pub struct Line3 {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::{any_addr, emit, payload, ready, sleep_ms};
+use super::{any_addr, emit, mmsg_headers, payload, ready, sleep_ms};
 
 /// Attach a native XDP_PASS program to `dev` (in this namespace) and hold it for `seconds`;
 /// the link goes with the process.
@@ -405,16 +405,7 @@ pub fn udp_mixed_send(to: SocketAddr, rounds: u64, batch: usize, file: &str) -> 
                 iov_len: data.len(),
             })
             .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: plain C data; zero is valid.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
+        let mut hdrs = mmsg_headers(&mut iovs);
         // SAFETY: hdrs point at live iovecs over `data`.
         let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), batch as u32, 0) };
         if n != batch as i32 {
