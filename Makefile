@@ -46,6 +46,7 @@ static: deps
 
 bench: deps build
 	bash scripts/bench.sh
+	bash scripts/bench-netns.sh
 
 lint:
 	$(CARGO) fmt --check

@@ -26,8 +26,7 @@ const volatile __u16 f_port = 0;
 const volatile __u8 f_proto = 0;
 const volatile __u8 f_family = 0;
 const volatile __u32 f_ifindex = 0;
-#define MAX_NETNS 4
-const volatile __u32 f_netns[MAX_NETNS] = {}; /* inodes; f_netns[0] == 0: any */
+const volatile __u8 f_netns_on = 0; /* 1: only the namespaces in netns_want */
 const volatile __u8 f_cidr_family = 0;
 const volatile __u8 f_cidr_len = 0;
 const volatile __u8 f_cidr_addr[16] = {};
@@ -210,11 +209,20 @@ static __always_inline bool flow_wanted(const struct flow *f)
 	return true;
 }
 
+/* The namespaces of --netns, by inode; filled by Rust after load (a node has hundreds). */
+#define MAX_NETNS 4096
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_NETNS);
+	__type(key, __u32);
+	__type(value, __u8);
+} netns_want SEC(".maps");
+
 static __always_inline bool netns_wanted(__u32 ns)
 {
-	if (!f_netns[0])
+	if (!f_netns_on)
 		return true;
-	return ns == f_netns[0] || ns == f_netns[1] || ns == f_netns[2] || ns == f_netns[3];
+	return bpf_map_lookup_elem(&netns_want, &ns) != NULL;
 }
 
 /*

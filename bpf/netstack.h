@@ -364,6 +364,17 @@ enum counter {
 	CNT_MAX = 16,
 };
 
+/* ---- namespaces (nswatch.bpf.c): one record per network namespace a task is in ---- */
+
+/* A task iterator's record: a namespace seen for the first time in this pass, and a
+ * thread in it (a thread may sit in another namespace than its process). */
+struct ns_task {
+	__u32 inum; /* the namespace's inode */
+	__u32 tgid;
+	__u32 pid;
+	__u32 _pad_ns;
+};
+
 /* ---- marker (marker.bpf.c): TCP payload bytes of the chosen ports, seen at TC ---- */
 
 #define MARKER_POINTS 8	   /* capture points (interface + direction) one run attaches */

@@ -502,7 +502,10 @@ fn frontend(events: u64, prometheus: bool) -> Result<()> {
         let t = Instant::now();
         let x = crate::metrics::Exporter::new();
         let k = crate::trace::KernelCounters::default();
-        x.publish("trace", crate::export::trace_families(&corr, &k, 0.0, 0));
+        x.publish(
+            "trace",
+            crate::export::trace_families(&corr, &k, 0.0, 0, &Default::default()),
+        );
         let text = x.render();
         out["render_seconds"] = json!(t.elapsed().as_secs_f64());
         out["exposition_bytes"] = json!(text.len());

@@ -49,6 +49,7 @@ skeleton!(signals);
 skeleton!(drops);
 skeleton!(marker);
 skeleton!(xdp_pass);
+skeleton!(nswatch);
 
 // SAFETY: plain C structs of integers and byte arrays generated from bpf/netstack.h;
 // every bit pattern is a valid value.
@@ -72,3 +73,4 @@ unsafe impl plain::Plain for signals::types::sig_sock {}
 unsafe impl plain::Plain for signals::types::sig_qdisc {}
 unsafe impl plain::Plain for marker::types::marker_event {}
 unsafe impl plain::Plain for marker::types::marker_hdr {}
+unsafe impl plain::Plain for nswatch::types::ns_task {}

@@ -310,9 +310,9 @@ pub struct PacketFilterArgs {
     /// Only packets received or sent on this interface (name, in the namespace of --netns)
     #[arg(long)]
     pub iface: Option<String>,
-    /// Work in this network namespace (e.g. /run/netns/NAME) instead of the current one;
-    /// repeat for up to 4 (e.g. a client's and a server's)
-    #[arg(long)]
+    /// Only this network namespace (/run/netns/NAME, a bare NAME, or /proc/PID/ns/net);
+    /// repeatable. Default: every namespace of the host, including ones created later
+    #[arg(long, value_parser = parse_netns)]
     pub netns: Vec<PathBuf>,
     /// Only this transport protocol
     #[arg(long, value_enum)]
@@ -482,6 +482,14 @@ impl Cidr {
         }
         b
     }
+}
+
+/// `--netns`: a path, or a bare name under /run/netns.
+pub fn parse_netns(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty: give /run/netns/NAME, a bare NAME, or /proc/PID/ns/net".into());
+    }
+    Ok(crate::netns::given_path(std::ffi::OsStr::new(s)))
 }
 
 pub fn parse_cidr(s: &str) -> Result<Cidr, String> {

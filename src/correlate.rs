@@ -153,6 +153,8 @@ pub struct Owner {
 #[derive(Debug, Default)]
 pub struct Conn {
     pub owner: Option<Owner>,
+    /// Network namespace inode (the first one seen; 0 while unknown).
+    pub netns: u32,
     pub packets: u64,
     pub bytes: u64,
     pub spans: BTreeMap<SpanId, Hist>,
@@ -241,6 +243,8 @@ pub struct Timeline {
     pub flags: Vec<&'static str>,
     /// The skb's kernel address (as pwru and bpftrace print it); 0 when not known.
     pub skb: u64,
+    /// Network namespace inode where it passed; 0 when not known.
+    pub netns: u32,
 }
 
 pub struct Limits {
@@ -326,6 +330,9 @@ impl Correlator {
             return None;
         }
         let c = self.conns.entry(key).or_default();
+        if c.netns == 0 {
+            c.netns = place.1;
+        }
         if let Some(o) = owner {
             c.owner = Some(*o);
         }
@@ -358,6 +365,7 @@ impl Correlator {
         flow: Flow,
         owner: Option<Owner>,
         payload: u32,
+        netns: u32,
     ) {
         if let Some(t) = self.timelines.as_mut() {
             t.push(Timeline {
@@ -374,6 +382,7 @@ impl Correlator {
                 payload,
                 flags: Vec::new(),
                 skb: 0,
+                netns,
             });
         }
     }
@@ -426,7 +435,7 @@ impl Correlator {
         let data = c.payload > 0 || c.flags & CHAIN_FROM_SOCK != 0;
         if !queued || !data {
             if record_now {
-                self.push_timeline(c.ts, c.context(), c.flow, owner, c.payload);
+                self.push_timeline(c.ts, c.context(), c.flow, owner, c.payload, c.netns);
             } else {
                 self.stats.owner_filtered += 1;
             }
@@ -522,7 +531,7 @@ impl Correlator {
             } else {
                 self.record_rx(&p.flow, p.place, Some(&owner), &spans, p.payload);
             }
-            self.push_timeline(p.ts, p.ctx, p.flow, Some(owner), p.payload);
+            self.push_timeline(p.ts, p.ctx, p.flow, Some(owner), p.payload, p.place.1);
         }
     }
 

@@ -197,6 +197,7 @@ pub fn run(a: &DropsArgs) -> Result<()> {
         open.maps.drop_stacks.set_max_entries(1)?;
     }
     let mut skel = open.load().context("loading the drops BPF program")?;
+    fill_netns!(skel, filters);
     skel.attach().context("attaching the drops BPF program")?;
     eprintln!("netstack-lat: tracing drops (tp_btf kfree_skb); stop with Ctrl-C");
 

@@ -8,6 +8,7 @@ use crate::events::{proto_name, RX_SIRQ_RAISE, TX_BASE, TX_NF_OUT_DONE, TX_NF_PO
 use crate::hist::Hist;
 use crate::metrics::{Family, PromHist, Value};
 use crate::netfilter::{family_name, HookStat};
+use crate::nswatch::{Coverage, Names};
 use crate::trace::KernelCounters;
 
 /// The direction a span belongs to, from its first point.
@@ -28,6 +29,7 @@ pub fn trace_families(
     k: &KernelCounters,
     events_per_s: f64,
     per_connection_top: usize,
+    names: &Names,
 ) -> Vec<Family> {
     let st = &c.stats;
     // ebpf-network-latency's `packets_count` gauge is gone: promtool rejects a gauge named
@@ -46,16 +48,18 @@ pub fn trace_families(
         for key in keys {
             let (id, proto, ifindex, netns) = *key;
             let (name, ifx, ns) = (span_name(id), ifindex.to_string(), netns.to_string());
-            spans.push(
-                &[
-                    ("direction", span_direction(id)),
-                    ("span", &name),
-                    ("proto", proto_name(proto)),
-                    ("ifindex", &ifx),
-                    ("netns", &ns),
-                ],
-                Value::Hist(l[key].clone()),
-            );
+            let mut labels = vec![
+                ("direction", span_direction(id)),
+                ("span", name.as_str()),
+                ("proto", proto_name(proto)),
+                ("ifindex", ifx.as_str()),
+                ("netns", ns.as_str()),
+            ];
+            // A name only where one is known (a namespace gone before it was named has none).
+            if let Some(n) = names.get(&netns) {
+                labels.push(("netns_name", n.as_str()));
+            }
+            spans.push(&labels, Value::Hist(l[key].clone()));
         }
     }
     let mut conn = Family::new(
@@ -69,20 +73,23 @@ pub fn trace_families(
             let (sa, da) = (flow.saddr.to_string(), flow.daddr.to_string());
             let (sp, dp) = (flow.sport.to_string(), flow.dport.to_string());
             let d = if *dir == Dir::Tx { "tx" } else { "rx" };
+            let ns = row.netns.to_string();
             for (id, h) in &row.spans {
                 let name = span_name(*id);
-                conn.push(
-                    &[
-                        ("direction", d),
-                        ("span", &name),
-                        ("proto", flow.proto_name()),
-                        ("saddr", &sa),
-                        ("sport", &sp),
-                        ("daddr", &da),
-                        ("dport", &dp),
-                    ],
-                    Value::Hist(PromHist::from_hist(h)),
-                );
+                let mut labels = vec![
+                    ("direction", d),
+                    ("span", name.as_str()),
+                    ("proto", flow.proto_name()),
+                    ("saddr", sa.as_str()),
+                    ("sport", sp.as_str()),
+                    ("daddr", da.as_str()),
+                    ("dport", dp.as_str()),
+                    ("netns", ns.as_str()),
+                ];
+                if let Some(n) = names.get(&row.netns) {
+                    labels.push(("netns_name", n.as_str()));
+                }
+                conn.push(&labels, Value::Hist(PromHist::from_hist(h)));
             }
         }
     }
@@ -176,6 +183,43 @@ pub fn netfilter_families(stats: &[&HookStat]) -> Vec<Family> {
     vec![time, verdicts]
 }
 
+/// Which network namespaces the per-namespace hooks cover; a refused one is a series of
+/// its own, so an alert can name it.
+pub fn netns_families(c: &Coverage) -> Vec<Family> {
+    let mut refused = Family::new(
+        "netstack_lat_netns_refused",
+        "Network namespaces where the netfilter hooks could not be attached (1 each)",
+    );
+    for r in &c.refused {
+        refused.push(
+            &[
+                ("netns", &r.netns.to_string()),
+                ("netns_name", &r.name),
+                ("reason", &r.reason),
+            ],
+            Value::Gauge(1.0),
+        );
+    }
+    vec![
+        Family::new(
+            "netstack_lat_netns_covered",
+            "Network namespaces whose netfilter hooks are attached now",
+        )
+        .with(&[], Value::Gauge(c.covered as f64)),
+        Family::new(
+            "netstack_lat_netns_links",
+            "Per-namespace BPF links held now",
+        )
+        .with(&[], Value::Gauge(c.links as f64)),
+        Family::new(
+            "netstack_lat_netns_gone",
+            "Network namespaces that went away while covered (their links released)",
+        )
+        .with(&[], Value::Counter(c.gone)),
+        refused,
+    ]
+}
+
 /// The tool's own health beside the BPF cost: which parts run, and attach errors.
 pub fn health_families(parts: &[(&str, Option<&str>)]) -> Vec<Family> {
     let mut up = Family::new(
@@ -254,23 +298,24 @@ mod tests {
             ..KernelCounters::default()
         };
         let e = Exporter::new();
-        e.publish("trace", trace_families(&c, &k, 1.5, 1));
+        let names = [(4026531840, "host".to_string())].into_iter().collect();
+        e.publish("trace", trace_families(&c, &k, 1.5, 1, &names));
         let t = e.render();
         assert!(
             t.contains("netstack_lat_packets_total{direction=\"rx\"} 1"),
             "{t}"
         );
         assert!(
-            t.contains("netstack_lat_span_latency_seconds_count{direction=\"rx\",span=\"rx_netif->rx_ip\",proto=\"udp\",ifindex=\"7\",netns=\"4026531840\"} 1"),
+            t.contains("netstack_lat_span_latency_seconds_count{direction=\"rx\",span=\"rx_netif->rx_ip\",proto=\"udp\",ifindex=\"7\",netns=\"4026531840\",netns_name=\"host\"} 1"),
             "{t}"
         );
         assert!(
-            t.contains("netstack_lat_connection_span_latency_seconds_count{direction=\"rx\",span=\"rx_netif->rx_ip\",proto=\"udp\",saddr=\"10.0.0.1\",sport=\"5000\",daddr=\"10.0.0.2\",dport=\"53\"} 1"),
+            t.contains("netstack_lat_connection_span_latency_seconds_count{direction=\"rx\",span=\"rx_netif->rx_ip\",proto=\"udp\",saddr=\"10.0.0.1\",sport=\"5000\",daddr=\"10.0.0.2\",dport=\"53\",netns=\"4026531840\",netns_name=\"host\"} 1"),
             "{t}"
         );
         assert!(t.contains("netstack_lat_events_total 3"), "{t}");
         // No payload bytes or connection labels unless asked for.
-        e.publish("trace", trace_families(&c, &k, 1.5, 0));
+        e.publish("trace", trace_families(&c, &k, 1.5, 0, &Default::default()));
         assert!(!e.render().contains("saddr"));
     }
 }

@@ -23,6 +23,7 @@ pub mod netfilter;
 pub mod netns;
 pub mod nfbench;
 pub mod nfrules;
+pub mod nswatch;
 pub mod output;
 pub mod plot;
 pub mod probes;

@@ -21,9 +21,7 @@ macro_rules! write_filters {
         ro.f_proto = f.proto;
         ro.f_family = f.family;
         ro.f_ifindex = f.ifindex;
-        for (d, s) in ro.f_netns.iter_mut().zip(&f.netns) {
-            *d = *s;
-        }
+        ro.f_netns_on = u8::from(!f.netns.is_empty());
         if let Some(c) = &f.cidr {
             ro.f_cidr_family = if c.addr.is_ipv4() {
                 $crate::events::AF_INET
@@ -41,5 +39,19 @@ macro_rules! write_filters {
             }
         }
         ro.f_cgroup = f.cgroup;
+    }};
+}
+
+/// After load: the namespaces of `--netns` into an object's netns_want map.
+macro_rules! fill_netns {
+    ($skel:expr, $f:expr) => {{
+        use libbpf_rs::MapCore as _;
+        for ns in &$f.netns {
+            $skel
+                .maps
+                .netns_want
+                .update(&ns.to_ne_bytes(), &[1u8], libbpf_rs::MapFlags::ANY)
+                .context("filling the --netns filter")?;
+        }
     }};
 }

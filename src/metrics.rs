@@ -154,11 +154,33 @@ impl Family {
 #[derive(Debug, Default)]
 pub struct Exporter {
     parts: Mutex<BTreeMap<&'static str, Arc<Vec<Family>>>>,
+    /// What /healthz says besides "ok": parts of the host not covered, one line each.
+    problems: Mutex<Vec<String>>,
 }
 
 impl Exporter {
     pub fn new() -> Arc<Exporter> {
         Arc::new(Exporter::default())
+    }
+
+    /// Record the network namespaces not covered, for /healthz.
+    pub fn set_health(&self, c: &crate::nswatch::Coverage) {
+        let lines = c
+            .refused
+            .iter()
+            .map(|r| format!("netns {} ({}) not covered: {}", r.netns, r.name, r.reason))
+            .collect();
+        if let Ok(mut p) = self.problems.lock() {
+            *p = lines;
+        }
+    }
+
+    /// The /healthz body: "ok", or "degraded" and what is missing.
+    pub fn health_text(&self) -> String {
+        match self.problems.lock() {
+            Ok(p) if !p.is_empty() => format!("degraded\n{}\n", p.join("\n")),
+            _ => "ok\n".to_string(),
+        }
     }
 
     /// Replace one part (e.g. "trace") with its newest values.
@@ -419,10 +441,11 @@ impl Endpoint {
                 content_type: TEXT,
                 body: exporter.render_text().into_bytes(),
             },
+            // Still 200 when degraded: a restart would not attach what the kernel refused.
             "/healthz" => Response {
                 status: 200,
                 content_type: "text/plain; charset=utf-8",
-                body: b"ok\n".to_vec(),
+                body: exporter.health_text().into_bytes(),
             },
             _ => Response {
                 status: 404,

@@ -20,6 +20,7 @@ use crate::cli::{NetfilterArgs, PacketFilterArgs, NF_HOOK_NAMES};
 use crate::error::{require_root, UserError};
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
 use crate::netns;
+use crate::nswatch::{Coverage, Watch as NsWatch};
 use crate::probes;
 use crate::runloop::{RunLoop, Step};
 use crate::trace::{self, Filters, NF_FIRST, NF_LAST};
@@ -136,6 +137,8 @@ pub struct Bracket<'o> {
     /// The netfilter links, per namespace and hook.
     links: Vec<Link>,
     keys: Vec<usize>,
+    /// The hooks (bit per NF_INET_* number) and families each namespace gets.
+    sel: (u32, bool, bool),
 }
 
 impl<'o> Bracket<'o> {
@@ -169,6 +172,7 @@ impl<'o> Bracket<'o> {
             }
         }
         let skel = open.load().context("loading the netfilter BPF programs")?;
+        fill_netns!(skel, f);
         let mut functions = Vec::new();
         let mut functions_note = functions_note;
         for prog in skel.object().progs_mut() {
@@ -202,19 +206,35 @@ impl<'o> Bracket<'o> {
             keys: Vec::new(),
             _drop: drop,
             links: Vec::new(),
+            sel: (0, false, false),
         })
     }
 
     /// Bracket the hooks in `hooks` (bit per NF_INET_* number) for the given families, in
     /// `place` (None: this thread's namespace).
     pub fn attach(&mut self, hooks: u32, v4: bool, v6: bool, place: Option<&Path>) -> Result<()> {
+        self.select(hooks, v4, v6);
         let _inside = place.map(netns::Entered::enter).transpose()?;
+        let links = self.attach_here()?;
+        self.links.extend(links);
+        Ok(())
+    }
+
+    /// Choose the hooks and families that `attach_here` brackets in each namespace.
+    pub fn select(&mut self, hooks: u32, v4: bool, v6: bool) {
         for k in attached_keys(hooks, v4, v6) {
             if !self.keys.contains(&k) {
                 self.keys.push(k);
             }
         }
         self.keys.sort();
+        self.sel = (hooks, v4, v6);
+    }
+
+    /// The selected brackets in the namespace this thread is in; the caller keeps the links.
+    pub fn attach_here(&self) -> Result<Vec<Link>> {
+        let (hooks, v4, v6) = self.sel;
+        let mut links = Vec::new();
         let pfs = [(v4, libc::NFPROTO_IPV4), (v6, libc::NFPROTO_IPV6)];
         for hook in (0..NF_HOOK_NAMES.len()).filter(|h| hooks & (1 << h) != 0) {
             for &(_, pf) in pfs.iter().filter(|(on, _)| *on) {
@@ -227,12 +247,17 @@ impl<'o> Bracket<'o> {
                         NF_HOOK_NAMES[hook],
                         family_name(pf == libc::NFPROTO_IPV6)
                     );
-                    let link = trace::attach_nf_link(prog, pf, hook as i32, priority, &what)?;
-                    self.links.push(link);
+                    links.push(trace::attach_nf_link(
+                        prog,
+                        pf,
+                        hook as i32,
+                        priority,
+                        &what,
+                    )?);
                 }
             }
         }
-        Ok(())
+        Ok(links)
     }
 
     /// The hooks and families bracketed so far (keys into `read`).
@@ -350,6 +375,10 @@ impl crate::trace::Source for Bracket<'_> {
             .object()])));
         Ok(f)
     }
+
+    fn attach_in_netns(&self) -> Result<Vec<Link>> {
+        self.attach_here()
+    }
 }
 
 /// Every hook of both families in each namespace of `p` (or this one), with its filters:
@@ -367,10 +396,8 @@ pub fn bracket_everything<'o>(
         trace::resolve_packet_filters(p)?
     };
     let mut b = Bracket::load(obj, btf, &f)?;
-    let (v4, v6) = (!p.ipv6, !p.ipv4);
-    for place in netns::places(&p.netns) {
-        b.attach(ALL_HOOKS, v4, v6, place)?;
-    }
+    // Attached in each namespace by the run loop's namespace watch (attach_in_netns).
+    b.select(ALL_HOOKS, !p.ipv6, !p.ipv4);
     Ok(b)
 }
 
@@ -511,6 +538,8 @@ pub struct Summary {
     pub hists: Vec<Hist>,
     pub functions: Vec<FnRow>,
     pub functions_note: Option<String>,
+    /// The network namespaces bracketed (None: a unit test).
+    pub netns: Option<Coverage>,
 }
 
 impl Summary {
@@ -522,6 +551,7 @@ impl Summary {
             "hooks": self.rows,
             "functions": self.functions,
             "functions_note": self.functions_note,
+            "netns": self.netns,
         })
         .to_string()
     }
@@ -564,6 +594,9 @@ impl Summary {
                 r.verdicts.drop,
                 r.verdicts.unfinished
             );
+        }
+        if let Some(n) = &self.netns {
+            let _ = writeln!(s, "{}", n.human());
         }
         if let Some(note) = &self.functions_note {
             let _ = writeln!(s, "\n{note}");
@@ -671,9 +704,14 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
 
     let mut obj = MaybeUninit::uninit();
     let mut bracket = Bracket::load(&mut obj, &btf, &f)?;
-    for place in netns::places(&a.packet.netns) {
-        bracket.attach(hooks, v4, v6, place)?;
-    }
+    bracket.select(hooks, v4, v6);
+    let mut ns_obj = MaybeUninit::uninit();
+    let mut watch = NsWatch::start(
+        &mut ns_obj,
+        &btf,
+        &trace::watched_netns(&a.packet)?,
+        &mut || bracket.attach_here(),
+    )?;
     let names: Vec<&str> = NF_HOOK_NAMES
         .iter()
         .enumerate()
@@ -702,6 +740,7 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
             Step::Done => break false,
             Step::Interrupted => break true,
         };
+        watch.tick(&mut || bracket.attach_here())?;
         if crossbeam_channel::select! {
             recv(ticker) -> _ => true,
             default(wait) => false,
@@ -709,6 +748,9 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
             let cur = bracket.read()?;
             if let Some((_, x)) = &endpoint {
                 use crate::trace::Source as _;
+                let coverage = watch.coverage();
+                x.publish("netns", crate::export::netns_families(&coverage));
+                x.set_health(&coverage);
                 x.publish("netfilter", bracket.families()?);
             }
             let t = started.elapsed().as_secs_f64();
@@ -726,6 +768,8 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
     let stats = bracket.read()?;
     let functions = bracket.read_functions()?;
     let functions_note = bracket.functions_note.clone();
+    let coverage = watch.coverage();
+    drop(watch);
     drop(bracket);
     let secs = started.elapsed().as_secs_f64();
     let width = a.linear_us * 1000;
@@ -741,6 +785,7 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
         hists: chosen.iter().map(|s| s.hist()).collect(),
         functions,
         functions_note,
+        netns: Some(coverage),
     };
     crate::output::print_report(&mut out, a.json, &summary)?;
     drop(endpoint);
@@ -817,6 +862,7 @@ mod tests {
             hists: vec![s.hist()],
             functions: Vec::new(),
             functions_note: None,
+            netns: None,
         }
         .human()
         .contains("Total invocations: 7 (accepted 4, dropped 2, unfinished 1)"));

@@ -12,6 +12,7 @@ use crate::events::{
     TX_DONE, TX_NF_OUT_DONE, TX_NF_POST, TX_SEND, TX_TRANSPORT,
 };
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
+use crate::nswatch::{Coverage, Names};
 use crate::probes::PointPlan;
 use crate::trace::KernelCounters;
 
@@ -145,6 +146,9 @@ pub struct HeldRow {
 pub struct ConnRow {
     pub direction: Dir,
     pub proto: &'static str,
+    /// Network namespace inode, and its name (a /run/netns name, "host", or a process).
+    pub netns: u32,
+    pub netns_name: Option<String>,
     pub saddr: String,
     pub sport: u16,
     pub daddr: String,
@@ -196,6 +200,8 @@ pub struct Summary {
     pub spans: Vec<(SpanStats, Hist)>,
     pub connections: Vec<ConnRow>,
     pub connections_total: usize,
+    /// Which network namespaces the run covered (None: a unit test).
+    pub namespaces: Option<Coverage>,
     pub flags: std::collections::BTreeMap<&'static str, FlagCount>,
     pub join: JoinStats,
     pub kernel: KernelCounters,
@@ -328,6 +334,8 @@ impl Summary {
             .map(|((dir, f), k)| ConnRow {
                 direction: *dir,
                 proto: f.proto_name(),
+                netns: k.netns,
+                netns_name: None,
                 saddr: f.saddr.to_string(),
                 sport: f.sport,
                 daddr: f.daddr.to_string(),
@@ -355,6 +363,7 @@ impl Summary {
             spans: span_rows(&c.spans),
             connections,
             connections_total: c.conns.len(),
+            namespaces: None,
             flags,
             join: c.stats.clone(),
             kernel,
@@ -371,6 +380,15 @@ impl Summary {
         }
     }
 
+    /// Which namespaces the run covered, and their names on the connection rows.
+    pub fn with_namespaces(mut self, coverage: Coverage, names: &Names) -> Self {
+        for c in &mut self.connections {
+            c.netns_name = names.get(&c.netns).cloned();
+        }
+        self.namespaces = Some(coverage);
+        self
+    }
+
     pub fn to_json(&self) -> String {
         json!({
             "type": "summary",
@@ -380,6 +398,7 @@ impl Summary {
             "spans": self.spans.iter().map(|(s, _)| s).collect::<Vec<_>>(),
             "connections": self.connections,
             "connections_total": self.connections_total,
+            "netns": self.namespaces,
             "flags": self.flags,
             "join": self.join,
             "kernel": self.kernel,
@@ -468,9 +487,14 @@ impl Summary {
                 } else {
                     format!("  [{}]", c.flags.join(","))
                 };
+                let ns = match (&c.netns_name, c.netns) {
+                    (_, 0) => String::new(),
+                    (Some(n), _) => format!("  netns {n}"),
+                    (None, i) => format!("  netns {i}"),
+                };
                 let _ = writeln!(
                     s,
-                    "  {dir} {} {}:{} -> {}:{}  {}  packets {} bytes {}{flags}",
+                    "  {dir} {} {}:{} -> {}:{}  {}{ns}  packets {} bytes {}{flags}",
                     c.proto, c.saddr, c.sport, c.daddr, c.dport, who, c.packets, c.bytes
                 );
                 for h in &c.held {
@@ -554,12 +578,15 @@ impl Summary {
             .map(|h| format!("{}={}", h.point, h.hook.as_deref().unwrap_or("none")))
             .collect();
         let _ = writeln!(s, "Hooks: {}", hooks.join(" "));
+        if let Some(n) = &self.namespaces {
+            let _ = writeln!(s, "{}", n.human());
+        }
         s
     }
 }
 
 /// One `--events` line: the packet's timestamps and spans.
-pub fn timeline_json(t: &Timeline) -> String {
+pub fn timeline_json(t: &Timeline, names: &Names) -> String {
     let mut ts = serde_json::Map::new();
     for &(i, v) in &t.points {
         ts.insert(point_name(i).into(), v.into());
@@ -580,6 +607,8 @@ pub fn timeline_json(t: &Timeline) -> String {
         "dport": t.flow.dport,
         "pid": t.owner.as_ref().map(|o| o.tgid),
         "comm": t.owner.as_ref().map(|o| o.comm.to_string()),
+        "netns": t.netns,
+        "netns_name": names.get(&t.netns),
         "payload": t.payload,
         "ts_ns": ts,
         "spans": spans,
@@ -785,7 +814,7 @@ mod tests {
     fn timeline_line() {
         let mut c = correlator();
         let t = c.timelines.take().unwrap();
-        let v: Value = serde_json::from_str(&timeline_json(&t[0])).unwrap();
+        let v: Value = serde_json::from_str(&timeline_json(&t[0], &Names::new())).unwrap();
         assert_eq!(v["type"], "event");
         assert_eq!(v["spans"]["rx_sockq->rx_read"], 1000);
         assert_eq!(v["spans"]["rx_netif->rx_read"], 1140);

@@ -23,14 +23,12 @@ use crate::events::{self, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::export;
 use crate::metrics::{self, Endpoint, Exporter, Family};
 use crate::netns;
+use crate::nswatch::{Names, Watch as NsWatch};
 use crate::output::{self, IntervalReport, Summary};
 use crate::probes::{self, HookKind, PointPlan};
 use crate::reorder::{self, Reorder};
 use crate::runloop::{RunLoop, Step};
 use std::sync::Arc;
-
-/// Namespaces one run can trace (the BPF filter's array size).
-pub const MAX_NETNS: usize = 4;
 
 /// Filters resolved against the system (pids, interfaces, namespaces, cgroups exist).
 #[derive(Debug, Default, Clone)]
@@ -89,17 +87,13 @@ pub fn resolve_packet_filters(a: &PacketFilterArgs) -> Result<Filters, UserError
             )));
         }
     }
-    if a.netns.len() > MAX_NETNS {
-        return Err(UserError::new(format!(
-            "--netns given {} times: at most {MAX_NETNS} namespaces can be traced at once",
-            a.netns.len()
-        )));
-    }
     f.netns = a
         .netns
         .iter()
-        .map(|p| netns::inode(p))
+        .map(|p| netns::check_netns(p))
         .collect::<Result<_, _>>()?;
+    f.netns.sort_unstable();
+    f.netns.dedup();
     if let Some(name) = &a.iface {
         if a.netns.len() > 1 {
             return Err(UserError::new(
@@ -107,8 +101,28 @@ pub fn resolve_packet_filters(a: &PacketFilterArgs) -> Result<Filters, UserError
             ));
         }
         f.ifindex = netns::ifindex(name)?;
+        // An interface index means something only in its own namespace.
+        if f.netns.is_empty() {
+            f.netns.push(netns::current_inode()?);
+        }
     }
     Ok(f)
+}
+
+/// The namespaces whose per-namespace hooks a run attaches: those of --netns; with
+/// --iface alone, the tool's own (where the name was looked up); else none given, which
+/// means every namespace of the host.
+pub fn watched_netns(a: &PacketFilterArgs) -> Result<Vec<PathBuf>, UserError> {
+    if !a.netns.is_empty() {
+        return Ok(a.netns.clone());
+    }
+    if a.iface.is_some() {
+        return Ok(vec![PathBuf::from(format!(
+            "/proc/{}/ns/net",
+            std::process::id()
+        ))]);
+    }
+    Ok(Vec::new())
 }
 
 /// The packet filters, then the owner filters (pid, comm, cgroup) of `trace`.
@@ -651,13 +665,8 @@ pub fn attach_netfilter(
     ])
 }
 
-fn attach(
-    skel: &mut RxSkel<'_>,
-    tx: &mut TxSkel<'_>,
-    plan: &[PointPlan],
-    netns_paths: &[PathBuf],
-    chosen: &[&str],
-) -> Result<Vec<Link>> {
+/// The programs that are not netfilter links: tracepoints and functions, global.
+fn attach_global(skel: &mut RxSkel<'_>, tx: &mut TxSkel<'_>, chosen: &[&str]) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     for prog in skel.object().progs_mut().chain(tx.object().progs_mut()) {
         let name = prog.name().to_string_lossy().to_string();
@@ -669,23 +678,30 @@ fn attach(
                 .with_context(|| format!("attaching BPF program {name}"))?,
         );
     }
-    // Netfilter hooks belong to a network namespace: register them inside each traced one
-    // (no --netns: the tool's own).
-    for place in netns::places(netns_paths) {
-        let _inside = place.map(netns::Entered::enter).transpose()?;
-        attach_nf_here(skel, tx, plan, &mut links)?;
-        for &(_, name, hooknum, priority) in &NF_SPLIT {
-            if !chosen.contains(&name) {
-                continue;
-            }
-            let prog = match name {
-                "rx_nf_pre_done_nf" => &skel.progs.rx_nf_pre_done_nf,
-                "rx_nf_in_nf" => &skel.progs.rx_nf_in_nf,
-                "tx_nf_out_done_nf" => &tx.progs.tx_nf_out_done_nf,
-                _ => &tx.progs.tx_nf_post_nf,
-            };
-            links.extend(attach_netfilter(prog, hooknum, priority, name)?);
+    Ok(links)
+}
+
+/// Netfilter hooks belong to a network namespace: the links of the one this thread is in
+/// (the namespace watch calls it inside each).
+fn attach_nf_in_netns(
+    skel: &RxSkel<'_>,
+    tx: &TxSkel<'_>,
+    plan: &[PointPlan],
+    chosen: &[&str],
+) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    attach_nf_here(skel, tx, plan, &mut links)?;
+    for &(_, name, hooknum, priority) in &NF_SPLIT {
+        if !chosen.contains(&name) {
+            continue;
         }
+        let prog = match name {
+            "rx_nf_pre_done_nf" => &skel.progs.rx_nf_pre_done_nf,
+            "rx_nf_in_nf" => &skel.progs.rx_nf_in_nf,
+            "tx_nf_out_done_nf" => &tx.progs.tx_nf_out_done_nf,
+            _ => &tx.progs.tx_nf_post_nf,
+        };
+        links.extend(attach_netfilter(prog, hooknum, priority, name)?);
     }
     Ok(links)
 }
@@ -731,8 +747,14 @@ fn publish(
     k: &KernelCounters,
     events_per_s: f64,
     objs: &[&libbpf_rs::Object],
+    watch: &NsWatch<'_>,
 ) -> Result<()> {
-    let mut trace = export::trace_families(corr, k, events_per_s, x.per_connection_top);
+    let names = watch.names();
+    let coverage = watch.coverage();
+    let mut trace = export::trace_families(corr, k, events_per_s, x.per_connection_top, &names);
+    x.exporter
+        .publish("netns", export::netns_families(&coverage));
+    x.exporter.set_health(&coverage);
     trace.extend(metrics::bpf_families(&prog_stats(objs)));
     x.exporter.publish("trace", trace);
     for s in &x.sources {
@@ -836,11 +858,17 @@ impl<'a> PerCpuRings<'a> {
 struct TimelineWriter {
     sample: u64,
     seen: u64,
+    /// Namespace names, refreshed by the run loop as namespaces come and go.
+    names: Names,
 }
 
 impl TimelineWriter {
     fn new(sample: u64) -> Self {
-        TimelineWriter { sample, seen: 0 }
+        TimelineWriter {
+            sample,
+            seen: 0,
+            names: Names::new(),
+        }
     }
 
     fn write(&mut self, out: &mut impl Write, corr: &mut Correlator) -> Result<()> {
@@ -853,7 +881,7 @@ impl TimelineWriter {
         {
             self.seen += 1;
             if (self.seen - 1) % self.sample == 0 {
-                writeln!(out, "{}", output::timeline_json(&t))?;
+                writeln!(out, "{}", output::timeline_json(&t, &self.names))?;
             }
         }
         Ok(())
@@ -877,6 +905,11 @@ pub fn ring_bytes(ncpu: usize) -> u32 {
 pub trait Source {
     fn part(&self) -> &'static str;
     fn families(&self) -> Result<Vec<Family>>;
+    /// Links this part needs in the namespace this thread is in (netfilter hooks are per
+    /// namespace); called once in each namespace covered.
+    fn attach_in_netns(&self) -> Result<Vec<Link>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Exporting from the run loop: the exporter, what to add, and whether stdout stays quiet.
@@ -1010,6 +1043,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         prog.set_autoload(chosen.contains(&name.as_str()));
     }
     let mut skel = open.load().context("loading the RX BPF programs")?;
+    fill_netns!(skel, filters);
 
     let mut tx_obj = MaybeUninit::uninit();
     let mut tx_builder = TxSkelBuilder::default();
@@ -1048,9 +1082,25 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         prog.set_autoload(chosen.contains(&name.as_str()));
     }
     let mut tx = tx_open.load().context("loading the TX BPF programs")?;
+    fill_netns!(tx, filters);
     // Rings first: a program attached before its ring exists would count events as lost.
     let rings = PerCpuRings::install(&skel)?;
-    let links = attach(&mut skel, &mut tx, &plan, &args.packet.netns, &chosen)?;
+    let links = attach_global(&mut skel, &mut tx, &chosen)?;
+    let sources: Vec<&dyn Source> = export.as_ref().map_or(Vec::new(), |x| x.sources.clone());
+    let each_netns = |skel: &RxSkel<'_>, tx: &TxSkel<'_>| -> Result<Vec<Link>> {
+        let mut l = attach_nf_in_netns(skel, tx, &plan, &chosen)?;
+        for s in &sources {
+            l.extend(s.attach_in_netns()?);
+        }
+        Ok(l)
+    };
+    let mut ns_obj = MaybeUninit::uninit();
+    let mut watch = NsWatch::start(
+        &mut ns_obj,
+        &btf,
+        &watched_netns(&args.packet)?,
+        &mut || each_netns(&skel, &tx),
+    )?;
     let hooks: Vec<String> = plan
         .iter()
         .map(|p| {
@@ -1083,6 +1133,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut last = IntervalReport::default();
     let mut timelines = TimelineWriter::new(args.sample);
+    timelines.names = watch.names();
     let (mut in_flight, mut stale, mut backlog_stale) = ((0, 0), 0, 0);
     let interrupted = loop {
         let wait = match run.step() {
@@ -1091,6 +1142,10 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
             Step::Interrupted => break true,
         };
         rings.poll(wait)?;
+        // The loop turns at every ring wake-up under load: names only when they changed.
+        if watch.tick(&mut || each_netns(&skel, &tx))? {
+            timelines.names = watch.names();
+        }
         let now = now_monotonic_ns();
         rings.release(now.saturating_sub(reorder::HOLD_NS), &mut corr);
         timelines.write(&mut out, &mut corr)?;
@@ -1104,7 +1159,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
             };
             let secs = published.0.elapsed().as_secs_f64();
             let rate = k.events.saturating_sub(published.1) as f64 / secs;
-            publish(x, &corr, &k, rate, &[skel.object(), tx.object()])?;
+            publish(x, &corr, &k, rate, &[skel.object(), tx.object()], &watch)?;
             published = (std::time::Instant::now(), k.events);
         }
         let quiet = export.as_ref().is_some_and(|x| x.quiet);
@@ -1142,6 +1197,9 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         events: rings.received(),
         ..counters_now(&skel, (parked, cached), (stale + removed, backlog_stale))
     };
+    let names = watch.names();
+    let coverage = watch.coverage();
+    watch.release();
     drop(links);
     corr.finish();
     timelines.write(&mut out, &mut corr)?;
@@ -1157,7 +1215,8 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         &plan,
         args.top,
         interrupted,
-    );
+    )
+    .with_namespaces(coverage, &names);
     output::print_report(&mut out, args.json, &summary)?;
     Ok(())
 }

@@ -296,6 +296,7 @@ impl Correlator {
                 payload: c.payload,
                 flags,
                 skb: c.skb,
+                netns: c.netns,
             });
         }
     }

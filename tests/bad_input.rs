@@ -181,10 +181,12 @@ fn unknown_interface_pid_netns_and_missing_btf() {
         "single --netns",
     );
     expect_user_error(
-        &mut tool(&[
-            "trace", "--netns", me, "--netns", me, "--netns", me, "--netns", me, "--netns", me,
-        ]),
-        "at most 4",
+        &mut tool(&["trace", "--netns", "/etc/hostname", "--duration", "1"]),
+        "/etc/hostname is not a network namespace",
+    );
+    expect_user_error(
+        &mut tool(&["trace", "--netns", "nosuch17", "--duration", "1"]),
+        "cannot open network namespace /run/netns/nosuch17",
     );
     expect_user_error(
         &mut tool(&["netfilter", "--iface", "nosuch0", "--duration", "1"]),

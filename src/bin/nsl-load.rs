@@ -238,6 +238,14 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// Hold COUNT netfilter links on PRE_ROUTING (IPv4) at the priorities from the first
+    /// on, in this namespace, for SECONDS: another BPF user that leaves no room there.
+    NfHold {
+        #[arg(long, default_value_t = 64)]
+        count: i32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Read COUNT UDP datagrams, reporting each read's wait since the kernel's receive stamp.
     UdpStampRecv {
         #[arg(long, value_name = "ADDR")]
@@ -246,6 +254,22 @@ enum Cmd {
         count: u64,
         #[arg(long)]
         rcvbuf: Option<usize>,
+        /// Once data is readable, sleep this long before the read (the wait to measure)
+        #[arg(long = "delay-ms", value_name = "MS", default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// Accept one TCP connection and read COUNT messages of SIZE bytes, each after
+    /// sleeping DELAY once data is readable, reporting each read's wait since the kernel's
+    /// receive stamp.
+    TcpStampRecv {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long = "delay-ms", value_name = "MS", default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Serve CONNS short connections one by one: read REQ bytes, answer REPLY, await close.
     TcpRrManyServer {
@@ -489,11 +513,19 @@ fn run(cli: Cli) -> Result<()> {
             check_udp_size(size, &to)?;
             shapes::udp_burst(to, count, burst.max(1), gap_ms, size)
         }
+        Cmd::NfHold { count, seconds } => shapes::nf_hold(count, Duration::from_secs(seconds)),
         Cmd::UdpStampRecv {
             bind,
             count,
             rcvbuf,
-        } => shapes::udp_stamp_recv(bind, count, rcvbuf),
+            delay_ms,
+        } => shapes::udp_stamp_recv(bind, count, rcvbuf, delay_ms),
+        Cmd::TcpStampRecv {
+            bind,
+            count,
+            size,
+            delay_ms,
+        } => shapes::tcp_stamp_recv(bind, count, size, delay_ms),
         Cmd::TcpRrManyServer {
             bind,
             conns,

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
+use netstack_lat::exchange::wait_readable;
+
 use super::{any_addr, emit, mmsg_headers, payload, ready, sleep_ms};
 
 /// Attach a native XDP_PASS program to `dev` (in this namespace) and hold it for `seconds`;
@@ -30,6 +32,35 @@ pub fn xdp_pass(dev: &str, seconds: Duration) -> Result<()> {
         .xdp_pass
         .attach_xdp(ifindex)
         .with_context(|| format!("attaching XDP to {dev}"))?;
+    ready()?;
+    std::thread::sleep(seconds);
+    Ok(())
+}
+
+/// `count` netfilter links at PRE_ROUTING priorities first, first + 1, ... (IPv4).
+pub fn nf_hold(count: i32, seconds: Duration) -> Result<()> {
+    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+    use netstack_lat::bpf::xdp_pass::XdpPassSkelBuilder;
+    let mut obj = std::mem::MaybeUninit::uninit();
+    let open = XdpPassSkelBuilder::default()
+        .open(&mut obj)
+        .context("opening the test object")?;
+    let skel = open.load().context("loading the netfilter program")?;
+    let mut links = Vec::new();
+    for k in 0..count {
+        let opts = libbpf_rs::NetfilterOpts {
+            protocol_family: libc::NFPROTO_IPV4,
+            hooknum: libbpf_rs::NF_INET_PRE_ROUTING,
+            priority: netstack_lat::trace::NF_FIRST + k,
+            ..Default::default()
+        };
+        links.push(
+            skel.progs
+                .nf_accept
+                .attach_netfilter_with_opts(opts)
+                .with_context(|| format!("netfilter link {k}"))?,
+        );
+    }
     ready()?;
     std::thread::sleep(seconds);
     Ok(())
@@ -162,7 +193,12 @@ impl Waits {
 }
 
 /// Read `count` datagrams as they come, each stamped by the kernel.
-pub fn udp_stamp_recv(bind: SocketAddr, count: u64, rcvbuf: Option<usize>) -> Result<()> {
+pub fn udp_stamp_recv(
+    bind: SocketAddr,
+    count: u64,
+    rcvbuf: Option<usize>,
+    delay_ms: u64,
+) -> Result<()> {
     let sock = UdpSocket::bind(bind).with_context(|| format!("cannot bind UDP {bind}"))?;
     let fd = sock.as_raw_fd();
     set_timestamps(fd)?;
@@ -183,8 +219,31 @@ pub fn udp_stamp_recv(bind: SocketAddr, count: u64, rcvbuf: Option<usize>) -> Re
     let mut buf = vec![0u8; 65536];
     let mut w = Waits::default();
     while w.reads < count {
+        if delay_ms > 0 {
+            wait_readable(fd)?;
+            sleep_ms(delay_ms);
+        }
         let (_, wait) = recv_stamped(fd, &mut buf)?;
         w.add(wait);
+    }
+    emit(&w.json().to_string())
+}
+
+/// One connection, `count` messages of `size` bytes, each read `delay_ms` after its data
+/// became readable, stamped by the kernel.
+pub fn tcp_stamp_recv(bind: SocketAddr, count: u64, size: usize, delay_ms: u64) -> Result<()> {
+    let l = TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
+    // On the listener, so the accepted socket has it before its first segment arrives.
+    set_timestamps(l.as_raw_fd())?;
+    ready()?;
+    let (mut s, _) = l.accept().context("accept")?;
+    let mut w = Waits::default();
+    for i in 0..count {
+        wait_readable(s.as_raw_fd())?;
+        sleep_ms(delay_ms);
+        if !read_exact_stamped(&mut s, size, &mut w)? {
+            bail!("EOF after {i} of {count} messages");
+        }
     }
     emit(&w.json().to_string())
 }
