@@ -685,3 +685,82 @@ fn udp_two_cpus_one_socket() {
     drop(t);
     assert_no_new_bpf(&before, "udp two cpus");
 }
+
+/// The veth's own count of transmits it dropped (its peer's backlog was full): the kernel's
+/// ground truth for NET_XMIT_DROP.
+fn veth_tx_dropped(ns: &str, dev: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-j", "-s", "link", "show", dev])
+        .output()
+        .expect("ip -s link");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+    v[0]["stats64"]["tx"]["dropped"].as_u64().unwrap_or(0)
+}
+
+/// A veth whose peer runs NAPI (XDP, threaded) takes skbs into a 256-slot ring: a burst
+/// larger than the ring makes the driver return NET_XMIT_DROP for what does not fit. Every datagram still has its chain, the dropped ones
+/// end at once as drops (nothing waits in the cache for a completion that never comes), and
+/// their number is the veth's own drop count.
+#[test]
+fn driver_drops_end_their_chains() {
+    if !root_or_skip("driver_drops_end_their_chains") {
+        return;
+    }
+    const N: u64 = 2000;
+    let t = Topo::new();
+    let _xdp = batched_receiver(&t);
+    let port = 9490u16;
+    let na = t.netns_path(&t.a);
+    let tr = tool(&[
+        "trace",
+        "--tx",
+        "--netns",
+        &na,
+        "--port",
+        &port.to_string(),
+        "--json",
+    ]);
+    let server = t.server(false, port);
+    let mut sink = load_in(&t.b, &["udp-sink", "--bind", &server, "--seconds", "3"]);
+    wait_ready(&mut sink);
+    let dropped0 = veth_tx_dropped(&t.a, &t.va);
+    let cli = load_in(
+        &t.a,
+        &[
+            "udp-burst",
+            "--to",
+            &server,
+            "--count",
+            &N.to_string(),
+            "--burst",
+            "1000",
+            "--gap-ms",
+            "50",
+        ],
+    );
+    let (code, _, err) = cli.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "udp-burst: {err}");
+    let got = finish_json(sink, "udp-sink");
+    let dropped = veth_tx_dropped(&t.a, &t.va) - dropped0;
+    std::thread::sleep(Duration::from_millis(300));
+    let v = stop_summary(tr);
+    let (k, j) = (&v["kernel"], &v["join"]);
+    assert!(dropped > 0, "the burst overflowed the peer's ring: {got}");
+    assert_eq!(j["tx_chains"], N, "every datagram has its chain: {j}");
+    // The driver freed each inside its xmit (a drop) and said so (NET_XMIT_DROP): both
+    // counters hold every one of the veth's drops.
+    assert_eq!(
+        (k["tx_dropped"].as_u64(), k["tx_xmit_failed"].as_u64()),
+        (Some(dropped), Some(dropped)),
+        "chains ended as drops = the veth's drops; kernel {k}, sink {got}"
+    );
+    assert_eq!(
+        (k["tx_parked"].as_u64(), k["tx_cached"].as_u64()),
+        (Some(0), Some(0)),
+        "nothing left waiting: {k}"
+    );
+    assert!(
+        got["received"].as_u64().unwrap() + dropped <= N,
+        "sink {got}, veth drops {dropped}"
+    );
+}
