@@ -98,7 +98,7 @@ impl<'o> Watch<'o> {
         let nsfs_dev = std::fs::metadata("/proc/self/ns/net")
             .context("reading this process's network namespace")?
             .dev();
-        let host = std::fs::metadata("/proc/1/ns/net").map_or(0, |m| m.ino() as u32);
+        let host = host_inode();
         let (tasks, discovery) = if given.is_empty() {
             match load_tasks(obj, btf) {
                 Ok(t) => (Some(t), "task iterator".to_string()),
@@ -232,6 +232,34 @@ impl<'o> Watch<'o> {
             return Ok(found);
         }
         netns::mounted(&mut found, self.nsfs_dev);
+        match self.tasks.as_mut() {
+            Some((skel, link)) => {
+                self.pass += 1;
+                for t in read_tasks(skel, link, self.pass)? {
+                    if found.contains_key(&t.inum) {
+                        continue;
+                    }
+                    // A namespace covered already keeps its name: no /proc read per pass.
+                    let name = match self.spaces.get(&t.inum) {
+                        Some(s) => s.name.clone(),
+                        None => netns::process_name(t.tgid),
+                    };
+                    let path = format!("/proc/{}/task/{}/ns/net", t.tgid, t.pid);
+                    netns::note(
+                        &mut found,
+                        t.inum,
+                        Found {
+                            path: PathBuf::from(path),
+                            name,
+                            mounted: false,
+                        },
+                    );
+                }
+            }
+            None => netns::from_proc(&mut found),
+        }
+        // Our own namespace, if nothing else named it: the tasks come in pid order, so a
+        // process found there (the lowest pid) names it more stably than we would.
         let me = std::process::id();
         if let Ok(m) = std::fs::metadata("/proc/thread-self/ns/net") {
             netns::note(
@@ -243,28 +271,6 @@ impl<'o> Watch<'o> {
                     mounted: false,
                 },
             );
-        }
-        match self.tasks.as_mut() {
-            Some((skel, link)) => {
-                self.pass += 1;
-                for t in read_tasks(skel, link, self.pass)? {
-                    if !found.contains_key(&t.inum) {
-                        netns::note(
-                            &mut found,
-                            t.inum,
-                            Found {
-                                path: PathBuf::from(format!(
-                                    "/proc/{}/task/{}/ns/net",
-                                    t.tgid, t.pid
-                                )),
-                                name: netns::process_name(t.tgid),
-                                mounted: false,
-                            },
-                        );
-                    }
-                }
-            }
-            None => netns::from_proc(&mut found),
         }
         for (inode, f) in found.iter_mut() {
             if f.name.is_empty() || (!f.mounted && *inode == self.host) {
@@ -339,6 +345,14 @@ impl Coverage {
         }
         s
     }
+}
+
+/// The initial network namespace: kthreadd's (kernel threads never leave it), else PID 1's
+/// (a PID namespace without kernel threads).
+fn host_inode() -> u32 {
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    let pid = if kthreadd { 2 } else { 1 };
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).map_or(0, |m| m.ino() as u32)
 }
 
 /// The name of a namespace given by path: its /run/netns name, else the process's.

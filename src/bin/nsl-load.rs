@@ -238,6 +238,14 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// Set DEV's IPv4 BIG TCP limits (gso_ipv4_max_size, gro_ipv4_max_size) over rtnetlink:
+    /// iproute2 before 6.3 cannot.
+    BigTcp4 {
+        #[arg(long)]
+        dev: String,
+        #[arg(long)]
+        size: u32,
+    },
     /// Hold COUNT netfilter links on PRE_ROUTING (IPv4) at the priorities from the first
     /// on, in this namespace, for SECONDS: another BPF user that leaves no room there.
     NfHold {
@@ -270,6 +278,10 @@ enum Cmd {
         size: usize,
         #[arg(long = "delay-ms", value_name = "MS", default_value_t = 0)]
         delay_ms: u64,
+        /// SO_RCVLOWAT of SIZE x LOWAT bytes: the socket is readable only once LOWAT
+        /// messages are in, and each read takes them all (COUNT / LOWAT reads)
+        #[arg(long, default_value_t = 1)]
+        lowat: usize,
     },
     /// Serve CONNS short connections one by one: read REQ bytes, answer REPLY, await close.
     TcpRrManyServer {
@@ -513,6 +525,7 @@ fn run(cli: Cli) -> Result<()> {
             check_udp_size(size, &to)?;
             shapes::udp_burst(to, count, burst.max(1), gap_ms, size)
         }
+        Cmd::BigTcp4 { dev, size } => shapes::big_tcp4(&dev, size),
         Cmd::NfHold { count, seconds } => shapes::nf_hold(count, Duration::from_secs(seconds)),
         Cmd::UdpStampRecv {
             bind,
@@ -525,7 +538,8 @@ fn run(cli: Cli) -> Result<()> {
             count,
             size,
             delay_ms,
-        } => shapes::tcp_stamp_recv(bind, count, size, delay_ms),
+            lowat,
+        } => shapes::tcp_stamp_recv(bind, count, size, delay_ms, lowat.max(1)),
         Cmd::TcpRrManyServer {
             bind,
             conns,

@@ -66,6 +66,60 @@ pub fn nf_hold(count: i32, seconds: Duration) -> Result<()> {
     Ok(())
 }
 
+/// RTM_NEWLINK with IFLA_GSO_IPV4_MAX_SIZE (63) and IFLA_GRO_IPV4_MAX_SIZE (64), Linux 6.3+.
+pub fn big_tcp4(dev: &str, size: u32) -> Result<()> {
+    const IFLA_GSO_IPV4_MAX_SIZE: u16 = 63;
+    const IFLA_GRO_IPV4_MAX_SIZE: u16 = 64;
+    let index = nix_ifindex(dev)?;
+    let mut msg = Vec::new();
+    // nlmsghdr: length (patched below), type, flags, seq, pid.
+    msg.extend(0u32.to_ne_bytes());
+    msg.extend(libc::RTM_NEWLINK.to_ne_bytes());
+    msg.extend(((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    msg.extend(1u32.to_ne_bytes());
+    msg.extend(0u32.to_ne_bytes());
+    // ifinfomsg: family, pad, type, index, flags, change.
+    msg.extend([libc::AF_UNSPEC as u8, 0]);
+    msg.extend(0u16.to_ne_bytes());
+    msg.extend(index.to_ne_bytes());
+    msg.extend(0u32.to_ne_bytes());
+    msg.extend(0u32.to_ne_bytes());
+    for attr in [IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE] {
+        msg.extend(8u16.to_ne_bytes());
+        msg.extend(attr.to_ne_bytes());
+        msg.extend(size.to_ne_bytes());
+    }
+    let len = msg.len() as u32;
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+    // SAFETY: a netlink socket, sent one complete message and read into a local buffer.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        );
+        if fd < 0 {
+            bail!("netlink socket: {}", std::io::Error::last_os_error());
+        }
+        let sent = libc::send(fd, msg.as_ptr().cast(), msg.len(), 0);
+        let mut ack = [0u8; 256];
+        let got = libc::recv(fd, ack.as_mut_ptr().cast(), ack.len(), 0);
+        libc::close(fd);
+        if sent < 0 || got < 20 {
+            bail!("netlink: {}", std::io::Error::last_os_error());
+        }
+        // NLMSG_ERROR: the error code follows the 16-byte header; 0 is the ACK.
+        let err = i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]);
+        if err != 0 {
+            bail!(
+                "setting IPv4 BIG TCP on {dev}: {} (Linux 6.3+)",
+                std::io::Error::from_raw_os_error(-err)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn nix_ifindex(dev: &str) -> Result<i32> {
     let name = std::ffi::CString::new(dev).context("device name")?;
     // SAFETY: a NUL-terminated name.
@@ -229,20 +283,43 @@ pub fn udp_stamp_recv(
     emit(&w.json().to_string())
 }
 
-/// One connection, `count` messages of `size` bytes, each read `delay_ms` after its data
-/// became readable, stamped by the kernel.
-pub fn tcp_stamp_recv(bind: SocketAddr, count: u64, size: usize, delay_ms: u64) -> Result<()> {
+/// One connection, `count` messages of `size` bytes, read `lowat` at a time, each read
+/// `delay_ms` after its data became readable (with SO_RCVLOWAT when `lowat` > 1: only once
+/// all of them are in), stamped by the kernel.
+pub fn tcp_stamp_recv(
+    bind: SocketAddr,
+    count: u64,
+    size: usize,
+    delay_ms: u64,
+    lowat: usize,
+) -> Result<()> {
     let l = TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
-    // On the listener, so the accepted socket has it before its first segment arrives.
+    // On the listener, so the accepted socket has both before its first segment arrives.
     set_timestamps(l.as_raw_fd())?;
+    if lowat > 1 {
+        let v = (size * lowat) as libc::c_int;
+        // SAFETY: a valid socket and option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            bail!("SO_RCVLOWAT: {}", std::io::Error::last_os_error());
+        }
+    }
     ready()?;
     let (mut s, _) = l.accept().context("accept")?;
     let mut w = Waits::default();
-    for i in 0..count {
+    for i in 0..count / lowat as u64 {
         wait_readable(s.as_raw_fd())?;
         sleep_ms(delay_ms);
-        if !read_exact_stamped(&mut s, size, &mut w)? {
-            bail!("EOF after {i} of {count} messages");
+        if !read_exact_stamped(&mut s, size * lowat, &mut w)? {
+            bail!("EOF after {i} reads");
         }
     }
     emit(&w.json().to_string())
