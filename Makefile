@@ -47,6 +47,7 @@ static: deps
 bench: deps build
 	bash scripts/bench.sh
 	bash scripts/bench-netns.sh
+	bash scripts/bench-serve.sh
 
 lint:
 	$(CARGO) fmt --check

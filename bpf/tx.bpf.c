@@ -40,6 +40,9 @@ enum tx_held_reason _tx_held_reason = 0;
 /* Send syscall numbers of the running architecture (write, writev, sendto, sendmsg,
  * sendmmsg), set by Rust; -1 = unused. */
 const volatile __s64 sys_nr[5] = {-1, -1, -1, -1, -1};
+/* tx_free is attached (consume_skb, kfree_skb); without it (serve's default, --no-tx-free)
+ * a chain ends when the driver's xmit returns, whatever the device. */
+const volatile bool has_tx_free = true;
 
 struct tx_cache {
 	struct tx_chain_event e[TX_CACHE];
@@ -554,7 +557,7 @@ static __always_inline void on_tx_done(const void *skbp, int rc, const void *dev
 	}
 	priv = has_cast ? BPF_CORE_READ_BITFIELD(dev, priv_flags)
 			: BPF_CORE_READ_BITFIELD_PROBED(dev, priv_flags);
-	if (e->ts[TX_FREE] || (RD(dev, flags) & IFF_LOOPBACK) ||
+	if (!has_tx_free || e->ts[TX_FREE] || (RD(dev, flags) & IFF_LOOPBACK) ||
 	    (priv & bpf_core_enum_value(enum netdev_priv_flags, IFF_NO_QUEUE)))
 		tx_emit(e, 0);
 	else

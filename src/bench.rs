@@ -128,6 +128,16 @@ fn attach_empty(
                     && !SOFTIRQ_EMPTIES[2..].contains(&name.as_str())
             }
             EmptyHooks::Netfilter => name == "empty_nf_drop",
+            // serve's defaults: trace's lean set (no tx_free), the softirq part, and the
+            // netfilter part's kfree_skb.
+            EmptyHooks::Serve => {
+                (!name.ends_with("_nf")
+                    && !name.starts_with("empty_marker_")
+                    && !name.starts_with("empty_nf_")
+                    && !name.starts_with("empty_tx_free_"))
+                    || SOFTIRQ_EMPTIES.contains(&name.as_str())
+                    || name == "empty_nf_drop"
+            }
             EmptyHooks::Marker => false,
         };
         if !wanted {
@@ -143,10 +153,14 @@ fn attach_empty(
     }
     for place in netns::places(netns_paths) {
         let _inside = place.map(netns::Entered::enter).transpose()?;
-        if hooks == EmptyHooks::Netfilter {
-            attach_empty_bracket(skel, &mut links)?;
-        } else {
-            attach_empty_nf(skel, &mut links)?;
+        match hooks {
+            EmptyHooks::Netfilter => attach_empty_bracket(skel, &mut links)?,
+            // No netfilter split by default; the bracket is serve's netfilter part.
+            EmptyHooks::Serve => {
+                attach_empty_nf(skel, &mut links, false)?;
+                attach_empty_bracket(skel, &mut links)?;
+            }
+            _ => attach_empty_nf(skel, &mut links, true)?,
         }
     }
     Ok(links)
@@ -170,7 +184,8 @@ fn attach_empty_bracket(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<(
     Ok(())
 }
 
-fn attach_empty_nf(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<()> {
+/// trace's netfilter positions; `split`: with the four of the netfilter split.
+fn attach_empty_nf(skel: &EmptySkel<'_>, links: &mut Vec<Link>, split: bool) -> Result<()> {
     let hooks = [
         (
             &skel.progs.empty_rx_ip_nf,
@@ -213,7 +228,7 @@ fn attach_empty_nf(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<()> {
             NF_FIRST,
         ),
     ];
-    for (prog, hooknum, priority) in hooks {
+    for (prog, hooknum, priority) in hooks.into_iter().take(if split { 8 } else { 4 }) {
         links.extend(attach_netfilter(
             prog,
             hooknum,

@@ -110,6 +110,9 @@ pub enum EmptyHooks {
     Netfilter,
     /// TC programs at marker's capture points (--iface)
     Marker,
+    /// `serve`'s default hooks: trace's without the netfilter split, softirq context and
+    /// tx_free, plus the softirq and netfilter parts
+    Serve,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -210,6 +213,18 @@ pub struct ServeArgs {
     /// Leave out the netfilter part (netstack_lat_netfilter_*)
     #[arg(long)]
     pub no_netfilter: bool,
+    /// Also export the netfilter split spans (per hook, and routing between): one more
+    /// netfilter program per hook and packet
+    #[arg(long)]
+    pub netfilter_split: bool,
+    /// Also export the softirq context span (rx_softirq_raise->rx_softirq_entry): two more
+    /// programs on every softirq raise and entry
+    #[arg(long)]
+    pub softirq_context: bool,
+    /// Also trace transmit completion (tx_free): two more programs on every skb the host
+    /// frees; without it, chains end when the driver's xmit returns
+    #[arg(long)]
+    pub tx_free: bool,
     /// Stop after this long; default: until Ctrl-C or SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -342,6 +357,11 @@ pub struct TraceArgs {
     /// program per hook and packet
     #[arg(long)]
     pub no_netfilter_split: bool,
+    /// Leave out the transmit completion point (tx_free: consume_skb and kfree_skb, which
+    /// run for every skb the host frees): chains end when the driver's xmit returns, and
+    /// a drop before the driver is no longer seen (such a chain ages out, counted stale)
+    #[arg(long)]
+    pub no_tx_free: bool,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

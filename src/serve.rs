@@ -77,6 +77,10 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         interval: std::time::Duration::from_secs(1),
         top: 0,
         sample: 1,
+        // Lean by default: only the hooks the exported spans need; the rest opt-in.
+        no_netfilter_split: !a.netfilter_split,
+        no_softirq_context: !a.softirq_context,
+        no_tx_free: !a.tx_free,
         ..TraceArgs::default()
     };
     trace::run_with(

@@ -992,7 +992,11 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         );
     }
     if want_tx {
-        plan.extend(probes::plan_tx(&facts));
+        plan.extend(
+            probes::plan_tx(&facts)
+                .into_iter()
+                .filter(|p| !(args.no_tx_free && p.point == "tx_free")),
+        );
     }
     let served = |point: &str| plan.iter().any(|p| p.point == point && p.kind.is_some());
     if want_rx && !served("rx_sockq") {
@@ -1056,6 +1060,9 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     let ro = set_filters!(tx_open, &filters);
     ro.has_cast = facts.has_cast;
     ro.cookie_helper = probes::socket_cookie_helper();
+    ro.has_tx_free = plan
+        .iter()
+        .any(|p| p.point == "tx_free" && p.kind.is_some());
     if plan
         .iter()
         .any(|p| p.point == "tx_transport" && p.kind == Some(HookKind::Netfilter))

@@ -417,3 +417,70 @@ fn marker_exposition_passes_promtool() {
     );
     stop_ok(p, "marker");
 }
+
+/// The count of one span in a text exposition (all label sets summed); None when absent.
+fn span_total(text: &str, span: &str) -> Option<f64> {
+    let prefix = "netstack_lat_span_latency_seconds_count{";
+    let needle = format!("span=\"{span}\"");
+    let vals: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!vals.is_empty()).then(|| vals.iter().sum())
+}
+
+/// `serve` is lean by default (no netfilter split, softirq context or tx_free hooks) and
+/// still counts every packet of its spans; the three flags bring them back.
+#[test]
+fn serve_is_lean_by_default_and_opt_ins_add_their_spans() {
+    if !root_or_skip("serve_is_lean_by_default_and_opt_ins_add_their_spans") {
+        return;
+    }
+    const K: u64 = 12;
+    let before = bpf_state();
+    let t = Topo::new();
+    let (na, nb) = (t.netns_path(&t.a), t.netns_path(&t.b));
+    for full in [false, true] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "serve", "--listen", &listen, "--netns", &na, "--netns", &nb, "--port", "9135",
+        ];
+        if full {
+            args.extend(["--netfilter-split", "--softirq-context", "--tx-free"]);
+        }
+        let serve = tool(&args);
+        delayed_exchange(&t, "udp", &t.server(false, 9135), K, 5, 20);
+        std::thread::sleep(Duration::from_millis(2500));
+        let (status, text) = get(&listen, "/metrics");
+        assert_eq!(status, 200);
+        for span in [
+            "rx_netif->rx_read",
+            "rx_ip->rx_transport",
+            "tx_send->tx_done",
+        ] {
+            assert_eq!(
+                span_total(&text, span),
+                Some(K as f64),
+                "full={full}: {span} once per datagram"
+            );
+        }
+        for span in [
+            "rx_ip->rx_nf_pre_done",
+            "tx_transport->tx_nf_out_done",
+            "rx_softirq_raise->rx_softirq_entry",
+        ] {
+            let n = span_total(&text, span);
+            if full {
+                assert_eq!(n, Some(K as f64), "{span} with its flag");
+            } else {
+                assert_eq!(n, None, "{span} is opt-in");
+            }
+        }
+        serve.signal(libc::SIGTERM);
+        let (code, _, err) = serve.finish(Duration::from_secs(20));
+        assert_eq!(code, Some(0), "{err}");
+    }
+    drop(t);
+    assert_no_new_bpf(&before, "serve lean and full");
+}
