@@ -481,5 +481,38 @@ mod tests {
         assert_eq!(f[&9].name, "blue");
     }
 
+    #[test]
+    fn coverage_lines_name_every_refusal() {
+        let c = Coverage {
+            mode: "all",
+            covered: 3,
+            links: 48,
+            seen: 4,
+            gone: 1,
+            discovery: "task iterator".into(),
+            refused: vec![Refusal {
+                netns: 4026532001,
+                name: "blue".into(),
+                reason: "cannot attach rx_ip to netfilter".into(),
+            }],
+        };
+        let h = c.human();
+        assert!(h.starts_with(
+            "network namespaces: all of the host: 3 covered now, 4 over the run, 1 gone"
+        ));
+        assert!(h.contains("NOT covered: netns 4026532001 (blue): cannot attach rx_ip"));
+        let e = crate::metrics::Exporter::new();
+        assert_eq!(e.health_text(), "ok\n");
+        e.set_health(&c);
+        assert_eq!(
+            e.health_text(),
+            "degraded\nnetns 4026532001 (blue) not covered: cannot attach rx_ip to netfilter\n"
+        );
+        e.publish("netns", crate::export::netns_families(&c));
+        let r = e.render_text();
+        assert!(r.contains("netstack_lat_netns_refused{netns=\"4026532001\",netns_name=\"blue\",reason=\"cannot attach rx_ip to netfilter\"} 1"), "{r}");
+        assert!(r.contains("netstack_lat_netns_covered 3"), "{r}");
+    }
+
     use crate::netns::note;
 }
