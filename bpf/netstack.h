@@ -361,7 +361,56 @@ enum counter {
 	CNT_TX_PARK_FULL = 11,	/* no room to park a queued or in-flight TX chain */
 	CNT_TX_XMIT_FAIL = 12,	/* the driver refused or dropped a traced skb (NET_XMIT_DROP/CN) */
 	CNT_RX_BACKLOG_TAKEN = 13, /* handed-over chains taken up where the backlog was processed */
-	CNT_MAX = 16,
+	/* In-kernel aggregation (agg.bpf.h): what user space would otherwise have counted. */
+	CNT_AGG_FULL = 14,	    /* spans not recorded: no free series within AGG_PROBES */
+	CNT_FIFO_FULL = 15,	    /* queued data whose read is not timed: socket FIFO full */
+	CNT_RX_CHAINS = 16,	    /* RX chains recorded (packets) */
+	CNT_TX_CHAINS = 17,	    /* TX chains recorded (packets) */
+	CNT_READS = 18,		    /* reads on sockets with traced data queued */
+	CNT_READS_UNMATCHED = 19,   /* such reads that found nothing queued in the FIFO */
+	CNT_UNREAD = 20,	    /* queued data never read: its TCP socket closed */
+	CNT_TX_WRITES = 21,	    /* TCP writes started */
+	CNT_TX_RETRANS = 22,	    /* TCP data segments whose oldest byte was sent before */
+	CNT_TX_UNATTRIBUTED = 23,   /* TCP data segments with no write found for them */
+	CNT_TX_WRITES_EVICTED = 24, /* TCP writes pushed out of a full write FIFO */
+	CNT_MAX = 32,
+};
+
+/* ---- in-kernel span histograms (agg.bpf.h): serve's default, no ring record per packet ---- */
+
+/* Points in one numbering for spans, as Rust's events.rs point_name: RX 0-5 (5: the read),
+ * TX from SP_TX, then the context points beside the paths. */
+enum span_point {
+	SP_RX_READ = 5,
+	SP_TX = 6,
+	SP_RX_SIRQ_RAISE = 14,
+	SP_RX_SIRQ_ENTRY = 15,
+	SP_RX_NF_PRE_DONE = 16,
+	SP_RX_NF_IN = 17,
+	SP_TX_NF_OUT_DONE = 18,
+	SP_TX_NF_POST = 19,
+};
+
+/* A series: span (from -> to, from < to, so to == 0 marks a free entry) and its labels. */
+struct span_key {
+	__u8 from;
+	__u8 to;
+	__u8 proto;
+	__u8 _pad;
+	__u32 ifindex;
+	__u32 netns;
+};
+
+/* The bounds of Rust's metrics.rs BOUNDS_NS (Rust writes them to agg_bounds) and +Inf. */
+#define PROM_BOUNDS  22
+#define PROM_BUCKETS (PROM_BOUNDS + 1)
+
+/* One series of one CPU's open-addressed table (agg_hist): a Prometheus histogram. */
+struct agg_entry {
+	struct span_key key;
+	__u32 _pad;
+	__u64 sum; /* nanoseconds */
+	__u64 b[PROM_BUCKETS];
 };
 
 /* ---- namespaces (nswatch.bpf.c): one record per network namespace a task is in ---- */

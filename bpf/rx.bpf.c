@@ -23,7 +23,7 @@
  * Every point has several programs (tp_btf first, then raw_tp, netfilter or fentry);
  * Rust enables exactly one per point after probing the kernel.
  */
-#include "common.bpf.h"
+#include "agg.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -111,6 +111,38 @@ struct {
 	__type(value, __u8);
 } rx_socks SEC(".maps");
 
+/*
+ * In-kernel reads (f_agg): per socket, the data queued and not yet read, oldest first. One
+ * producer (sk_data_ready: the socket's softirq, under the socket lock for TCP) and one
+ * consumer (the reader): tail moves only when data is queued, head only at reads. An LRU
+ * hash, not socket storage, for the reason above. Rust shrinks it when not aggregating.
+ */
+#define FIFO_LEN	    16
+#define IFINDEX_PLACEHOLDER 0xffffffffu
+
+struct fifo_item {
+	__u64 t_sockq;
+	__u64 t_netif; /* 0: the chain began at the socket */
+	__u32 end_seq; /* TCP: the first sequence number after the data */
+	__u32 ifindex; /* IFINDEX_PLACEHOLDER: holds a place only (--iface) */
+};
+
+struct sock_fifo {
+	__u32 head;
+	__u32 tail;
+	__u32 netns;
+	__u8 proto;
+	__u8 _pad[3];
+	struct fifo_item it[FIFO_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct sock_fifo);
+} rx_fifo SEC(".maps");
+
 static __always_inline __u64 as_scalar(struct drv_cache *c, const void *p)
 {
 	return ptr_scalar(c->scratch, p);
@@ -161,13 +193,76 @@ static __always_inline bool sock_marked(struct drv_cache *c, __u64 key)
 	return true;
 }
 
+/* A chain's spans into the in-kernel histograms (as Rust's chain_spans). */
+static __always_inline void agg_rx_chain(struct rx_chain_event *ev)
+{
+	__u32 ifx = ev->ifindex, ns = ev->netns;
+	__u8 p = ev->flow.proto;
+
+	count(CNT_RX_CHAINS);
+	AGG_PATH(ev->ts, RX_NPOINTS, 0, p, ifx, ns);
+	if (ev->sirq_raise && ev->sirq_entry >= ev->sirq_raise)
+		agg_add(SP_RX_SIRQ_RAISE, SP_RX_SIRQ_ENTRY, p, ifx, ns,
+			ev->sirq_entry - ev->sirq_raise);
+	agg_nf_split(RX_IP, ev->ts[RX_IP], SP_RX_NF_PRE_DONE, ev->nf_mid[0], SP_RX_NF_IN,
+		     ev->nf_mid[1], RX_TRANSPORT, ev->ts[RX_TRANSPORT], p, ifx, ns);
+}
+
+/* A chain ends: to the ring buffer, or into the in-kernel histograms. */
+static __always_inline void rx_emit(struct rx_chain_event *ev)
+{
+	if (f_agg)
+		agg_rx_chain(ev);
+	else
+		emit(ev, sizeof(*ev));
+}
+
+/* A new socket's FIFO, from map memory: the stack is too small for one. */
+const struct sock_fifo fifo_empty = {};
+
+/* Queued data waits in its socket's FIFO for the read that takes it (as Rust's queue).
+ * end_seq: TCP's first sequence number after the data; ifindex may be IFINDEX_PLACEHOLDER. */
+static __always_inline void fifo_push(__u64 id, __u64 t_sockq, __u64 t_netif, __u32 end_seq,
+				      __u32 ifindex, __u8 proto, __u32 netns)
+{
+	struct sock_fifo *f = bpf_map_lookup_elem(&rx_fifo, &id);
+	struct fifo_item *it;
+	__u32 tail;
+
+	if (!f) {
+		bpf_map_update_elem(&rx_fifo, &id, &fifo_empty, BPF_NOEXIST);
+		f = bpf_map_lookup_elem(&rx_fifo, &id);
+		if (!f)
+			return;
+		f->netns = netns;
+		f->proto = proto;
+	}
+	tail = *(volatile __u32 *)&f->tail;
+	/* TCP data already queued (a second sk_data_ready for it) is not new data. */
+	if (proto == IPPROTO_TCP && tail != f->head &&
+	    f->it[(tail - 1) & (FIFO_LEN - 1)].end_seq == end_seq)
+		return;
+	if (tail - *(volatile __u32 *)&f->head >= FIFO_LEN) {
+		count(CNT_FIFO_FULL);
+		return;
+	}
+	it = &f->it[tail & (FIFO_LEN - 1)];
+	it->t_sockq = t_sockq;
+	it->t_netif = t_netif;
+	it->end_seq = end_seq;
+	it->ifindex = ifindex;
+	/* The item first, then the tail that makes it visible to the reader. */
+	asm volatile("" ::: "memory");
+	*(volatile __u32 *)&f->tail = tail + 1;
+}
+
 /* A chain that passed the filters but never reached a socket queue still has spans. */
 static __always_inline void slot_flush(struct rx_slot *s)
 {
 	/* A chain handed over to the backlog is reported from there. */
 	if (s->state == SLOT_PASS && s->ev.ts[RX_IP] && !(s->ev.flags & CHAIN_HANDED_OVER)) {
 		s->ev.flags |= CHAIN_FLUSHED;
-		emit(&s->ev, sizeof(s->ev));
+		rx_emit(&s->ev);
 		count(CNT_CHAIN_FLUSHED);
 	}
 	s->state = SLOT_EMPTY;
@@ -528,7 +623,18 @@ static __always_inline void on_sockq(const void *sk, bool typed)
 			if (!bpf_map_delete_elem(&rx_backlog, &s->ev.skb))
 				__sync_fetch_and_sub(&backlog_n, 1);
 		}
-		emit(&s->ev, sizeof(s->ev));
+		if (f_agg) {
+			agg_rx_chain(&s->ev);
+			/* No data, nothing for a read to wait for (a FIN, an empty datagram). */
+			if (s->ev.payload)
+				fifo_push(id, now, s->ev.ts[RX_NETIF],
+					  /* A FIN after the data takes a sequence number that
+					   * no read copies. */
+					  rcv_nxt - !!(s->ev.flags & CHAIN_SEQ_FLAG), s->ev.ifindex,
+					  proto, s->ev.netns);
+		} else {
+			emit(&s->ev, sizeof(s->ev));
+		}
 		s->state = SLOT_EMPTY;
 		if (drv->cur_skb == skb)
 			drv->cur_skb = 0;
@@ -536,7 +642,8 @@ static __always_inline void on_sockq(const void *sk, bool typed)
 			drv->bl_skb = 0;
 		drv->last_q_sk = id;
 		drv->last_q_seq = rcv_nxt;
-		sock_mark(drv, id);
+		if (!f_agg)
+			sock_mark(drv, id);
 		return;
 	}
 	/* A second call for data already reported (kTLS and psock wrappers call it again). */
@@ -550,6 +657,16 @@ static __always_inline void on_sockq(const void *sk, bool typed)
 	sock_flow(sko, &sf);
 	if (!netns_wanted(netns) || !flow_wanted(&sf))
 		return;
+	if (f_agg) {
+		/* With --iface it only holds its place in the socket's queue (see below). */
+		if (!f_ifindex)
+			count(CNT_RX_CHAINS);
+		fifo_push(id, now, 0, rcv_nxt, f_ifindex ? IFINDEX_PLACEHOLDER : 0, proto, netns);
+		count(CNT_SOCKQ_UNJOINED);
+		drv->last_q_sk = id;
+		drv->last_q_seq = rcv_nxt;
+		return;
+	}
 	ev = rb_reserve(&rb, sizeof(*ev));
 	if (!ev)
 		return;
@@ -571,6 +688,49 @@ static __always_inline void on_sockq(const void *sk, bool typed)
 	sock_mark(drv, id);
 }
 
+/* A read in the kernel (f_agg): it takes from the socket's FIFO what it completes, as
+ * Rust's on_read: a datagram, or the TCP data up to copied_seq. */
+static __always_inline void agg_read(const void *sk, __u64 id)
+{
+	struct sock_fifo *f = bpf_map_lookup_elem(&rx_fifo, &id);
+	__u64 now = bpf_ktime_get_ns();
+	struct fifo_item *it;
+	__u32 head, tail, copied = 0;
+	bool tcp, took = false;
+
+	if (!f)
+		return;
+	count(CNT_READS);
+	if (!task_wanted(bpf_get_current_pid_tgid() >> 32))
+		return;
+	tcp = f->proto == IPPROTO_TCP;
+	if (tcp)
+		copied = RD(KPTR(sk, struct tcp_sock), copied_seq);
+	head = f->head;
+	tail = *(volatile __u32 *)&f->tail;
+	for (int i = 0; i < FIFO_LEN; i++) {
+		if (head == tail)
+			break;
+		it = &f->it[head & (FIFO_LEN - 1)];
+		if (tcp && (int)(copied - it->end_seq) < 0)
+			break;
+		if (it->ifindex != IFINDEX_PLACEHOLDER) {
+			agg_add(RX_SOCKQ, SP_RX_READ, f->proto, it->ifindex, f->netns,
+				now > it->t_sockq ? now - it->t_sockq : 0);
+			if (it->t_netif)
+				agg_add(RX_NETIF, SP_RX_READ, f->proto, it->ifindex, f->netns,
+					now > it->t_netif ? now - it->t_netif : 0);
+		}
+		took = true;
+		head++;
+		if (!tcp)
+			break;
+	}
+	*(volatile __u32 *)&f->head = head;
+	if (!took)
+		count(CNT_READS_UNMATCHED);
+}
+
 /* sock_recv_length: one event per read on a socket that had traced data queued. */
 static __always_inline void on_read(const void *sk, int ret, int flags, bool typed)
 {
@@ -587,6 +747,10 @@ static __always_inline void on_read(const void *sk, int ret, int flags, bool typ
 	if (!drv)
 		return;
 	id = sock_id(sk, as_scalar(drv, sk), typed);
+	if (f_agg) {
+		agg_read(sk, id);
+		return;
+	}
 	if (!sock_marked(drv, id))
 		return;
 	tid = bpf_get_current_pid_tgid();
@@ -624,6 +788,24 @@ static __always_inline void on_close(const void *sk, int newstate, bool typed)
 	if (!drv)
 		return;
 	id = sock_id(sk, as_scalar(drv, sk), typed);
+	if (f_agg) {
+		struct sock_fifo *f = bpf_map_lookup_elem(&rx_fifo, &id);
+		__u32 n = 0;
+
+		if (!f)
+			return;
+		for (__u32 h = f->head, i = 0; i < FIFO_LEN && h != f->tail; h++, i++)
+			n += f->it[h & (FIFO_LEN - 1)].ifindex != IFINDEX_PLACEHOLDER;
+		if (n) {
+			__u32 k = CNT_UNREAD;
+			__u64 *v = bpf_map_lookup_elem(&counters, &k);
+
+			if (v)
+				*v += n;
+		}
+		bpf_map_delete_elem(&rx_fifo, &id);
+		return;
+	}
 	if (!bpf_map_lookup_elem(&rx_socks, &id))
 		return;
 	bpf_map_delete_elem(&rx_socks, &id);
@@ -941,7 +1123,7 @@ int BPF_KPROBE(rx_read_kprobe, struct socket *sock, struct msghdr *msg, int flag
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct drv_cache *drv = drv_get();
 
-	if (drv && sock_marked(drv, sock_id((void *)rc.sk, rc.sk, false)))
+	if (drv && (f_agg || sock_marked(drv, sock_id((void *)rc.sk, rc.sk, false))))
 		bpf_map_update_elem(&rx_recv_calls, &tid, &rc, BPF_ANY);
 	return 0;
 }

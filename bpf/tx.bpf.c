@@ -17,7 +17,7 @@
  * syscall's entry time, thread and socket are carried in a per-CPU slot to LOCAL_OUT, where
  * only a datagram of that thread and that socket takes them.
  */
-#include "common.bpf.h"
+#include "agg.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -70,9 +70,19 @@ struct {
 
 /* A TCP write in progress on a socket, keyed by socket id (the socket lock serialises
  * writes; a new socket at a closed one's address has another id, so never inherits one). */
+#define WRITES 4 /* writes kept per socket for the in-kernel join (f_agg) */
+
 struct tx_write {
 	__u32 active;
 	__u32 msg_flags; /* of the call: sock_send_length does not pass them (always 0) */
+	/* f_agg: the socket's latest writes (first sequence number, send time), oldest at head,
+	 * and the end of the data sent so far, for the join that Rust's txjoin does otherwise. */
+	__u32 head;
+	__u32 tail;
+	__u32 sent_end;
+	__u32 sent_set;
+	__u32 start[WRITES];
+	__u64 ts[WRITES];
 };
 
 struct {
@@ -136,10 +146,31 @@ static __always_inline struct tx_chain_event *tx_find(struct tx_cache *c, const 
 	return i < 0 ? NULL : &c->e[i & (TX_CACHE - 1)];
 }
 
+/* A chain's spans into the in-kernel histograms (as Rust's tx_spans_of and nf_split). */
+static __always_inline void agg_tx_chain(struct tx_chain_event *e)
+{
+	__u32 ifx = e->ifindex, ns = e->netns;
+	__u8 p = e->flow.proto;
+
+	count(CNT_TX_CHAINS);
+	AGG_PATH(e->ts, TX_NPOINTS, SP_TX, p, ifx, ns);
+	if (e->ts[TX_SEND] && e->ts[TX_DONE] > e->ts[TX_SEND] &&
+	    (e->ts[TX_TRANSPORT] || e->ts[TX_NF_DONE] || e->ts[TX_QDISC_ENQ] ||
+	     e->ts[TX_QDISC_DEQ] || e->ts[TX_DRIVER]))
+		agg_add(SP_TX + TX_SEND, SP_TX + TX_DONE, p, ifx, ns,
+			e->ts[TX_DONE] - e->ts[TX_SEND]);
+	agg_nf_split(SP_TX + TX_TRANSPORT, e->ts[TX_TRANSPORT], SP_TX_NF_OUT_DONE, e->nf_mid[0],
+		     SP_TX_NF_POST, e->nf_mid[1], SP_TX + TX_NF_DONE, e->ts[TX_NF_DONE], p, ifx,
+		     ns);
+}
+
 static __always_inline void tx_emit(struct tx_chain_event *e, __u32 flags)
 {
 	e->flags |= flags;
-	emit(e, sizeof(*e));
+	if (f_agg)
+		agg_tx_chain(e);
+	else
+		emit(e, sizeof(*e));
 	e->skb = 0;
 }
 
@@ -238,6 +269,67 @@ static __always_inline void on_sys_enter(long id, long fd)
 	c->sys_sk = 0;
 }
 
+/* f_agg: a TCP write starts at sequence number `start` (the join of Rust's on_tx_send). */
+static __always_inline void agg_write(__u64 key, struct tx_write *w, __u32 start, __u64 now,
+				      __u32 msg_flags)
+{
+	struct tx_write nw = {};
+	__u32 t;
+
+	count(CNT_TX_WRITES);
+	if (!w) {
+		bpf_map_update_elem(&tx_socks, &key, &nw, BPF_NOEXIST);
+		w = bpf_map_lookup_elem(&tx_socks, &key);
+		if (!w)
+			return;
+	}
+	w->active = 1;
+	w->msg_flags = msg_flags;
+	t = w->tail;
+	/* A write that took no bytes (EAGAIN) shares its start with the next one. */
+	if (t != w->head && w->start[(t - 1) & (WRITES - 1)] == start)
+		t--;
+	else if (t - w->head >= WRITES) {
+		w->head++;
+		count(CNT_TX_WRITES_EVICTED);
+	}
+	w->start[t & (WRITES - 1)] = start;
+	w->ts[t & (WRITES - 1)] = now;
+	w->tail = t + 1;
+}
+
+/* f_agg: a TCP data segment at LOCAL_OUT takes the send time of the latest write that
+ * started at or before its oldest byte; a segment whose oldest byte went out before (RTO,
+ * TLP, fast retransmit) waited for no write (Rust's attribute). */
+static __always_inline void agg_attribute(struct tx_chain_event *e)
+{
+	struct tx_write *w = bpf_map_lookup_elem(&tx_socks, &e->sk);
+	__u32 h;
+
+	if (!w) {
+		count(CNT_TX_UNATTRIBUTED);
+		return;
+	}
+	if (w->sent_set && (int)(e->seq - w->sent_end) < 0) {
+		count(CNT_TX_RETRANS);
+		return;
+	}
+	w->sent_end = e->seq + e->payload;
+	w->sent_set = 1;
+	h = w->head;
+	for (int i = 0; i < WRITES - 1; i++) {
+		if (w->tail - h < 2 || (int)(e->seq - w->start[(h + 1) & (WRITES - 1)]) < 0)
+			break;
+		h++;
+	}
+	w->head = h;
+	if (h == w->tail || (int)(e->seq - w->start[h & (WRITES - 1)]) < 0) {
+		count(CNT_TX_UNATTRIBUTED);
+		return;
+	}
+	e->ts[TX_SEND] = w->ts[h & (WRITES - 1)];
+}
+
 /* tcp_sendmsg_locked runs once per skb a write fills: the first call of a write reports it.
  * `typed`: sk is the hook's BTF argument (sock_id). */
 static __always_inline void on_tcp_send(const void *sk, const void *msgp, bool typed)
@@ -269,6 +361,13 @@ static __always_inline void on_tcp_send(const void *sk, const void *msgp, bool t
 	/* The syscall entry is when the application handed the data over; without it (a
 	 * kernel caller, or the slot taken by another thread), the first locked call. */
 	now = c->sys_pid_tgid == id && c->sys_ts ? c->sys_ts : bpf_ktime_get_ns();
+	if (f_agg) {
+		agg_write(key, w, RD(KPTR(sk, struct tcp_sock), write_seq), now,
+			  RD(KPTR(msgp, struct msghdr), msg_flags));
+		c->writing_sk = key;
+		c->writing_ts = c->sys_pid_tgid == id ? c->sys_ts : 0;
+		return;
+	}
 	ev = rb_reserve(&rb, sizeof(*ev));
 	if (!ev)
 		return;
@@ -322,7 +421,7 @@ static __always_inline void on_send_end(const void *sk, int ret, int flags, bool
 	tp = KPTR(sk, struct tcp_sock);
 	write_seq = RD(tp, write_seq);
 	snd_nxt = RD(tp, snd_nxt);
-	if (ret <= 0 || write_seq == snd_nxt)
+	if (ret <= 0 || write_seq == snd_nxt || f_agg)
 		return;
 	/*
 	 * Nagle and cork hold back only a partial segment; more than an MSS unsent means a
@@ -406,6 +505,8 @@ static __always_inline void on_tx_transport(const void *skbp, __u32 ifindex, __u
 	e->payload = payload;
 	e->seq = seq;
 	e->ts[TX_TRANSPORT] = now;
+	if (f_agg && f.proto == IPPROTO_TCP && payload && e->sk)
+		agg_attribute(e);
 	if (task) {
 		e->ts[TX_SEND] = c->sys_ts;
 		e->flags = TXF_TASK;
@@ -600,7 +701,10 @@ static __always_inline void on_tx_free(const void *skbp, bool drop)
 		p->flags |= TXF_DROPPED;
 		count(CNT_TX_DROPPED);
 	}
-	emit(p, sizeof(*p));
+	if (f_agg)
+		agg_tx_chain(p);
+	else
+		emit(p, sizeof(*p));
 	tx_unpark(key);
 }
 

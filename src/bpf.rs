@@ -58,6 +58,7 @@ unsafe impl plain::Plain for rx::types::rx_read_event {}
 unsafe impl plain::Plain for rx::types::rx_slot {}
 unsafe impl plain::Plain for rx::types::rx_set {}
 unsafe impl plain::Plain for rx::types::sock_close_event {}
+unsafe impl plain::Plain for rx::types::agg_entry {}
 unsafe impl plain::Plain for tx::types::tx_chain_event {}
 unsafe impl plain::Plain for tx::types::tx_send_event {}
 unsafe impl plain::Plain for softirq::types::fine_hist {}

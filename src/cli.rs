@@ -225,6 +225,17 @@ pub struct ServeArgs {
     /// frees; without it, chains end when the driver's xmit returns
     #[arg(long)]
     pub tx_free: bool,
+    /// Series (span x protocol x interface x namespace) each CPU's in-kernel table holds:
+    /// N x 208 bytes per CPU, for RX and for TX. Spans of series beyond it are counted in
+    /// netstack_lat_spans_unrecorded{why="series_full"}
+    #[arg(long, value_name = "N", default_value_t = crate::kagg::DEFAULT_SERIES,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_series: u32,
+    /// Send every packet's chain to user space and join it there, as `trace` does, instead
+    /// of keeping the histograms in the kernel (costs more per packet; implied by
+    /// --per-connection-top, which needs the rows)
+    #[arg(long)]
+    pub user_space_join: bool,
     /// Stop after this long; default: until Ctrl-C or SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -409,6 +420,13 @@ pub struct TraceArgs {
     /// Print libbpf's own messages
     #[arg(long, short)]
     pub verbose: bool,
+    /// Set by `serve`: span histograms kept in the kernel, no ring record per packet (so
+    /// no per-connection rows)
+    #[arg(skip)]
+    pub in_kernel: bool,
+    /// With in_kernel: series each CPU's table holds
+    #[arg(skip)]
+    pub max_series: u32,
 }
 
 #[derive(Args, Debug, Clone, Default)]

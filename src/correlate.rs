@@ -198,6 +198,9 @@ pub struct JoinStats {
     pub tx_unattributed: u64,
     /// TX: chains that ended before the driver finished: dropped on the way.
     pub tx_dropped: u64,
+    /// RX: chains still in the per-CPU chain cache when the tool stopped (reported with
+    /// the points they passed).
+    pub rx_at_exit: u64,
     /// TX: chains still queued or awaiting completion when the tool stopped (reported with
     /// the points they passed).
     pub tx_at_exit: u64,

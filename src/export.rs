@@ -131,6 +131,20 @@ pub fn trace_families(
         .with(&[("why", "rx_backlog_stale")], Value::Counter(k.rx_backlog_stale))
         .with(&[("why", "tx_evicted")], Value::Counter(k.tx_evicted))
         .with(&[("why", "tx_stale")], Value::Counter(k.tx_stale)),
+        Family::new(
+            "netstack_lat_spans_unrecorded",
+            "Spans not recorded, by why: series_full (serve's in-kernel table is full: raise --max-series), socket_fifo_full (data queued faster than it was read: its read not timed)",
+        )
+        .with(&[("why", "series_full")], Value::Counter(k.series_full))
+        .with(&[("why", "socket_fifo_full")], Value::Counter(k.fifo_full)),
+        Family::new(
+            "netstack_lat_join_misses",
+            "Where the joins found no partner, by why: read_unmatched (a read found no queued data that was seen), unread (queued data never read), tx_unattributed (a TCP segment whose write was not seen), tx_retransmit (data sent before: no tx_send span)",
+        )
+        .with(&[("why", "read_unmatched")], Value::Counter(st.reads_unmatched))
+        .with(&[("why", "unread")], Value::Counter(st.unread))
+        .with(&[("why", "tx_unattributed")], Value::Counter(st.tx_unattributed))
+        .with(&[("why", "tx_retransmit")], Value::Counter(st.tx_retransmits)),
     ]
 }
 

@@ -26,7 +26,7 @@ pub const BUCKETS_S: [f64; 22] = [
 
 /// The same bounds in nanoseconds, for values measured in nanoseconds: spelled out, since
 /// `record` runs per span and packet (a test checks they match BUCKETS_S).
-const BOUNDS_NS: [u64; BUCKETS_S.len()] = [
+pub const BOUNDS_NS: [u64; BUCKETS_S.len()] = [
     1_000,
     2_500,
     5_000,

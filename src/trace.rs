@@ -21,6 +21,7 @@ use crate::correlate::{Correlator, Limits};
 use crate::error::{require_root, UserError};
 use crate::events::{self, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::export;
+use crate::kagg;
 use crate::metrics::{self, Endpoint, Exporter, Family};
 use crate::netns;
 use crate::nswatch::{Names, Watch as NsWatch};
@@ -421,6 +422,31 @@ pub struct KernelCounters {
     /// up again where the backlog was processed.
     pub rx_backlog: u64,
     pub rx_backlog_taken: u64,
+    /// In-kernel aggregation (serve): spans not recorded for want of a free series, and
+    /// queued data whose read is not timed (socket FIFO full); then what the kernel
+    /// counted in place of the frontend's join. Zero in trace.
+    #[serde(skip)]
+    pub series_full: u64,
+    #[serde(skip)]
+    pub fifo_full: u64,
+    #[serde(skip)]
+    pub rx_chains: u64,
+    #[serde(skip)]
+    pub tx_chains: u64,
+    #[serde(skip)]
+    pub reads: u64,
+    #[serde(skip)]
+    pub reads_unmatched: u64,
+    #[serde(skip)]
+    pub unread: u64,
+    #[serde(skip)]
+    pub tx_writes: u64,
+    #[serde(skip)]
+    pub tx_retransmits: u64,
+    #[serde(skip)]
+    pub tx_unattributed: u64,
+    #[serde(skip)]
+    pub tx_writes_evicted: u64,
 }
 
 fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
@@ -441,6 +467,17 @@ fn read_counters(skel: &RxSkel<'_>) -> KernelCounters {
         tx_xmit_failed: sum_counter(skel, c::CNT_TX_XMIT_FAIL.0),
         rx_backlog: sum_counter(skel, c::CNT_RX_BACKLOG.0),
         rx_backlog_taken: sum_counter(skel, c::CNT_RX_BACKLOG_TAKEN.0),
+        series_full: sum_counter(skel, c::CNT_AGG_FULL.0),
+        fifo_full: sum_counter(skel, c::CNT_FIFO_FULL.0),
+        rx_chains: sum_counter(skel, c::CNT_RX_CHAINS.0),
+        tx_chains: sum_counter(skel, c::CNT_TX_CHAINS.0),
+        reads: sum_counter(skel, c::CNT_READS.0),
+        reads_unmatched: sum_counter(skel, c::CNT_READS_UNMATCHED.0),
+        unread: sum_counter(skel, c::CNT_UNREAD.0),
+        tx_writes: sum_counter(skel, c::CNT_TX_WRITES.0),
+        tx_retransmits: sum_counter(skel, c::CNT_TX_RETRANS.0),
+        tx_unattributed: sum_counter(skel, c::CNT_TX_UNATTRIBUTED.0),
+        tx_writes_evicted: sum_counter(skel, c::CNT_TX_WRITES_EVICTED.0),
         ..KernelCounters::default()
     }
 }
@@ -512,6 +549,7 @@ fn drain_slots(skel: &RxSkel<'_>, corr: &mut Correlator) {
     }
     // In time order, as the join expects.
     chains.sort_by_key(|c| c.ts[events::RX_NETIF].max(c.ts[events::RX_IP]));
+    corr.stats.rx_at_exit += chains.len() as u64;
     for c in &chains {
         corr.on_chain(c);
     }
@@ -739,6 +777,52 @@ fn attach_nf_here(
         links.extend(attach_netfilter(prog, hooknum, priority, p.point)?);
     }
     Ok(())
+}
+
+/// In-kernel aggregation: the span histograms and the counts the kernel kept in place of
+/// the frontend's join, put where the exporter (and a summary) read them.
+fn kernel_spans(
+    skel: &RxSkel<'_>,
+    tx: &TxSkel<'_>,
+    corr: &mut Correlator,
+    k: &KernelCounters,
+) -> Result<()> {
+    let mut series = crate::correlate::FxMap::default();
+    kagg::read(&skel.maps.agg_hist, &mut series)?;
+    kagg::read(&tx.maps.agg_hist, &mut series)?;
+    corr.labelled = Some(series);
+    let st = &mut corr.stats;
+    st.chains = k.rx_chains;
+    st.tx_chains = k.tx_chains;
+    st.reads = k.reads;
+    st.reads_unmatched = k.reads_unmatched;
+    st.unread = k.unread;
+    st.queue_evicted = k.fifo_full + k.tx_writes_evicted;
+    st.tx_writes = k.tx_writes;
+    st.tx_retransmits = k.tx_retransmits;
+    st.tx_unattributed = k.tx_unattributed;
+    Ok(())
+}
+
+/// serve's last words: what it counted and every place a span was not recorded.
+pub fn in_kernel_line(st: &crate::correlate::JoinStats, k: &KernelCounters) -> String {
+    format!(
+        "in-kernel totals: {} RX and {} TX packets, {} reads ({} found no queued data), \
+         {} TCP writes; not recorded: {} spans (series table full, raise --max-series), \
+         {} reads (socket FIFO full), {} unread at close, {} TX segments without their \
+         write, {} retransmits, {} lost events",
+        st.chains,
+        st.tx_chains,
+        st.reads,
+        st.reads_unmatched,
+        st.tx_writes,
+        k.series_full,
+        k.fifo_full,
+        st.unread,
+        st.tx_unattributed,
+        st.tx_retransmits,
+        k.lost_events
+    )
 }
 
 fn publish(
@@ -1039,9 +1123,19 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     let ro = set_filters!(open, &filters);
     ro.has_cast = facts.has_cast;
     ro.cookie_helper = probes::socket_cookie_helper();
+    let series = kagg::table_size(args.max_series);
+    (ro.f_agg, (ro.agg_mask, ro.agg_bounds)) = (args.in_kernel, kagg::rodata(series));
     open.maps
         .events
         .set_max_entries(libbpf_rs::num_possible_cpus()? as u32)?;
+    // Tables and socket FIFOs only where the kernel aggregates.
+    let (table, fifos) = if args.in_kernel {
+        (series, 8192)
+    } else {
+        (1, 64)
+    };
+    open.maps.agg_hist.set_max_entries(table)?;
+    open.maps.rx_fifo.set_max_entries(fifos)?;
     for mut prog in open.open_object_mut().progs_mut() {
         let name = prog.name().to_string_lossy().to_string();
         prog.set_autoload(chosen.contains(&name.as_str()));
@@ -1063,6 +1157,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     ro.has_tx_free = plan
         .iter()
         .any(|p| p.point == "tx_free" && p.kind.is_some());
+    (ro.f_agg, (ro.agg_mask, ro.agg_bounds)) = (args.in_kernel, kagg::rodata(series));
     if plan
         .iter()
         .any(|p| p.point == "tx_transport" && p.kind == Some(HookKind::Netfilter))
@@ -1074,6 +1169,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     for (d, nr) in ro.sys_nr.iter_mut().zip(SEND_SYSCALLS) {
         *d = i64::from(nr);
     }
+    tx_open.maps.agg_hist.set_max_entries(table)?;
     tx_open
         .maps
         .events
@@ -1164,6 +1260,9 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
                 events: rings.received(),
                 ..counters_now(&skel, in_flight, (stale, backlog_stale))
             };
+            if args.in_kernel {
+                kernel_spans(&skel, &tx, &mut corr, &k)?;
+            }
             let secs = published.0.elapsed().as_secs_f64();
             let rate = k.events.saturating_sub(published.1) as f64 / secs;
             publish(x, &corr, &k, rate, &[skel.object(), tx.object()], &watch)?;
@@ -1198,12 +1297,18 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     rings.poll(Duration::ZERO)?;
     rings.release(u64::MAX, &mut corr);
     let (parked, cached, removed) = tx_in_flight(&mut tx, now_monotonic_ns());
-    drain_slots(&skel, &mut corr);
-    drain_tx(&tx, &mut corr);
+    if !args.in_kernel {
+        drain_slots(&skel, &mut corr);
+        drain_tx(&tx, &mut corr);
+    }
     let counters = KernelCounters {
         events: rings.received(),
         ..counters_now(&skel, (parked, cached), (stale + removed, backlog_stale))
     };
+    if args.in_kernel {
+        kernel_spans(&skel, &tx, &mut corr, &counters)?;
+        eprintln!("netstack-lat: {}", in_kernel_line(&corr.stats, &counters));
+    }
     let names = watch.names();
     let coverage = watch.coverage();
     watch.release();

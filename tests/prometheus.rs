@@ -75,6 +75,7 @@ impl Prometheus {
                 child,
                 what: "prometheus".into(),
                 out: None,
+                err: None,
             },
             addr,
             dir,
@@ -221,7 +222,7 @@ fn concurrent_scrapes_answer_whole_and_never_show_payload() {
         // comes last).
         let last = body.lines().last().unwrap_or("");
         assert!(
-            last.starts_with("netstack_lat_chains_unfinished_total{why=\"tx_stale\"} "),
+            last.starts_with("netstack_lat_join_misses_total{why=\"tx_retransmit\"} "),
             "a whole exposition: {body}"
         );
         assert!(

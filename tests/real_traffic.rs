@@ -406,6 +406,7 @@ fn udp_sender_owner_and_send_time() {
         child: sender,
         what: "udp-mixed-send".into(),
         out: None,
+        err: None,
     };
     let tr = tool(&["trace", "--netns", &netns, "--pid", &pid, "--tx", "--json"]);
     let sent = finish_json(sender, "udp-mixed-send");
@@ -677,6 +678,7 @@ fn udp_two_cpus_one_socket() {
                 child,
                 what: format!("sender on CPU {cpu}"),
                 out: None,
+                err: None,
             }
         })
         .collect();

@@ -154,6 +154,8 @@ pub struct Proc {
     pub what: String,
     /// stdout read as it comes (the tool's --events output can outgrow a pipe buffer).
     pub out: Option<std::thread::JoinHandle<String>>,
+    /// stderr, when a thread reads it (tool watches it for the start line).
+    pub err: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Proc {
@@ -176,6 +178,9 @@ impl Proc {
                 }
                 if let Some(mut e) = self.child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
+                }
+                if let Some(h) = self.err.take() {
+                    err = h.join().unwrap_or_default();
                 }
                 return (st.code(), out, err);
             }
@@ -215,6 +220,7 @@ pub fn load_in(ns: &str, args: &[&str]) -> Proc {
         child,
         what: format!("nsl-load {args:?}"),
         out: None,
+        err: None,
     }
 }
 
@@ -245,7 +251,7 @@ pub fn tool(args: &[&str]) -> Proc {
         .expect("spawn netstack-lat");
     let err = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let err_reader = std::thread::spawn(move || {
         let mut r = BufReader::new(err);
         let mut all = String::new();
         let mut line = String::new();
@@ -256,7 +262,8 @@ pub fn tool(args: &[&str]) -> Proc {
             all.push_str(&line);
             line.clear();
         }
-        let _ = tx.send(Err(all));
+        let _ = tx.send(Err(all.clone()));
+        all
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(Ok(())) => {}
@@ -273,6 +280,7 @@ pub fn tool(args: &[&str]) -> Proc {
         child,
         what: format!("netstack-lat {args:?}"),
         out: Some(out),
+        err: Some(err_reader),
     }
 }
 
