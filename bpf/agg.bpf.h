@@ -14,15 +14,17 @@
 #define AGG_BPF_H
 
 #include "common.bpf.h"
+#include "hist.bpf.h"
 
 #define AGG_PROBES 8
 
 /* Set by Rust: aggregate in the kernel instead of sending ring records. */
 const volatile bool f_agg = false;
-/* Entries of agg_hist minus 1 (a power of two minus 1), and the bucket bounds in ns, padded
- * with ~0 so that the search below never leaves the array. */
+/* Entries of agg_hist minus 1 (a power of two minus 1); the bucket bounds in ns, padded with
+ * ~0; and for each power of two 2^m, the first bucket whose bound is at or above it. */
 const volatile __u32 agg_mask = 0;
 const volatile __u64 agg_bounds[32] = {};
+const volatile __u8 agg_first[64] = {};
 
 struct agg_entry _agg_entry = {};
 struct span_key _span_key = {};
@@ -36,21 +38,16 @@ struct {
 	__type(value, struct agg_entry);
 } agg_hist SEC(".maps");
 
-/* Index of the first bound at or above v (PROM_BOUNDS: +Inf), as Rust's PromHist::record. */
+/* Index of the first bound at or above v (PROM_BOUNDS: +Inf), as Rust's PromHist::record.
+ * Neighbouring bounds are at least 2x apart, so a power of two [2^m, 2^(m+1)) holds at most
+ * one: the bucket is agg_first[m] or the next (kagg.rs tests the same walk). */
 static __always_inline __u32 prom_bucket(__u64 v)
 {
-	__u32 lo = 0, hi = PROM_BOUNDS, mid;
+	__u32 b = agg_first[v ? msb64(v) & 63 : 0];
 
-	for (int i = 0; i < 5; i++) {
-		if (lo >= hi)
-			break;
-		mid = ((lo + hi) >> 1) & 31;
-		if (agg_bounds[mid] < v)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	if (b < PROM_BOUNDS && agg_bounds[b & 31] < v)
+		b++;
+	return b;
 }
 
 static __always_inline __u32 agg_hash(const struct span_key *k)
@@ -64,8 +61,9 @@ static __always_inline __u32 agg_hash(const struct span_key *k)
 
 static __always_inline bool key_eq(const struct span_key *a, const struct span_key *b)
 {
-	return a->from == b->from && a->to == b->to && a->proto == b->proto &&
-	       a->ifindex == b->ifindex && a->netns == b->netns;
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1];
 }
 
 /*

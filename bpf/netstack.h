@@ -399,6 +399,7 @@ struct span_key {
 	__u8 _pad;
 	__u32 ifindex;
 	__u32 netns;
+	__u32 _pad2; /* 16 bytes: compared as two words */
 };
 
 /* The bounds of Rust's metrics.rs BOUNDS_NS (Rust writes them to agg_bounds) and +Inf. */
@@ -408,7 +409,6 @@ struct span_key {
 /* One series of one CPU's open-addressed table (agg_hist): a Prometheus histogram. */
 struct agg_entry {
 	struct span_key key;
-	__u32 _pad;
 	__u64 sum; /* nanoseconds */
 	__u64 b[PROM_BUCKETS];
 };

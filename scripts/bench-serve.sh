@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # `make bench`, third part: `serve` lean (its default) against `serve` with the opt-in hooks
-# (--netfilter-split --softirq-context --tx-free) and against do-nothing programs on serve's
+# (--netfilter-split --softirq-context --tx-free --send-syscall), against serve joining in user
+# space as before (--user-space-join), and against do-nothing programs on serve's
 # default hooks (`bench empty --hooks serve`). A 64-byte UDP flood between two namespaces,
 # interleaved in each round, each run against the no-tool run just before it.
 # Appends a section to BENCHMARKS.md. Run as root from the repository root after a build.
-# Knobs: ROUNDS (3), FLOOD_S (4), OUT (BENCHMARKS.md).
+# Knobs: ROUNDS (3), FLOOD_S (4), TCP_S (3), OUT (BENCHMARKS.md).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 FLOOD_S=${FLOOD_S:-4}
+TCP_S=${TCP_S:-3}
 OUT=${OUT:-BENCHMARKS.md}
 NS_A=nsl-bsv-a
 NS_B=nsl-bsv-b
@@ -62,6 +64,10 @@ start() { # ARGS...
 	TOOL=$!
 	sleep 2.5
 }
+# CPU time (user + system, in clock ticks) the tool has used so far.
+ticks() {
+	awk '{ print $14 + $15 }' "/proc/$TOOL/stat"
+}
 stop() {
 	kill -TERM "$TOOL" && wait "$TOOL" || true
 	TOOL=""
@@ -70,19 +76,51 @@ stop() {
 rows=""
 for ((r = 1; r <= ROUNDS; r++)); do
 	line="| $r"
-	for mode in lean full empty; do
+	for mode in lean ring full empty; do
 		b=$(flood "$WORK/b")
 		case $mode in
 		lean) start serve --listen 127.0.0.1:29113 --port "$PORT" ;;
-		full) start serve --listen 127.0.0.1:29113 --port "$PORT" --netfilter-split --softirq-context --tx-free ;;
+		ring) start serve --listen 127.0.0.1:29113 --port "$PORT" --user-space-join ;;
+		full) start serve --listen 127.0.0.1:29113 --port "$PORT" --netfilter-split --softirq-context --tx-free --send-syscall ;;
 		empty) start bench empty --hooks serve ;;
 		esac
+		c0=$(ticks)
 		w=$(flood "$WORK/w")
+		c1=$(ticks)
 		stop
-		line+=$(awk -v b="$b" -v w="$w" 'BEGIN { printf " | %.0f / %.0f (%.3f)", w, b, w / b }')
+		line+=$(awk -v b="$b" -v w="$w" -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v s="$FLOOD_S" \
+			'BEGIN { printf " | %.0f / %.0f (%.3f); CPU %.0f%%", w, b, w / b, 100 * c / hz / s }')
 	done
 	rows+="$line |"$'\n'
 	echo "bench-serve: round $r done" >&2
+done
+
+# Gbit/s of one iperf3 stream a -> b; serve runs without --port, so it traces the stream.
+tcp() { # PREFIX
+	ip netns exec "$NS_B" iperf3 -s -1 -B "$DST" >/dev/null 2>&1 &
+	local srv=$!
+	sleep 0.5
+	ip netns exec "$NS_A" timeout "$((TCP_S + 20))" iperf3 -c "$DST" -t "$TCP_S" -J >"$1.iperf" 2>/dev/null || true
+	wait "$srv" 2>/dev/null || true
+	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9)' "$1.iperf"
+}
+
+tcp_rows=""
+for ((r = 1; r <= ROUNDS; r++)); do
+	line="| $r"
+	for mode in lean ring empty; do
+		b=$(tcp "$WORK/tb")
+		case $mode in
+		lean) start serve --listen 127.0.0.1:29113 ;;
+		ring) start serve --listen 127.0.0.1:29113 --user-space-join ;;
+		empty) start bench empty --hooks serve ;;
+		esac
+		w=$(tcp "$WORK/tw")
+		stop
+		line+=$(awk -v b="$b" -v w="$w" 'BEGIN { printf " | %.2f / %.2f (%.3f)", w, b, w / b }')
+	done
+	tcp_rows+="$line |"$'\n'
+	echo "bench-serve: TCP round $r done" >&2
 done
 
 if [ -f "$OUT" ]; then
@@ -94,12 +132,21 @@ fi
 	echo "## serve: lean default against the opt-in hooks and do-nothing programs"
 	echo
 	echo "\`make bench\` (scripts/bench-serve.sh, ROUNDS=$ROUNDS, FLOOD_S=$FLOOD_S), $(date -u +%Y-%m-%d), kernel $(uname -r)."
-	echo "A 64 B UDP flood between two namespaces; packets/s with the tool / without it just before (ratio)."
-	echo "lean: \`serve\` as shipped; full: with --netfilter-split --softirq-context --tx-free;"
+	echo "A 64 B UDP flood between two namespaces; packets/s with the tool / without it just before (ratio);"
+	echo "CPU: the tool's own process (user + system) during the flood, in % of one CPU."
+	echo "lean: \`serve\` as shipped (span histograms in the kernel); ring: with --user-space-join (every chain"
+	echo "to user space, joined there: serve before the in-kernel tables); full: with --netfilter-split"
+	echo "--softirq-context --tx-free --send-syscall;"
 	echo "empty: \`bench empty --hooks serve\`, do-nothing programs on lean serve's hooks (its floor)."
 	echo
-	echo "| round | serve lean | serve full | empty programs on serve's hooks |"
-	echo "|---|---|---|---|"
+	echo "| round | serve lean | serve --user-space-join | serve full | empty programs on serve's hooks |"
+	echo "|---|---|---|---|---|"
 	printf '%s' "$rows"
+	echo
+	echo "TCP: one iperf3 stream a -> b for ${TCP_S} s, Gbit/s with / without (ratio); serve unfiltered."
+	echo
+	echo "| round | serve lean | serve --user-space-join | empty programs on serve's hooks |"
+	echo "|---|---|---|---|"
+	printf '%s' "$tcp_rows"
 } >>"$OUT"
 echo "bench-serve: appended to $OUT" >&2

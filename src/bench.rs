@@ -128,13 +128,14 @@ fn attach_empty(
                     && !SOFTIRQ_EMPTIES[2..].contains(&name.as_str())
             }
             EmptyHooks::Netfilter => name == "empty_nf_drop",
-            // serve's defaults: trace's lean set (no tx_free), the softirq part, and the
-            // netfilter part's kfree_skb.
+            // serve's defaults: trace's lean set (no tx_free, no sys_enter), the softirq
+            // part, and the netfilter part's kfree_skb.
             EmptyHooks::Serve => {
                 (!name.ends_with("_nf")
                     && !name.starts_with("empty_marker_")
                     && !name.starts_with("empty_nf_")
-                    && !name.starts_with("empty_tx_free_"))
+                    && !name.starts_with("empty_tx_free_")
+                    && name != "empty_tx_send_sys_enter")
                     || SOFTIRQ_EMPTIES.contains(&name.as_str())
                     || name == "empty_nf_drop"
             }

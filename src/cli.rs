@@ -225,6 +225,11 @@ pub struct ServeArgs {
     /// frees; without it, chains end when the driver's xmit returns
     #[arg(long)]
     pub tx_free: bool,
+    /// Also hook the send syscalls' entry (raw_syscalls:sys_enter, one more program on
+    /// every syscall the host makes): UDP datagrams get their tx_send spans, and TCP
+    /// writes are timed from the syscall's start rather than from tcp_sendmsg_locked
+    #[arg(long)]
+    pub send_syscall: bool,
     /// Series (span x protocol x interface x namespace) each CPU's in-kernel table holds:
     /// N x 208 bytes per CPU, for RX and for TX. Spans of series beyond it are counted in
     /// netstack_lat_spans_unrecorded{why="series_full"}
@@ -373,6 +378,11 @@ pub struct TraceArgs {
     /// a drop before the driver is no longer seen (such a chain ages out, counted stale)
     #[arg(long)]
     pub no_tx_free: bool,
+    /// Leave out the send syscall's entry (raw_syscalls:sys_enter, which runs for every
+    /// syscall on the host): UDP datagrams get no tx_send and no sender, and a TCP write
+    /// is timed from its first tcp_sendmsg_locked call instead of the syscall's start
+    #[arg(long)]
+    pub no_send_syscall: bool,
     /// Stop after this long (e.g. 10s, 500ms, 2m); default: until Ctrl-C or SIGTERM
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

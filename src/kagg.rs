@@ -20,12 +20,29 @@ pub fn table_size(max_series: u32) -> u32 {
     max_series.clamp(1, 1 << 20).next_power_of_two()
 }
 
-/// The rodata values of agg.bpf.h: the index mask and the bucket bounds, padded with the
-/// largest value so that the BPF binary search never reads past them.
-pub fn rodata(size: u32) -> (u32, [u64; 32]) {
+/// The rodata values of agg.bpf.h: the index mask, the bucket bounds (padded with the
+/// largest value), and per power of two 2^m the first bucket whose bound is at or above it.
+pub fn rodata(size: u32) -> (u32, [u64; 32], [u8; 64]) {
     let mut b = [u64::MAX; 32];
     b[..BOUNDS_NS.len()].copy_from_slice(&BOUNDS_NS);
-    (size - 1, b)
+    let first = std::array::from_fn(|m| BOUNDS_NS.partition_point(|&x| x < 1u64 << m) as u8);
+    (size - 1, b, first)
+}
+
+/// The bucket of v as agg.bpf.h's prom_bucket finds it: agg_first of v's power of two, or
+/// the next one.
+pub fn bucket_by_table(v: u64, bounds: &[u64; 32], first: &[u8; 64]) -> usize {
+    let m = if v == 0 {
+        0
+    } else {
+        63 - v.leading_zeros() as usize
+    };
+    let b = first[m] as usize;
+    if b < BOUNDS_NS.len() && bounds[b] < v {
+        b + 1
+    } else {
+        b
+    }
 }
 
 /// One table entry as Rust sees it: its series (None: free) and histogram.
@@ -193,9 +210,35 @@ mod tests {
         assert_eq!(table_size(4096), 4096);
         assert_eq!(table_size(3000), 4096);
         assert_eq!(table_size(0), 1);
-        let (mask, b) = rodata(8);
+        let (mask, b, _) = rodata(8);
         assert_eq!(mask, 7);
         assert_eq!(&b[..BOUNDS_NS.len()], &BOUNDS_NS);
         assert!(b[BOUNDS_NS.len()..].iter().all(|&x| x == u64::MAX));
+    }
+
+    #[test]
+    fn the_table_walk_finds_the_bucket_record_does() {
+        let (_, bounds, first) = rodata(8);
+        let mut vals: Vec<u64> = vec![0, 1, 999, u64::MAX, u64::MAX - 1];
+        for &b in &BOUNDS_NS {
+            vals.extend([b - 1, b, b + 1]);
+        }
+        for m in 0..64 {
+            let p = 1u64 << m;
+            vals.extend([p - 1, p, p + 1, p.saturating_add(p / 2)]);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            vals.push(x >> (x % 40));
+        }
+        for v in vals {
+            let mut h = PromHist::default();
+            h.record(v);
+            let want = h.counts.iter().position(|&c| c == 1).unwrap();
+            assert_eq!(bucket_by_table(v, &bounds, &first), want, "v = {v}");
+        }
     }
 }

@@ -81,6 +81,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         no_netfilter_split: !a.netfilter_split,
         no_softirq_context: !a.softirq_context,
         no_tx_free: !a.tx_free,
+        no_send_syscall: !a.send_syscall,
         // Rows need every chain in user space.
         in_kernel: !a.user_space_join && a.per_connection_top == 0,
         max_series: a.max_series,

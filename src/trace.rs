@@ -1109,6 +1109,9 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     // Both objects load (a direction not traced loads no programs); TX writes into RX's
     // ring buffers and counters, so one reader and one set of counters serve both.
     let mut chosen = chosen_programs(&plan);
+    if args.no_send_syscall {
+        chosen.retain(|p| !p.starts_with("tx_send_sys_enter"));
+    }
     if !args.no_netfilter_split {
         chosen.extend(split_programs(&plan));
     }
@@ -1124,7 +1127,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     ro.has_cast = facts.has_cast;
     ro.cookie_helper = probes::socket_cookie_helper();
     let series = kagg::table_size(args.max_series);
-    (ro.f_agg, (ro.agg_mask, ro.agg_bounds)) = (args.in_kernel, kagg::rodata(series));
+    (ro.f_agg, (ro.agg_mask, ro.agg_bounds, ro.agg_first)) = (args.in_kernel, kagg::rodata(series));
     open.maps
         .events
         .set_max_entries(libbpf_rs::num_possible_cpus()? as u32)?;
@@ -1157,7 +1160,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     ro.has_tx_free = plan
         .iter()
         .any(|p| p.point == "tx_free" && p.kind.is_some());
-    (ro.f_agg, (ro.agg_mask, ro.agg_bounds)) = (args.in_kernel, kagg::rodata(series));
+    (ro.f_agg, (ro.agg_mask, ro.agg_bounds, ro.agg_first)) = (args.in_kernel, kagg::rodata(series));
     if plan
         .iter()
         .any(|p| p.point == "tx_transport" && p.kind == Some(HookKind::Netfilter))

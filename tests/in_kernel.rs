@@ -103,15 +103,18 @@ fn both(filters: &[&str], serve_extra: &[&str], traffic: impl FnOnce()) -> (Stri
         "--no-netfilter-split",
         "--no-softirq-context",
         "--no-tx-free",
+        "--no-send-syscall",
     ];
     targs.extend(filters);
     let trace = tool(&targs);
     traffic();
-    // Serve publishes every second: two more turns after the traffic.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(1000));
+    // trace first: a chain ends only when the next packet on its CPU passes, and a packet
+    // after trace stopped would end one in serve alone. Serve publishes every second.
+    let summary = stop_summary(trace);
+    std::thread::sleep(Duration::from_millis(1500));
     let (status, text) = get(&listen, "/metrics");
     assert_eq!(status, 200);
-    let summary = stop_summary(trace);
     serve.signal(libc::SIGTERM);
     let (code, _, err) = serve.finish(Duration::from_secs(20));
     assert_eq!(code, Some(0), "serve: {err}");

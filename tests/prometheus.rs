@@ -431,8 +431,8 @@ fn span_total(text: &str, span: &str) -> Option<f64> {
     (!vals.is_empty()).then(|| vals.iter().sum())
 }
 
-/// `serve` is lean by default (no netfilter split, softirq context or tx_free hooks) and
-/// still counts every packet of its spans; the three flags bring them back.
+/// `serve` is lean by default (no netfilter split, softirq context, tx_free or sys_enter
+/// hooks) and still counts every packet of its spans; the four flags bring them back.
 #[test]
 fn serve_is_lean_by_default_and_opt_ins_add_their_spans() {
     if !root_or_skip("serve_is_lean_by_default_and_opt_ins_add_their_spans") {
@@ -448,7 +448,12 @@ fn serve_is_lean_by_default_and_opt_ins_add_their_spans() {
             "serve", "--listen", &listen, "--netns", &na, "--netns", &nb, "--port", "9135",
         ];
         if full {
-            args.extend(["--netfilter-split", "--softirq-context", "--tx-free"]);
+            args.extend([
+                "--netfilter-split",
+                "--softirq-context",
+                "--tx-free",
+                "--send-syscall",
+            ]);
         }
         let serve = tool(&args);
         delayed_exchange(&t, "udp", &t.server(false, 9135), K, 5, 20);
@@ -458,7 +463,7 @@ fn serve_is_lean_by_default_and_opt_ins_add_their_spans() {
         for span in [
             "rx_netif->rx_read",
             "rx_ip->rx_transport",
-            "tx_send->tx_done",
+            "tx_driver->tx_done",
         ] {
             assert_eq!(
                 span_total(&text, span),
@@ -470,6 +475,8 @@ fn serve_is_lean_by_default_and_opt_ins_add_their_spans() {
             "rx_ip->rx_nf_pre_done",
             "tx_transport->tx_nf_out_done",
             "rx_softirq_raise->rx_softirq_entry",
+            // UDP's send time comes from the syscall's entry.
+            "tx_send->tx_done",
         ] {
             let n = span_total(&text, span);
             if full {
