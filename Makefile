@@ -31,6 +31,7 @@ test: deps
 	$(CARGO) test --release --lib --bins
 	$(CARGO) build --release --examples
 	$(CARGO) test --release --test '*' -- --test-threads=1
+	bash scripts/cargo-run.sh
 	$(MAKE) test-vm
 
 # The static binary's selftest inside Debian's 6.1 and 6.12 cloud kernels under qemu (TCG);

@@ -32,12 +32,18 @@ pub fn trace_families(
     names: &Names,
 ) -> Vec<Family> {
     let st = &c.stats;
-    // ebpf-network-latency's `packets_count` gauge is gone: promtool rejects a gauge named
-    // like a histogram's `_count`, and this counter counts the same packets.
     let mut packets = Family::new("netstack_lat_packets", "Packets traced");
     for (dir, n) in [("rx", st.chains), ("tx", st.tx_chains)] {
         packets.push(&[("direction", dir)], Value::Counter(n));
     }
+    // ebpf-network-latency's gauge, under its own name and meaning for its dashboards:
+    // packets received (TX packets are netstack_lat_packets{direction="tx"}). promtool
+    // lints a `_count` suffix outside a histogram; the name is kept on purpose.
+    let seed_packets = Family::new(
+        "packets_count",
+        "Compatibility name (ebpf-network-latency): packets received; the same as netstack_lat_packets_total{direction=\"rx\"}",
+    )
+    .with(&[], Value::Gauge(st.chains as f64));
     let mut spans = Family::new(
         "netstack_lat_span_latency_seconds",
         "Time between two points of the network stack, per packet",
@@ -95,6 +101,7 @@ pub fn trace_families(
     }
     vec![
         packets,
+        seed_packets,
         Family::new(
             "netstack_lat_reads",
             "Application reads joined to traced data",
@@ -194,7 +201,20 @@ pub fn netfilter_families(stats: &[&HookStat]) -> Vec<Family> {
             verdicts.push(&[l[0], l[1], ("verdict", verdict)], Value::Counter(n));
         }
     }
-    vec![time, verdicts]
+    let mut out = vec![time, verdicts];
+    // ebpf-network-latency's histogram, under its own name for its dashboards: ip_rcv ->
+    // ip_rcv_finish, i.e. IPv4 receive through the PRE_ROUTING hooks, which is this
+    // bracket's PRE_ROUTING time (first to last priority).
+    if let Some(pre) = stats.iter().find(|s| s.hook == 0 && !s.v6) {
+        out.push(
+            Family::new(
+                "latency_histogram",
+                "Compatibility name (ebpf-network-latency): IPv4 ip_rcv -> ip_rcv_finish, the time through the PRE_ROUTING hooks, in seconds; the same as netstack_lat_netfilter_seconds{hook=\"PRE_ROUTING\",family=\"ipv4\"}",
+            )
+            .with(&[], Value::Hist(PromHist::from_hist(&pre.hist()))),
+        );
+    }
+    out
 }
 
 /// Which network namespaces the per-namespace hooks cover; a refused one is a series of
