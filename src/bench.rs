@@ -520,7 +520,14 @@ fn frontend(events: u64, prometheus: bool) -> Result<()> {
         let k = crate::trace::KernelCounters::default();
         x.publish(
             "trace",
-            crate::export::trace_families(&corr, &k, 0.0, 0, &Default::default()),
+            crate::export::trace_families(
+                &corr,
+                &k,
+                0.0,
+                0,
+                &Default::default(),
+                &Default::default(),
+            ),
         );
         let text = x.render();
         out["render_seconds"] = json!(t.elapsed().as_secs_f64());

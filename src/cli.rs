@@ -246,12 +246,27 @@ pub struct ServeArgs {
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub packet: PacketFilterArgs,
+    #[command(flatten)]
+    pub k8s: K8sArgs,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,
     /// Print libbpf's own messages
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// Kubernetes pod labels (trace, serve).
+#[derive(Args, Debug, Clone, Default)]
+pub struct K8sArgs {
+    /// The kubelet's pod log directory: its <namespace>_<pod>_<uid> entries name the pods
+    /// that processes' cgroups point to (labels k8s_namespace, k8s_pod, container_id).
+    /// Default /var/log/pods, used when present
+    #[arg(long, value_name = "DIR")]
+    pub pods_dir: Option<PathBuf>,
+    /// No Kubernetes pod labels
+    #[arg(long)]
+    pub no_k8s: bool,
 }
 
 /// Netfilter hooks, in the kernel's order (index = NF_INET_* number).
@@ -424,6 +439,8 @@ pub struct TraceArgs {
     /// Each point takes its first working hook; forces fallbacks, e.g. --hooks kprobe,tracepoint
     #[arg(long, value_name = "LIST")]
     pub hooks: Option<String>,
+    #[command(flatten)]
+    pub k8s: K8sArgs,
     /// Kernel BTF to use (default /sys/kernel/btf/vmlinux, or $NETSTACK_LAT_BTF)
     #[arg(long)]
     pub btf: Option<PathBuf>,

@@ -8,7 +8,7 @@ use crate::events::{proto_name, RX_SIRQ_RAISE, TX_BASE, TX_NF_OUT_DONE, TX_NF_PO
 use crate::hist::Hist;
 use crate::metrics::{Family, PromHist, Value};
 use crate::netfilter::{family_name, HookStat};
-use crate::nswatch::{Coverage, Names};
+use crate::nswatch::{Coverage, Names, PodMap};
 use crate::trace::KernelCounters;
 
 /// The direction a span belongs to, from its first point.
@@ -30,6 +30,7 @@ pub fn trace_families(
     events_per_s: f64,
     per_connection_top: usize,
     names: &Names,
+    pods: &PodMap,
 ) -> Vec<Family> {
     let st = &c.stats;
     let mut packets = Family::new("netstack_lat_packets", "Packets traced");
@@ -65,6 +66,9 @@ pub fn trace_families(
             if let Some(n) = names.get(&netns) {
                 labels.push(("netns_name", n.as_str()));
             }
+            if let Some(p) = pods.get(&netns) {
+                labels.extend(p.labels());
+            }
             spans.push(&labels, Value::Hist(l[key].clone()));
         }
     }
@@ -94,6 +98,9 @@ pub fn trace_families(
                 ];
                 if let Some(n) = names.get(&row.netns) {
                     labels.push(("netns_name", n.as_str()));
+                }
+                if let Some(p) = pods.get(&row.netns) {
+                    labels.extend(p.labels());
                 }
                 conn.push(&labels, Value::Hist(PromHist::from_hist(h)));
             }
@@ -333,7 +340,10 @@ mod tests {
         };
         let e = Exporter::new();
         let names = [(4026531840, "host".to_string())].into_iter().collect();
-        e.publish("trace", trace_families(&c, &k, 1.5, 1, &names));
+        e.publish(
+            "trace",
+            trace_families(&c, &k, 1.5, 1, &names, &Default::default()),
+        );
         let t = e.render();
         assert!(
             t.contains("netstack_lat_packets_total{direction=\"rx\"} 1"),
@@ -349,7 +359,24 @@ mod tests {
         );
         assert!(t.contains("netstack_lat_events_total 3"), "{t}");
         // No payload bytes or connection labels unless asked for.
-        e.publish("trace", trace_families(&c, &k, 1.5, 0, &Default::default()));
+        e.publish(
+            "trace",
+            trace_families(&c, &k, 1.5, 0, &Default::default(), &Default::default()),
+        );
         assert!(!e.render().contains("saddr"));
+        // A pod's namespace: its labels on its series.
+        let pod = crate::k8s::Pod {
+            k8s_namespace: "shop".into(),
+            k8s_pod: "cart-0".into(),
+            uid: "u".into(),
+            container_id: "c0ffee".into(),
+        };
+        let pods = [(4026531840, pod)].into_iter().collect();
+        e.publish("trace", trace_families(&c, &k, 1.5, 0, &names, &pods));
+        let t = e.render();
+        assert!(
+            t.contains("netns_name=\"host\",k8s_namespace=\"shop\",k8s_pod=\"cart-0\",container_id=\"c0ffee\"} 1"),
+            "{t}"
+        );
     }
 }

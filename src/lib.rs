@@ -17,6 +17,7 @@ pub mod exchange;
 pub mod export;
 pub mod hist;
 pub mod http;
+pub mod k8s;
 pub mod kagg;
 pub mod marker;
 pub mod metrics;

@@ -710,6 +710,7 @@ pub fn run(a: &NetfilterArgs) -> Result<()> {
         &mut ns_obj,
         &btf,
         &trace::watched_netns(&a.packet)?,
+        crate::k8s::Pods::off(),
         &mut || bracket.attach_here(),
     )?;
     let names: Vec<&str> = NF_HOOK_NAMES

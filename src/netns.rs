@@ -146,14 +146,28 @@ pub struct Found {
     pub name: String,
     /// Named by a mount (/run/netns/NAME): the best name there is.
     pub mounted: bool,
+    /// A process in it (the lowest pid seen), 0 if none was seen: whose cgroup says which
+    /// pod the namespace is.
+    pub pid: u32,
 }
 
 /// Merge a sighting into a scan's result: a mount's name beats a process's.
 pub fn note(found: &mut std::collections::BTreeMap<u32, Found>, inode: u32, f: Found) {
-    match found.get(&inode) {
-        Some(old) if old.mounted || !f.mounted => {}
+    match found.get_mut(&inode) {
+        Some(old) if old.mounted || !f.mounted => {
+            if old.pid == 0 {
+                old.pid = f.pid;
+            }
+        }
         _ => {
-            found.insert(inode, f);
+            let pid = found.get(&inode).map_or(0, |o| o.pid);
+            found.insert(
+                inode,
+                Found {
+                    pid: if f.pid == 0 { pid } else { f.pid },
+                    ..f
+                },
+            );
         }
     }
 }
@@ -181,6 +195,7 @@ pub fn mounted(found: &mut std::collections::BTreeMap<u32, Found>, nsfs_dev: u64
                     path,
                     name,
                     mounted: true,
+                    pid: 0,
                 },
             );
         }
@@ -195,6 +210,19 @@ pub fn process_name(tgid: u32) -> String {
 
 /// Every process's namespace by reading /proc: the fallback where the task iterator
 /// cannot load (before Linux 5.8, or a kernel that refuses iterators).
+/// A process in the namespace of inode `inode` (the first /proc lists), 0 if none.
+pub fn pid_in(inode: u32) -> u32 {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() as u32 == inode)
+        })
+        .unwrap_or(0)
+}
+
 pub fn from_proc(found: &mut std::collections::BTreeMap<u32, Found>) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
@@ -206,16 +234,19 @@ pub fn from_proc(found: &mut std::collections::BTreeMap<u32, Found>) {
         let path = e.path().join("ns/net");
         if let Ok(m) = std::fs::metadata(&path) {
             let inode = m.ino() as u32;
-            if !found.contains_key(&inode) {
-                note(
+            match found.get_mut(&inode) {
+                Some(f) if f.pid == 0 => f.pid = pid,
+                Some(_) => {}
+                None => note(
                     found,
                     inode,
                     Found {
                         path,
                         name: process_name(pid),
                         mounted: false,
+                        pid,
                     },
-                );
+                ),
             }
         }
     }

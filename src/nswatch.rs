@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::bpf::nswatch::{types, NswatchSkel, NswatchSkelBuilder};
 use crate::error::UserError;
+use crate::k8s::{Pod, Pods};
 use crate::netns::{self, Found};
 use crate::probes;
 
@@ -32,6 +33,8 @@ const MISSING_PASSES: u8 = 2;
 
 /// Namespace inode -> name, for labelling output.
 pub type Names = HashMap<u32, String>;
+/// Namespace inode -> its Kubernetes pod, for labelling output (empty off Kubernetes).
+pub type PodMap = HashMap<u32, Pod>;
 
 /// Attach what one namespace needs; called with this thread inside that namespace.
 /// All or nothing: on an error the links made so far are dropped with the Vec.
@@ -40,6 +43,10 @@ pub type Attach<'a> = dyn FnMut() -> Result<Vec<Link>> + 'a;
 /// A namespace being covered (or refused).
 struct Space {
     name: String,
+    /// The Kubernetes pod whose namespace this is, if it is one, and the process it was
+    /// looked up by (a namespace made before its first process gets it later).
+    pod: Option<Pod>,
+    pod_pid: u32,
     path: PathBuf,
     links: Vec<Link>,
     refused: Option<String>,
@@ -83,15 +90,18 @@ pub struct Watch<'o> {
     next: Instant,
     seen: u64,
     gone: u64,
+    pods: Pods,
 }
 
 impl<'o> Watch<'o> {
     /// Cover every namespace (`given` empty) or exactly the given ones, attaching each.
     /// A given namespace that refuses is an error; a found one is reported.
+    /// `pods`: how namespaces are told apart as Kubernetes pods (or not: Pods::off()).
     pub fn start(
         obj: &'o mut MaybeUninit<OpenObject>,
         btf: &Path,
         given: &[PathBuf],
+        pods: Pods,
         attach: &mut Attach<'_>,
     ) -> Result<Watch<'o>> {
         netns::raise_nofile();
@@ -121,6 +131,7 @@ impl<'o> Watch<'o> {
             next: Instant::now(),
             seen: 0,
             gone: 0,
+            pods,
         };
         if !given.is_empty() {
             for p in given {
@@ -131,9 +142,13 @@ impl<'o> Watch<'o> {
                 let _inside = netns::Entered::enter(p)?;
                 let links = attach()?;
                 w.seen += 1;
+                let pid = netns::pid_in(inode);
+                let pod = (pid != 0).then(|| w.pods.of_pid(pid)).flatten();
                 w.spaces.insert(
                     inode,
                     Space {
+                        pod,
+                        pod_pid: pid,
                         name: given_name(p),
                         path: p.clone(),
                         links,
@@ -163,6 +178,11 @@ impl<'o> Watch<'o> {
         for (inode, f) in &found {
             if let Some(s) = self.spaces.get_mut(inode) {
                 s.missing = 0;
+                if s.pod.is_none() && f.pid != 0 && f.pid != s.pod_pid {
+                    s.pod_pid = f.pid;
+                    s.pod = self.pods.of_pid(f.pid);
+                    renamed |= s.pod.is_some();
+                }
                 if f.mounted && s.name != f.name {
                     s.name = f.name.clone();
                     renamed = true;
@@ -184,9 +204,12 @@ impl<'o> Watch<'o> {
                 );
             }
             self.seen += 1;
+            let pod = (f.pid != 0).then(|| self.pods.of_pid(f.pid)).flatten();
             self.spaces.insert(
                 *inode,
                 Space {
+                    pod,
+                    pod_pid: f.pid,
                     name: f.name.clone(),
                     path: f.path.clone(),
                     links,
@@ -225,6 +248,7 @@ impl<'o> Watch<'o> {
                             path: s.path.clone(),
                             name: s.name.clone(),
                             mounted: false,
+                            pid: 0,
                         },
                     );
                 }
@@ -236,7 +260,11 @@ impl<'o> Watch<'o> {
             Some((skel, link)) => {
                 self.pass += 1;
                 for t in read_tasks(skel, link, self.pass)? {
-                    if found.contains_key(&t.inum) {
+                    // A mounted one keeps its name, and learns a process in it.
+                    if let Some(f) = found.get_mut(&t.inum) {
+                        if f.pid == 0 {
+                            f.pid = t.tgid;
+                        }
                         continue;
                     }
                     // A namespace covered already keeps its name: no /proc read per pass.
@@ -252,6 +280,7 @@ impl<'o> Watch<'o> {
                             path: PathBuf::from(path),
                             name,
                             mounted: false,
+                            pid: t.tgid,
                         },
                     );
                 }
@@ -269,6 +298,7 @@ impl<'o> Watch<'o> {
                     path: PathBuf::from(format!("/proc/{me}/ns/net")),
                     name: String::new(),
                     mounted: false,
+                    pid: me,
                 },
             );
         }
@@ -282,6 +312,19 @@ impl<'o> Watch<'o> {
             }
         }
         Ok(found)
+    }
+
+    /// Inode -> pod of every namespace covered that is a pod's.
+    pub fn pods(&self) -> PodMap {
+        self.spaces
+            .iter()
+            .filter_map(|(i, s)| Some((*i, s.pod.clone()?)))
+            .collect()
+    }
+
+    /// The pod of process `pid` (a connection's owner), looked up now.
+    pub fn pod_of(&mut self, pid: u32) -> Option<Pod> {
+        self.pods.of_pid(pid)
     }
 
     /// Inode -> name of every namespace covered, for labelling output.
@@ -470,15 +513,21 @@ mod tests {
     #[test]
     fn mount_names_beat_process_names() {
         let mut f = BTreeMap::new();
-        let p = |n: &str, m| Found {
+        let p = |n: &str, m, pid| Found {
             path: PathBuf::from(n),
             name: n.into(),
             mounted: m,
+            pid,
         };
-        note(&mut f, 9, p("pid 3 (x)", false));
-        note(&mut f, 9, p("blue", true));
-        note(&mut f, 9, p("pid 4 (y)", false));
+        note(&mut f, 9, p("pid 3 (x)", false, 3));
+        note(&mut f, 9, p("blue", true, 0));
+        note(&mut f, 9, p("pid 4 (y)", false, 4));
         assert_eq!(f[&9].name, "blue");
+        // The mount names it; the process seen first still says whose pod it is.
+        assert_eq!(f[&9].pid, 3);
+        note(&mut f, 8, p("red", true, 0));
+        note(&mut f, 8, p("pid 5 (z)", false, 5));
+        assert_eq!((f[&8].name.as_str(), f[&8].pid), ("red", 5));
     }
 
     #[test]

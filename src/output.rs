@@ -149,6 +149,10 @@ pub struct ConnRow {
     /// Network namespace inode, and its name (a /run/netns name, "host", or a process).
     pub netns: u32,
     pub netns_name: Option<String>,
+    /// On a Kubernetes node: the pod of the connection's owner (else of its namespace):
+    /// k8s_namespace, k8s_pod, k8s_pod_uid, container_id. Absent elsewhere.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::k8s::Pod>,
     pub saddr: String,
     pub sport: u16,
     pub daddr: String,
@@ -336,6 +340,7 @@ impl Summary {
                 proto: f.proto_name(),
                 netns: k.netns,
                 netns_name: None,
+                pod: None,
                 saddr: f.saddr.to_string(),
                 sport: f.sport,
                 daddr: f.daddr.to_string(),
@@ -386,6 +391,22 @@ impl Summary {
             c.netns_name = names.get(&c.netns).cloned();
         }
         self.namespaces = Some(coverage);
+        self
+    }
+
+    /// Kubernetes pods on the connection rows: `owner_pod` of a row's owner process, else
+    /// the pod whose namespace the row is in.
+    pub fn with_pods(
+        mut self,
+        pods: &crate::nswatch::PodMap,
+        owner_pod: &mut dyn FnMut(u32) -> Option<crate::k8s::Pod>,
+    ) -> Self {
+        for c in &mut self.connections {
+            c.pod = c
+                .pid
+                .and_then(&mut *owner_pod)
+                .or_else(|| pods.get(&c.netns).cloned());
+        }
         self
     }
 
@@ -487,11 +508,14 @@ impl Summary {
                 } else {
                     format!("  [{}]", c.flags.join(","))
                 };
-                let ns = match (&c.netns_name, c.netns) {
+                let mut ns = match (&c.netns_name, c.netns) {
                     (_, 0) => String::new(),
                     (Some(n), _) => format!("  netns {n}"),
                     (None, i) => format!("  netns {i}"),
                 };
+                if let Some(p) = c.pod.as_ref().filter(|p| !p.k8s_pod.is_empty()) {
+                    let _ = write!(ns, "  pod {}/{}", p.k8s_namespace, p.k8s_pod);
+                }
                 let _ = writeln!(
                     s,
                     "  {dir} {} {}:{} -> {}:{}  {}{ns}  packets {} bytes {}{flags}",

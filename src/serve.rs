@@ -16,6 +16,8 @@ use crate::trace::{self, Export, Source};
 
 pub fn run(a: &ServeArgs) -> Result<()> {
     require_root()?;
+    // Bad input is one line before anything starts.
+    crate::k8s::Pods::new(a.k8s.pods_dir.as_deref(), a.k8s.no_k8s)?;
     let exporter = Exporter::new();
     let endpoint = Endpoint::start(&a.listen, Arc::clone(&exporter))?;
     let btf = probes::btf_path(a.btf.as_deref());
@@ -82,6 +84,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         no_softirq_context: !a.softirq_context,
         no_tx_free: !a.tx_free,
         no_send_syscall: !a.send_syscall,
+        k8s: a.k8s.clone(),
         // Rows need every chain in user space.
         in_kernel: !a.user_space_join && a.per_connection_top == 0,
         max_series: a.max_series,

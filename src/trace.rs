@@ -835,7 +835,14 @@ fn publish(
 ) -> Result<()> {
     let names = watch.names();
     let coverage = watch.coverage();
-    let mut trace = export::trace_families(corr, k, events_per_s, x.per_connection_top, &names);
+    let mut trace = export::trace_families(
+        corr,
+        k,
+        events_per_s,
+        x.per_connection_top,
+        &names,
+        &watch.pods(),
+    );
     x.exporter
         .publish("netns", export::netns_families(&coverage));
     x.exporter.set_health(&coverage);
@@ -1063,6 +1070,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
             .transpose()?;
         resolve_filters(args)?
     };
+    let pods = crate::k8s::Pods::new(args.k8s.pods_dir.as_deref(), args.k8s.no_k8s)?;
     let families = probes::families(args.hooks.as_deref())?;
     let mut facts = probes::gather(&btf)?;
     facts.families = families;
@@ -1205,6 +1213,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         &mut ns_obj,
         &btf,
         &watched_netns(&args.packet)?,
+        pods,
         &mut || each_netns(&skel, &tx),
     )?;
     let hooks: Vec<String> = plan
@@ -1314,6 +1323,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
     }
     let names = watch.names();
     let coverage = watch.coverage();
+    let pods_now = watch.pods();
     watch.release();
     drop(links);
     corr.finish();
@@ -1331,7 +1341,8 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         args.top,
         interrupted,
     )
-    .with_namespaces(coverage, &names);
+    .with_namespaces(coverage, &names)
+    .with_pods(&pods_now, &mut |pid| watch.pod_of(pid));
     output::print_report(&mut out, args.json, &summary)?;
     Ok(())
 }

@@ -189,6 +189,14 @@ fn unknown_interface_pid_netns_and_missing_btf() {
         "cannot open network namespace /run/netns/nosuch17",
     );
     expect_user_error(
+        &mut tool(&["serve", "--pods-dir", "/etc/hostname", "--duration", "1"]),
+        "--pods-dir /etc/hostname is not a directory",
+    );
+    expect_user_error(
+        &mut tool(&["serve", "--max-series", "0", "--duration", "1"]),
+        "--max-series",
+    );
+    expect_user_error(
         &mut tool(&["netfilter", "--iface", "nosuch0", "--duration", "1"]),
         "unknown interface 'nosuch0'",
     );

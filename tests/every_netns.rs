@@ -248,7 +248,7 @@ fn serve_exports_namespaces_created_after_start() {
         ("rx_netif->rx_read", &t.b),
         ("rx_sockq->rx_read", &t.b),
         ("rx_netif->rx_ip", &t.b),
-        ("tx_send->tx_done", &t.a),
+        ("tx_driver->tx_done", &t.a),
         ("tx_transport->tx_nf_done", &t.a),
     ] {
         assert_eq!(
