@@ -950,6 +950,24 @@ pub struct CorrelateArgs {
     #[arg(long)]
     pub json: bool,
     /// The joined rows as CSV on stdout (the table goes to stderr)
-    #[arg(long, conflicts_with = "json")]
+    #[arg(long, conflicts_with_all = ["json", "follow"])]
     pub csv: bool,
+    /// Follow both files as `marker` writes them (and across rotation or truncation): join
+    /// intervals as they arrive, print a line per --interval, stop at Ctrl-C or --duration
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: serve the T2 - T1 histogram and the join's counts on this address
+    /// (e.g. 0.0.0.0:2113): /metrics, /healthz
+    #[arg(long, value_name = "ADDR", requires = "follow")]
+    pub prometheus: Option<String>,
+    /// With --follow: how often a line is printed (and the metrics updated)
+    #[arg(long, value_parser = parse_duration, default_value = "1s", requires = "follow")]
+    pub interval: Duration,
+    /// With --follow: stop after this long; default: until Ctrl-C or SIGTERM
+    #[arg(long, value_parser = parse_duration, requires = "follow")]
+    pub duration: Option<Duration>,
+    /// With --follow: how long an interval seen on one side waits for the other before it
+    /// counts as missing there
+    #[arg(long, value_parser = parse_duration, default_value = "5s", requires = "follow")]
+    pub grace: Duration,
 }

@@ -55,7 +55,12 @@ fn manifests_pass_strict_schema_validation() {
         .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
         .collect();
     names.sort();
-    for want in ["daemonset.yaml", "service.yaml", "servicemonitor.yaml"] {
+    for want in [
+        "daemonset.yaml",
+        "service.yaml",
+        "servicemonitor.yaml",
+        "marker-daemonset.yaml",
+    ] {
         assert!(names.iter().any(|n| n == want), "deploy/k8s/{want} missing");
     }
     assert_eq!(
@@ -72,6 +77,13 @@ fn manifests_pass_strict_schema_validation() {
             assert!(line.contains(": valid ("), "{line}");
             assert!(line.contains("strict"), "{line}");
         }
+    }
+    let m = line_for(&stdout, "deploy/k8s/marker-daemonset.yaml");
+    for r in [
+        "configmap/netstack-lat-marker",
+        "daemonset/netstack-lat-marker",
+    ] {
+        assert!(m.contains(r), "{r} not validated: {m}");
     }
     let ds = line_for(&stdout, "deploy/k8s/daemonset.yaml");
     for r in [

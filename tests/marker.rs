@@ -112,6 +112,25 @@ fn relay_delay_is_measured_for_every_interval() {
         &listen,
     ]);
 
+    // The DaemonSet's analyzer: both captures followed as they are written.
+    let follow_listen = format!("127.0.0.1:{}", common::free_port());
+    let follow = Command::new(TOOL)
+        .args([
+            "correlate",
+            "--follow",
+            &a_csv,
+            &b_csv,
+            "--json",
+            "--interval",
+            "300ms",
+            "--prometheus",
+            &follow_listen,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn correlate --follow");
+
     let src_addr = format!("{}:8000", t.a4);
     let relay_addr = format!("{}:8001", t.bc4);
     let (n, d) = (N.to_string(), DELAY_MS.to_string());
@@ -154,6 +173,41 @@ fn relay_delay_is_measured_for_every_interval() {
     std::thread::sleep(Duration::from_millis(1300));
     let (status, metrics) = common::get(&listen, "/metrics");
     assert_eq!(status, 200, "{metrics}");
+    let (status, followed) = common::get(&follow_listen, "/metrics");
+    assert_eq!(status, 200, "{followed}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(follow.id() as i32, libc::SIGINT) };
+    let fout = follow.wait_with_output().unwrap();
+    assert_eq!(
+        fout.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&fout.stderr)
+    );
+    let fsum: Value = serde_json::from_str(
+        String::from_utf8_lossy(&fout.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fsum["type"], "summary", "{fsum}");
+    assert_eq!(fsum["count"], N, "{fsum}");
+    assert_eq!(fsum["errors"], 0, "{fsum}");
+    let fsample = |le: &str| -> f64 {
+        followed
+            .lines()
+            .find(|l| {
+                l.starts_with("netstack_lat_marker_latency_seconds_bucket")
+                    && l.contains(&format!("le=\"{le}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no bucket {le} in {followed}"))
+    };
+    // The relay's 30 ms is the floor; its median within (25, 50] ms.
+    assert_eq!(fsample("0.025"), 0.0, "{followed}");
+    assert!(fsample("0.05") >= N as f64 / 2.0, "{followed}");
+    assert_eq!(fsample("+Inf"), N as f64, "{followed}");
     let (out_a, out_b) = (stop(ma), stop(mb));
     let live_out = stop(live);
     assert!(out_a.contains(&format!("{N} intervals seen")), "{out_a}");

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -283,4 +284,144 @@ fn missing_file_is_one_line() {
         &[&c, &a],
         "holds 2 capture points (veth0:egress@a, eth0:ingress@b): choose one with --from",
     );
+}
+
+/// `--follow` against files written as it runs: intervals 30 ms apart at B, one malformed
+/// line (counted, not fatal), A truncated and B rotated half way; the histogram on /metrics
+/// and the last JSON line count every interval once.
+#[test]
+fn follow_joins_live_files_across_truncation_and_rotation() {
+    use std::io::Write as _;
+    const N: u64 = 40;
+    let d = TempDir::new("follow");
+    let a = d.write("a.csv", &format!("{HEADER}\n"));
+    let b = d.write("b.csv", &format!("{HEADER}\n"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(TOOL)
+        .args([
+            "correlate",
+            "--follow",
+            &a,
+            &b,
+            "--json",
+            "--interval",
+            "200ms",
+            "--duration",
+            "6s",
+            "--prometheus",
+            &listen,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn correlate --follow");
+    let append = |path: &str, text: &str| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    for id in 1..=N {
+        let t = BASE + id * 20 * MS;
+        append(&a, &row(t, A_POINT, id, None));
+        append(&b, &row(t + 30 * MS, B_POINT, id, None));
+        if id == 10 {
+            append(&b, "this,is,not,a,row\n");
+        }
+        if id == 20 {
+            // copytruncate of A, rotation of B: both start again with their header.
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(&a, format!("{HEADER}\n")).unwrap();
+            std::fs::rename(&b, format!("{b}.1")).unwrap();
+            std::fs::write(&b, format!("{HEADER}\n")).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let (status, metrics) = get_metrics(&listen);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary", "{stdout}");
+    assert_eq!(last["count"], N, "{last}");
+    assert_eq!(last["errors"], 1, "{last}");
+    assert_eq!(last["reopened"], 2, "{last}");
+    assert_eq!(last["missing_to"], 0, "{last}");
+    assert_eq!(last["out_of_order"], 0, "{last}");
+    assert_eq!(last["p50_ns"].as_u64().unwrap() / MS, 30, "{last}");
+    assert!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("\"interval\""))
+            .count()
+            >= 5
+    );
+    assert_eq!(status, 200);
+    let sample = |needle: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {needle} in {metrics}"))
+    };
+    assert_eq!(
+        sample("netstack_lat_marker_latency_seconds_count"),
+        N as f64
+    );
+    // Every T2 - T1 is 30 ms: none at or below 25 ms, all at or below 50 ms.
+    assert_eq!(
+        sample(&format!("netstack_lat_marker_latency_seconds_bucket{{from=\"{A_POINT}\",to=\"{B_POINT}\",le=\"0.025\"}}")),
+        0.0
+    );
+    assert_eq!(
+        sample(&format!("netstack_lat_marker_latency_seconds_bucket{{from=\"{A_POINT}\",to=\"{B_POINT}\",le=\"0.05\"}}")),
+        N as f64
+    );
+    assert_eq!(
+        sample(&format!(
+            "netstack_lat_correlate_errors_total{{file=\"{b}\"}}"
+        )),
+        1.0
+    );
+}
+
+#[test]
+fn follow_bad_input_is_one_line() {
+    let d = TempDir::new("follow-bad");
+    let (a, _) = two_files(&d);
+    let nowhere = Path::new(&d.0).join("nowhere.csv").display().to_string();
+    user_error(&["--follow", &a, &nowhere], "cannot read");
+    user_error(&["--follow"], "required arguments were not provided");
+    user_error(
+        &["--follow", &a],
+        "--follow with one file needs --from POINT and --to POINT",
+    );
+    user_error(&[&a, "--prometheus", "127.0.0.1:0"], "--follow");
+}
+
+/// GET /metrics (HTTP/1.0, no crate): status and body.
+fn get_metrics(addr: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let status = r
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = r.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (status, body)
 }

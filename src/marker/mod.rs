@@ -4,6 +4,7 @@
 //! point. Payload bytes are scanned where they arrive and dropped: only the parsed fields
 //! are kept or written. `correlate` (pair.rs) joins two such captures.
 
+pub mod follow;
 pub mod pair;
 pub mod record;
 pub mod scan;

@@ -31,7 +31,7 @@ const LIST_CAP: usize = 50;
 // Reading
 
 /// Where each column sits in one file's header.
-struct Columns {
+pub(crate) struct Columns {
     len: usize,
     /// The header as written, for error messages.
     header: String,
@@ -48,7 +48,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn parse(name: &str, lineno: usize, line: &str) -> Result<Columns, UserError> {
+    pub(crate) fn parse(name: &str, lineno: usize, line: &str) -> Result<Columns, UserError> {
         let names: Vec<&str> = line.split(',').map(str::trim).collect();
         // The first column of that name wins, as a reader scanning left to right would expect.
         let find = |col: &str| names.iter().position(|&n| n == col);
@@ -104,7 +104,7 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Vec<MarkerRow>, UserError> {
 }
 
 /// One data line; errors name the file, the 1-based line, the column and the bad value.
-fn parse_row(
+pub(crate) fn parse_row(
     name: &str,
     lineno: usize,
     line: &str,
@@ -828,6 +828,9 @@ pub fn compress_ids(ids: &[u64], cap: usize) -> String {
 // The command
 
 pub fn run(a: &CorrelateArgs) -> Result<()> {
+    if a.follow {
+        return super::follow::run(a);
+    }
     let first = Capture::read(&a.first)?;
     let second = a.second.as_deref().map(Capture::read).transpose()?;
     let (from, to) = choose_points(&first, second.as_ref(), a.from.as_deref(), a.to.as_deref())?;
