@@ -123,6 +123,62 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	echo "bench-serve: TCP round $r done" >&2
 done
 
+# BPF ns per received packet of the tool's own programs (bpf_stats), over one flood.
+bpf_ns() { # ARGS...
+	local before
+	before=$(bpftool -j prog show | python3 -c 'import json,sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin)))')
+	start "$@"
+	sysctl -q kernel.bpf_stats_enabled=1
+	bpftool -j prog show >"$WORK/p0.json"
+	flood "$WORK/s" >/dev/null
+	bpftool -j prog show >"$WORK/p1.json"
+	sysctl -q kernel.bpf_stats_enabled=0
+	stop
+	python3 - "$WORK/p0.json" "$WORK/p1.json" "$WORK/s.sink" "$before" <<'PY'
+import json, sys
+p0 = {p["id"]: p for p in json.load(open(sys.argv[1]))}
+p1 = json.load(open(sys.argv[2]))
+old = set(int(i) for i in sys.argv[4].split())
+pkts = [json.loads(l) for l in open(sys.argv[3]) if "received" in l][-1]["received"]
+ns = 0
+for p in p1:
+    if p["id"] in old:
+        continue
+    q = p0.get(p["id"], {})
+    ns += p.get("run_time_ns", 0) - q.get("run_time_ns", 0)
+print(f"{ns / max(pkts, 1):.0f}")
+PY
+}
+
+prof_rows=""
+for ((r = 1; r <= ROUNDS; r++)); do
+	l=$(bpf_ns serve --listen 127.0.0.1:29113 --port "$PORT")
+	e=$(bpf_ns bench empty --hooks serve)
+	prof_rows+=$(awk -v l="$l" -v e="$e" -v r="$r" 'BEGIN { printf "| %d | %d | %d | %.2f |", r, l, e, l / e }')$'\n'
+	echo "bench-serve: bpf_stats round $r done" >&2
+done
+
+# Medians and the goals of the always-on issue, met or missed.
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() { # TABLE COLUMN: the ratios in parentheses of one column
+	printf '%s' "$1" | awk -F'|' -v c="$2" 'NF > 2 { s = $c; sub(/.*\(/, "", s); sub(/\).*/, "", s); print s }'
+}
+lean_m=$(col "$rows" 3 | median)
+empty_m=$(col "$rows" 6 | median)
+tcp_m=$(col "$tcp_rows" 3 | median)
+ns_m=$(printf '%s' "$prof_rows" | awk -F'|' 'NF > 2 { print $5 }' | median)
+goal() { # WHAT VALUE OP LIMIT
+	awk -v w="$1" -v v="$2" -v op="$3" -v lim="$4" 'BEGIN {
+		ok = (op == ">=") ? (v >= lim) : (v <= lim)
+		printf "| %s | %.3f | %s %s | %s |\n", w, v, op, lim, ok ? "met" : "missed" }'
+}
+goals=$(
+	goal "serve pps ratio, 64 B UDP flood (median)" "$lean_m" ">=" 0.80
+	goal "serve / do-nothing on its hooks, pps ratio" "$(awk -v a="$lean_m" -v b="$empty_m" 'BEGIN { print a / b }')" ">=" 0.92
+	goal "serve TCP throughput ratio, iperf3 (median)" "$tcp_m" ">=" 0.95
+	goal "serve BPF ns per packet / do-nothing's" "$ns_m" "<=" 1.4
+)
+
 if [ -f "$OUT" ]; then
 	awk '/^## serve: lean default/ { skip = 1; next } skip && /^## / { skip = 0 } !skip' "$OUT" >"$WORK/prev"
 	sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$WORK/prev" >"$OUT"
@@ -148,5 +204,17 @@ fi
 	echo "| round | serve lean | serve --user-space-join | empty programs on serve's hooks |"
 	echo "|---|---|---|---|"
 	printf '%s' "$tcp_rows"
+	echo
+	echo "BPF time of the tool's own programs (bpf_stats) per packet the sink received, over one flood each:"
+	echo
+	echo "| round | serve lean ns/packet | do-nothing programs on its hooks ns/packet | ratio |"
+	echo "|---|---|---|---|"
+	printf '%s' "$prof_rows"
+	echo
+	echo "Goals (issue 18), from the medians above:"
+	echo
+	echo "| goal | measured | target | |"
+	echo "|---|---|---|---|"
+	printf '%s\n' "$goals"
 } >>"$OUT"
 echo "bench-serve: appended to $OUT" >&2

@@ -197,6 +197,15 @@ fn unknown_interface_pid_netns_and_missing_btf() {
         "--max-series",
     );
     expect_user_error(
+        &mut tool(&["trace", "--sample", "0", "--duration", "1"]),
+        "invalid value '0' for '--sample",
+    );
+    // A misspelt hook-set flag.
+    expect_user_error(
+        &mut tool(&["serve", "--softirq-contxt", "--duration", "1"]),
+        "unexpected argument '--softirq-contxt'",
+    );
+    expect_user_error(
         &mut tool(&["netfilter", "--iface", "nosuch0", "--duration", "1"]),
         "unknown interface 'nosuch0'",
     );
