@@ -54,6 +54,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+	$(CARGO) test --release --test layers
 
 # Regenerate the committed vmlinux.h from the running kernel (see vmlinux/README.md).
 vmlinux:

@@ -233,7 +233,7 @@ pub struct ServeArgs {
     /// Series (span x protocol x interface x namespace) each CPU's in-kernel table holds:
     /// N x 208 bytes per CPU, for RX and for TX. Spans of series beyond it are counted in
     /// netstack_lat_spans_unrecorded{why="series_full"}
-    #[arg(long, value_name = "N", default_value_t = crate::kagg::DEFAULT_SERIES,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SERIES,
           value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub max_series: u32,
     /// Send every packet's chain to user space and join it there, as `trace` does, instead
@@ -255,6 +255,10 @@ pub struct ServeArgs {
     #[arg(long, short)]
     pub verbose: bool,
 }
+
+/// Series each CPU's in-kernel span table holds by default (serve --max-series): 4096 x 208
+/// bytes = 832 KiB per CPU, for RX and for TX.
+pub const DEFAULT_SERIES: u32 = 4096;
 
 /// Kubernetes pod labels (trace, serve).
 #[derive(Args, Debug, Clone, Default)]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::events::{
-    point_name, Chain, Comm, Context, Flow, HeldReason, Read, SockClose, CHAIN_FROM_SOCK,
+    point_name, Chain, Context, Flow, HeldReason, Read, SockClose, CHAIN_FROM_SOCK,
     CHAIN_PLACEHOLDER, CHAIN_SEQ_FLAG, IPPROTO_TCP, RX_IP, RX_NETIF, RX_NF_IN, RX_NF_PRE_DONE,
     RX_READ, RX_SIRQ_ENTRY, RX_SIRQ_RAISE, RX_SOCKQ, RX_TRANSPORT,
 };
@@ -144,11 +144,7 @@ pub fn seq_le(a: u32, b: u32) -> bool {
     (b.wrapping_sub(a) as i32) >= 0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub tgid: u32,
-    pub comm: Comm,
-}
+pub use crate::events::Owner;
 
 #[derive(Debug, Default)]
 pub struct Conn {
@@ -276,7 +272,7 @@ pub struct Correlator {
     pub(crate) owner_filter: bool,
     pub(crate) limits: Limits,
     socks: FxMap<u64, Sock>,
-    pub(crate) tx_socks: FxMap<u64, crate::txjoin::TxSock>,
+    pub(crate) tx_socks: FxMap<u64, crate::txsock::TxSock>,
     pub spans: BTreeMap<SpanId, Hist>,
     /// Spans per (span, protocol, ifindex, netns), when the exporter asked for them.
     pub labelled: Option<FxMap<LabelKey, PromHist>>,
@@ -586,6 +582,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Comm;
     use crate::events::{IPPROTO_UDP, RX_DRIVER};
     use std::net::{IpAddr, Ipv4Addr};
 

@@ -183,6 +183,13 @@ impl Chain {
     }
 }
 
+/// The process that read or wrote a flow's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub comm: Comm,
+}
+
 /// A task's command name as the kernel keeps it: fixed size, so decoding a read event
 /// allocates nothing.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]

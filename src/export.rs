@@ -4,12 +4,12 @@
 
 use crate::cli::{NF_HOOK_NAMES, VECTORS};
 use crate::correlate::{span_name, Correlator, Dir, SpanId};
+use crate::counters::KernelCounters;
 use crate::events::{proto_name, RX_SIRQ_RAISE, TX_BASE, TX_NF_OUT_DONE, TX_NF_POST};
 use crate::hist::Hist;
 use crate::metrics::{Family, PromHist, Value};
-use crate::netfilter::{family_name, HookStat};
+use crate::nfstat::{family_name, HookStat};
 use crate::nswatch::{Coverage, Names, PodMap};
-use crate::trace::KernelCounters;
 
 /// The direction a span belongs to, from its first point.
 pub fn span_direction(id: SpanId) -> &'static str {
@@ -378,5 +378,34 @@ mod tests {
             t.contains("netns_name=\"host\",k8s_namespace=\"shop\",k8s_pod=\"cart-0\",container_id=\"c0ffee\"} 1"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn refused_namespaces_reach_healthz_and_their_series() {
+        use crate::nswatch::Refusal;
+        let c = Coverage {
+            mode: "all",
+            covered: 3,
+            links: 48,
+            seen: 4,
+            gone: 1,
+            discovery: "task iterator".into(),
+            refused: vec![Refusal {
+                netns: 4026532001,
+                name: "blue".into(),
+                reason: "cannot attach rx_ip to netfilter".into(),
+            }],
+        };
+        let e = Exporter::new();
+        assert_eq!(e.health_text(), "ok\n");
+        e.set_health(c.problems());
+        assert_eq!(
+            e.health_text(),
+            "degraded\nnetns 4026532001 (blue) not covered: cannot attach rx_ip to netfilter\n"
+        );
+        e.publish("netns", netns_families(&c));
+        let r = e.render_text();
+        assert!(r.contains("netstack_lat_netns_refused{netns=\"4026532001\",netns_name=\"blue\",reason=\"cannot attach rx_ip to netfilter\"} 1"), "{r}");
+        assert!(r.contains("netstack_lat_netns_covered 3"), "{r}");
     }
 }

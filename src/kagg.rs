@@ -12,9 +12,6 @@ use crate::bpf::rx::types;
 use crate::correlate::{FxMap, LabelKey};
 use crate::metrics::{PromHist, BOUNDS_NS};
 
-/// Series each CPU's table holds by default: 4096 × 208 bytes = 832 KiB per CPU and object.
-pub const DEFAULT_SERIES: u32 = 4096;
-
 /// The table size for `--max-series N`: the next power of two (the BPF side masks).
 pub fn table_size(max_series: u32) -> u32 {
     max_series.clamp(1, 1 << 20).next_power_of_two()

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bpf;
 pub mod cli;
 pub mod correlate;
+pub mod counters;
 pub mod drops;
 pub mod error;
 pub mod events;
@@ -25,6 +26,7 @@ pub mod netfilter;
 pub mod netns;
 pub mod nfbench;
 pub mod nfrules;
+pub mod nfstat;
 pub mod nswatch;
 pub mod output;
 pub mod plot;
@@ -37,6 +39,7 @@ pub mod signals;
 pub mod softirq;
 pub mod trace;
 pub mod txjoin;
+pub mod txsock;
 
 use cli::{Cli, Command};
 

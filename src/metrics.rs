@@ -163,15 +163,10 @@ impl Exporter {
         Arc::new(Exporter::default())
     }
 
-    /// Record the network namespaces not covered, for /healthz.
-    pub fn set_health(&self, c: &crate::nswatch::Coverage) {
-        let lines = c
-            .refused
-            .iter()
-            .map(|r| format!("netns {} ({}) not covered: {}", r.netns, r.name, r.reason))
-            .collect();
+    /// Record what is not covered (one line each; none: healthy), for /healthz.
+    pub fn set_health(&self, problems: Vec<String>) {
         if let Ok(mut p) = self.problems.lock() {
-            *p = lines;
+            *p = problems;
         }
     }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::correlate::{span_name, Conn, Correlator, Dir, JoinStats, SpanId, Timeline};
+use crate::counters::KernelCounters;
 use crate::events::{
     point_name, HeldReason, RX_IP, RX_NF_IN, RX_NF_PRE_DONE, RX_POINTS, RX_SIRQ_RAISE, TX_BASE,
     TX_DONE, TX_NF_OUT_DONE, TX_NF_POST, TX_SEND, TX_TRANSPORT,
@@ -14,7 +15,6 @@ use crate::events::{
 use crate::hist::{fmt_ns, Hist, Stats, Unit};
 use crate::nswatch::{Coverage, Names};
 use crate::probes::PointPlan;
-use crate::trace::KernelCounters;
 
 /// Cumulative totals at one moment; `delta` turns two of them into an interval line.
 #[derive(Debug, Default, Clone)]

@@ -4,91 +4,14 @@
 //! sequence number when they start, so a segment's oldest byte falls in exactly one write,
 //! the latest that started at or before it; that write's start is the segment's tx_send.
 
-use std::collections::VecDeque;
-
 use crate::correlate::{nf_split, Correlator, Dir, Owner, SpanId, Timeline};
 use crate::events::{
-    Flow, HeldReason, TxChain, TxHeld, TxSend, IPPROTO_TCP, TXF_AT_EXIT, TXF_DROPPED, TXF_EVICTED,
+    HeldReason, TxChain, TxHeld, TxSend, IPPROTO_TCP, TXF_AT_EXIT, TXF_DROPPED, TXF_EVICTED,
     TXF_QUEUED, TXF_TASK, TX_BASE, TX_DONE, TX_NF_DONE, TX_NF_OUT_DONE, TX_NF_POST, TX_SEND,
     TX_TRANSPORT,
 };
-
-struct Write {
-    /// First byte, as an unwrapped (64-bit) sequence number.
-    start: u64,
-    ts: u64,
-    owner: Owner,
-    /// Why the write's tail stayed in the socket, and the first byte that stayed.
-    held: Option<(HeldReason, u64)>,
-}
-
-/// Most sent ranges kept per socket; sends are contiguous, so a handful is plenty.
-const MAX_RANGES: usize = 32;
-
-/// Per-socket TX state: writes whose bytes have not all been sent yet, and which bytes
-/// have been sent. Segments may reach the join slightly out of order (two CPUs transmit
-/// for one socket: the writer, and the softirq that processes its ACKs), so a segment is
-/// a resend only if its oldest byte was sent before, not merely if a later one was.
-#[derive(Default)]
-pub struct TxSock {
-    writes: VecDeque<Write>,
-    /// Disjoint, sorted [lo, hi) ranges of bytes sent at least once.
-    sent: Vec<(u64, u64)>,
-    /// The last unwrapped sequence number seen: 32-bit numbers are unwrapped around it.
-    last: Option<u64>,
-    flow: Option<Flow>,
-    owner: Option<Owner>,
-    last_seen: u64,
-}
-
-impl TxSock {
-    /// The 64-bit sequence number nearest to the last one seen.
-    fn unwrap(&mut self, seq: u32) -> u64 {
-        let v = match self.last {
-            // Start high enough that going backwards never goes below zero.
-            None => (1u64 << 32) + seq as u64,
-            Some(last) => {
-                let d = seq.wrapping_sub(last as u32) as i32 as i64;
-                (last as i64 + d) as u64
-            }
-        };
-        self.last = Some(v);
-        v
-    }
-
-    fn was_sent(&self, seq: u64) -> bool {
-        self.sent.iter().any(|&(lo, hi)| lo <= seq && seq < hi)
-    }
-
-    fn mark_sent(&mut self, lo: u64, hi: u64) {
-        let (mut lo, mut hi) = (lo, hi);
-        self.sent.retain(|&(a, b)| {
-            let touches = a <= hi && lo <= b;
-            if touches {
-                lo = lo.min(a);
-                hi = hi.max(b);
-            }
-            !touches
-        });
-        let at = self.sent.partition_point(|&(a, _)| a < lo);
-        self.sent.insert(at, (lo, hi));
-        if self.sent.len() > MAX_RANGES {
-            self.sent.remove(0);
-        }
-    }
-
-    /// Drop writes all of whose bytes were sent; the newest write always stays.
-    fn prune(&mut self) {
-        while self.writes.len() > 1 {
-            let (a, b) = (self.writes[0].start, self.writes[1].start);
-            let covered = self.sent.iter().any(|&(lo, hi)| lo <= a && b <= hi);
-            if !covered {
-                break;
-            }
-            self.writes.pop_front();
-        }
-    }
-}
+pub use crate::txsock::TxSock;
+use crate::txsock::Write;
 
 /// What the write join says about one segment.
 #[derive(Default)]
@@ -318,6 +241,7 @@ impl Correlator {
 mod tests {
     use super::*;
     use crate::correlate::Limits;
+    use crate::events::Flow;
     use crate::events::{Comm, IPPROTO_UDP};
     use std::net::{IpAddr, Ipv4Addr};
 
