@@ -2,25 +2,24 @@
 
 use std::{env, fs, path::PathBuf};
 
+use libbpf_cargo::util::CargoWarningFormatter;
 use libbpf_cargo::SkeletonBuilder;
-
-/// libbpf-cargo logs clang's stderr; turn each line into a cargo warning so it is seen.
-struct ClangWarnings;
-
-impl log::Log for ClangWarnings {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.target() == "compiler-stderr"
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            println!("cargo:warning={}", r.args());
-        }
-    }
-    fn flush(&self) {}
-}
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() {
-    let _ = log::set_logger(&ClangWarnings).map(|()| log::set_max_level(log::LevelFilter::Info));
+    // libbpf-cargo reports clang's stderr through `tracing`: its formatter turns each line
+    // into a `cargo:warning=` on stdout, so a -Wall warning from the BPF C is seen.
+    // Only clang's stderr: libbpf-cargo's own info lines are not warnings.
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .event_format(CargoWarningFormatter)
+                .with_writer(std::io::stdout),
+        )
+        .with(Targets::new().with_target("compiler-stderr", tracing::Level::INFO))
+        .try_init();
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("target arch is set by cargo");
     let vmlinux = format!("vmlinux/{arch}");

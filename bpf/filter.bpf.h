@@ -177,16 +177,15 @@ static __always_inline bool cidr_match(const __u8 *addr)
 {
 	__u8 bits = f_cidr_len;
 
+	/* No early exit on the prefix's end: a loop of constant trip count unrolls. */
 #pragma unroll
 	for (int i = 0; i < 16; i++) {
-		__u8 mask;
+		__u8 b = bits > 8 ? 8 : bits;
+		__u8 mask = b ? (__u8)(0xff << (8 - b)) : 0;
 
-		if (bits == 0)
-			break;
-		mask = bits >= 8 ? 0xff : (__u8)(0xff << (8 - bits));
 		if ((addr[i] ^ f_cidr_addr[i]) & mask)
 			return false;
-		bits = bits >= 8 ? bits - 8 : 0;
+		bits -= b;
 	}
 	return true;
 }
