@@ -59,12 +59,17 @@ static __always_inline __u64 ptr_scalar(__u64 *scratch, const void *p)
 	return v;
 }
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count_n(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 
 	if (v)
-		(*v)++;
+		*v += n;
+}
+
+static __always_inline void count(__u32 idx)
+{
+	count_n(idx, 1);
 }
 
 static __always_inline void *rb_get(void)

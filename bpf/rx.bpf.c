@@ -796,13 +796,8 @@ static __always_inline void on_close(const void *sk, int newstate, bool typed)
 			return;
 		for (__u32 h = f->head, i = 0; i < FIFO_LEN && h != f->tail; h++, i++)
 			n += f->it[h & (FIFO_LEN - 1)].ifindex != IFINDEX_PLACEHOLDER;
-		if (n) {
-			__u32 k = CNT_UNREAD;
-			__u64 *v = bpf_map_lookup_elem(&counters, &k);
-
-			if (v)
-				*v += n;
-		}
+		if (n)
+			count_n(CNT_UNREAD, n);
 		bpf_map_delete_elem(&rx_fifo, &id);
 		return;
 	}

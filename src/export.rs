@@ -382,20 +382,7 @@ mod tests {
 
     #[test]
     fn refused_namespaces_reach_healthz_and_their_series() {
-        use crate::nswatch::Refusal;
-        let c = Coverage {
-            mode: "all",
-            covered: 3,
-            links: 48,
-            seen: 4,
-            gone: 1,
-            discovery: "task iterator".into(),
-            refused: vec![Refusal {
-                netns: 4026532001,
-                name: "blue".into(),
-                reason: "cannot attach rx_ip to netfilter".into(),
-            }],
-        };
+        let c = Coverage::one_refused();
         let e = Exporter::new();
         assert_eq!(e.health_text(), "ok\n");
         e.set_health(c.problems());

@@ -128,18 +128,14 @@ impl Pods {
                 )));
             }
         }
-        let dir = if off {
-            None
-        } else {
-            Some(dir.map_or_else(|| PathBuf::from(DEFAULT_PODS_DIR), Path::to_path_buf))
-        };
-        Ok(Pods {
-            dir,
-            by_uid: HashMap::new(),
-            read_at: None,
-        })
+        let mut p = Pods::off();
+        if !off {
+            p.dir = Some(dir.map_or_else(|| PathBuf::from(DEFAULT_PODS_DIR), Path::to_path_buf));
+        }
+        Ok(p)
     }
 
+    /// No pod lookups (`--no-k8s`, and commands that label no namespaces).
     pub fn off() -> Pods {
         Pods {
             dir: None,

@@ -368,6 +368,24 @@ impl<'o> Watch<'o> {
 }
 
 impl Coverage {
+    /// A run that covers 3 namespaces and was refused by one ("blue"), for unit tests.
+    #[cfg(test)]
+    pub fn one_refused() -> Coverage {
+        Coverage {
+            mode: "all",
+            covered: 3,
+            links: 48,
+            seen: 4,
+            gone: 1,
+            discovery: "task iterator".into(),
+            refused: vec![Refusal {
+                netns: 4026532001,
+                name: "blue".into(),
+                reason: "cannot attach rx_ip to netfilter".into(),
+            }],
+        }
+    }
+
     /// One line per namespace not covered, for /healthz.
     pub fn problems(&self) -> Vec<String> {
         self.refused
@@ -540,19 +558,7 @@ mod tests {
 
     #[test]
     fn coverage_lines_name_every_refusal() {
-        let c = Coverage {
-            mode: "all",
-            covered: 3,
-            links: 48,
-            seen: 4,
-            gone: 1,
-            discovery: "task iterator".into(),
-            refused: vec![Refusal {
-                netns: 4026532001,
-                name: "blue".into(),
-                reason: "cannot attach rx_ip to netfilter".into(),
-            }],
-        };
+        let c = Coverage::one_refused();
         let h = c.human();
         assert!(h.starts_with(
             "network namespaces: all of the host: 3 covered now, 4 over the run, 1 gone"

@@ -47,40 +47,6 @@ fn spans_in(text: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The bucket (lower, upper] in seconds that holds the median of a span's histogram.
-fn median_bucket(text: &str, span: &str, proto: &str) -> (f64, f64) {
-    let prefix = format!("{SERIES}_bucket{{");
-    let mut cum: Vec<(f64, f64)> = Vec::new();
-    for l in text.lines().filter(|l| {
-        l.starts_with(&prefix)
-            && l.contains(&format!("span=\"{span}\""))
-            && l.contains(&format!("proto=\"{proto}\""))
-    }) {
-        let le = l.split("le=\"").nth(1).and_then(|s| s.split('"').next());
-        let le = match le {
-            Some("+Inf") => f64::INFINITY,
-            Some(x) => x.parse().unwrap(),
-            None => continue,
-        };
-        let v: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
-        match cum.iter_mut().find(|(b, _)| *b == le) {
-            Some(e) => e.1 += v,
-            None => cum.push((le, v)),
-        }
-    }
-    cum.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = cum.last().map_or(0.0, |c| c.1);
-    assert!(total > 0.0, "no histogram for {span} {proto}");
-    let mut lower = 0.0;
-    for (le, c) in cum {
-        if c >= total / 2.0 {
-            return (lower, le);
-        }
-        lower = le;
-    }
-    unreachable!()
-}
-
 fn counter(text: &str, name: &str, why: &str) -> u64 {
     let needle = format!("{name}_total{{why=\"{why}\"}} ");
     text.lines()
@@ -169,7 +135,11 @@ fn delayed_readers_udp4_and_tcp6_agree_with_trace() {
             K,
             "{proto}"
         );
-        let (lo, hi) = median_bucket(&text, "rx_sockq->rx_read", proto);
+        let (lo, hi) = median_bucket(
+            &text,
+            SERIES,
+            &[("span", "rx_sockq->rx_read"), ("proto", proto)],
+        );
         let d = D_MS as f64 / 1000.0;
         assert!(
             lo < d && d <= hi,
@@ -233,7 +203,7 @@ fn tbf_wait_and_nagle_wait_in_the_kernel() {
     assert!(count_of(&text, q, Some("udp")) >= N - 1, "{q}: {text}");
     // Waits grow from 0 to B / rate (0.42 s): the median near half of it, in the bucket
     // trace's own median falls in.
-    let (lo, hi) = median_bucket(&text, q, "udp");
+    let (lo, hi) = median_bucket(&text, SERIES, &[("span", q), ("proto", "udp")]);
     let p50 = span(&v, q).unwrap()["p50_ns"].as_f64().unwrap() / 1e9;
     assert!(
         lo < p50 * 1.05 && p50 * 0.95 <= hi,
@@ -323,7 +293,11 @@ fn a_full_socket_fifo_is_counted_exactly() {
     );
     assert_eq!(count_of(&text, "rx_sockq->rx_read", Some("udp")), FIFO_LEN);
     // The queue waits of the timed reads are at least the 50 ms the reader slept.
-    let (lo, _) = median_bucket(&text, "rx_sockq->rx_read", "udp");
+    let (lo, _) = median_bucket(
+        &text,
+        SERIES,
+        &[("span", "rx_sockq->rx_read"), ("proto", "udp")],
+    );
     assert!(lo >= 0.025, "{lo}");
     assert_eq!(
         count_of(&text, "rx_ip->rx_transport", Some("udp")),

@@ -1,6 +1,8 @@
 //! `netstack-lat correlate` on hand-made marker CSV files: exact statistics, missing and
 //! out-of-order intervals, --csv rows, --offset-ns, and one-line errors. No root needed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -342,7 +344,7 @@ fn follow_joins_live_files_across_truncation_and_rotation() {
         std::thread::sleep(Duration::from_millis(30));
     }
     std::thread::sleep(Duration::from_millis(700));
-    let (status, metrics) = get_metrics(&listen);
+    let (status, metrics) = common::get(&listen, "/metrics");
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -407,21 +409,4 @@ fn follow_bad_input_is_one_line() {
         "--follow with one file needs --from POINT and --to POINT",
     );
     user_error(&[&a, "--prometheus", "127.0.0.1:0"], "--follow");
-}
-
-/// GET /metrics (HTTP/1.0, no crate): status and body.
-fn get_metrics(addr: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let status = r
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = r.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
-    (status, body)
 }

@@ -272,34 +272,6 @@ fn interrupted_sweep_leaves_nothing_behind() {
     assert_no_new_bpf(&bpf_before, "interrupted bench netfilter");
 }
 
-/// Load `n` iptables-legacy rules that match nothing into `chain` of namespace `ns`.
-fn unmatched_rules(ns: &str, chain: &str, n: u32) {
-    let mut text =
-        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
-    for i in 0..n {
-        // Sources from a range no test uses.
-        text.push_str(&format!(
-            "-A {chain} -s 10.99.{}.{}/32 -p udp -j DROP\n",
-            i / 250,
-            1 + i % 250
-        ));
-    }
-    text.push_str("COMMIT\n");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "iptables-legacy-restore"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn iptables-legacy-restore");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "iptables-legacy-restore");
-}
-
 #[test]
 fn trace_splits_netfilter_time_by_hook() {
     if !root_or_skip("trace_splits_netfilter_time_by_hook") {
@@ -307,8 +279,8 @@ fn trace_splits_netfilter_time_by_hook() {
     }
     let t = Topo::new();
     // 2000 rules on the receiver's INPUT and the sender's OUTPUT; none on the other hooks.
-    unmatched_rules(&t.b, "INPUT", 2000);
-    unmatched_rules(&t.a, "OUTPUT", 2000);
+    unmatched_rules(&t.b, "filter", "INPUT", 2000);
+    unmatched_rules(&t.a, "filter", "OUTPUT", 2000);
     let (na, nb) = (t.netns_path(&t.a), t.netns_path(&t.b));
     let p = tool(&[
         "trace", "--netns", &na, "--netns", &nb, "--port", "7100", "-4", "--json",

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::net::{TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -505,61 +504,6 @@ fn serve_is_lean_by_default_and_opt_ins_add_their_spans() {
     assert_no_new_bpf(&before, "serve lean and full");
 }
 
-/// Load `n` iptables-legacy rules that match nothing into the raw table's PREROUTING of `ns`.
-fn prerouting_rules(ns: &str, n: u32) {
-    let mut text = String::from("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
-    for i in 0..n {
-        // Sources from a range no test uses.
-        text.push_str(&format!(
-            "-A PREROUTING -s 10.98.{}.{}/32 -p udp -j DROP\n",
-            i / 250,
-            1 + i % 250
-        ));
-    }
-    text.push_str("COMMIT\n");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "iptables-legacy-restore"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn iptables-legacy-restore");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "iptables-legacy-restore");
-}
-
-/// The (lower, upper] bucket in seconds holding the median of an unlabelled histogram.
-fn median_bucket(text: &str, name: &str) -> (f64, f64) {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let mut cum: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(&prefix)?;
-            let (le, v) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, v.parse().ok()?))
-        })
-        .collect();
-    cum.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = cum.last().map_or(0.0, |c| c.1);
-    assert!(total > 0.0, "no {name} in:\n{text}");
-    let mut lower = 0.0;
-    for (le, c) in cum {
-        if c >= total / 2.0 {
-            return (lower, le);
-        }
-        lower = le;
-    }
-    unreachable!()
-}
-
 /// ebpf-network-latency's own names: `packets_count` (packets received) and
 /// `latency_histogram` (ip_rcv -> ip_rcv_finish, the PRE_ROUTING time), beside `netfilter`
 /// measuring the same traffic, without and with 3000 PREROUTING rules; its dashboard's
@@ -575,7 +519,7 @@ fn seed_metric_names_agree_with_netfilter() {
     let mut medians = Vec::new();
     for rules in [0, 3000] {
         if rules > 0 {
-            prerouting_rules(&t.b, rules);
+            unmatched_rules(&t.b, "raw", "PREROUTING", rules);
         }
         let listen = format!("127.0.0.1:{}", free_port());
         let serve = tool(&[
@@ -619,7 +563,7 @@ fn seed_metric_names_agree_with_netfilter() {
         // The same PRE_ROUTING time as netfilter's own run: its median in the bucket that
         // holds netfilter's (converted from fine buckets: a bound moves by at most 3%).
         let p50 = pre["latency"]["p50_ns"].as_f64().unwrap() / 1e9;
-        let (lo, hi) = median_bucket(&text, "latency_histogram");
+        let (lo, hi) = median_bucket(&text, "latency_histogram", &[]);
         assert!(
             lo * 0.97 < p50 && p50 <= hi * 1.03,
             "rules {rules}: latency_histogram median in ({lo}, {hi}] s, netfilter p50 {p50} s"

@@ -652,3 +652,67 @@ pub fn get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, body.to_string())
 }
+
+/// Load `n` iptables-legacy rules that match nothing (sources from a range no test uses) into
+/// `chain` of `table` in namespace `ns`.
+pub fn unmatched_rules(ns: &str, table: &str, chain: &str, n: u32) {
+    use std::io::Write as _;
+    let mut text = format!("*{table}\n:{chain} ACCEPT [0:0]\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "-A {chain} -s 10.99.{}.{}/32 -p udp -j DROP\n",
+            i / 250,
+            1 + i % 250
+        ));
+    }
+    text.push_str("COMMIT\n");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "iptables-legacy-restore"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn iptables-legacy-restore");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "iptables-legacy-restore");
+}
+
+/// The bucket (lower, upper] in seconds that holds the median of histogram `family` in a
+/// text exposition, summed over the label sets holding every `key="value"` of `labels`.
+pub fn median_bucket(text: &str, family: &str, labels: &[(&str, &str)]) -> (f64, f64) {
+    let prefix = format!("{family}_bucket{{");
+    let needles: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let mut cum: Vec<(f64, f64)> = Vec::new();
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && needles.iter().all(|n| l.contains(n)))
+    {
+        let le = match l.split("le=\"").nth(1).and_then(|s| s.split('"').next()) {
+            Some("+Inf") => f64::INFINITY,
+            Some(x) => x.parse().unwrap(),
+            None => continue,
+        };
+        let v: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        match cum.iter_mut().find(|(b, _)| *b == le) {
+            Some(e) => e.1 += v,
+            None => cum.push((le, v)),
+        }
+    }
+    cum.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = cum.last().map_or(0.0, |c| c.1);
+    assert!(
+        total > 0.0,
+        "no {family} histogram for {labels:?} in:\n{text}"
+    );
+    let mut lower = 0.0;
+    for (le, c) in cum {
+        if c >= total / 2.0 {
+            return (lower, le);
+        }
+        lower = le;
+    }
+    unreachable!()
+}
