@@ -13,6 +13,18 @@ use serde_json::Value;
 pub const TOOL: &str = env!("CARGO_BIN_EXE_netstack-lat");
 pub const LOAD: &str = env!("CARGO_BIN_EXE_nsl-load");
 
+/// Privileged tests are `#[ignore = "needs root ..."]`, so a plain `cargo test` lists them as
+/// ignored; `make test` runs them with `--include-ignored`, and then not being root is a failure,
+/// never a silent pass.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test needs root (CAP_BPF, CAP_NET_ADMIN): run `sudo make test`"
+    );
+}
+
 /// Privileged tests skip (and say so) when not root; a plain `cargo test` never needs root.
 pub fn root_or_skip(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
