@@ -2,6 +2,8 @@
 //! traffic generator as child processes, and cleanup that runs even when a test fails.
 #![allow(dead_code)]
 
+pub mod opts;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
