@@ -1,6 +1,7 @@
 //! Helpers for the option tests (tests/options_*.rs): a cgroup of the test's own, processes
 //! started inside it, a routing namespace, runs to completion and JSON lines.
 
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -56,17 +57,32 @@ impl Drop for Cgroup {
 /// nsl-load in namespace `ns`, inside cgroup `cg` from its first instruction (it joins
 /// before exec, so none of its sends happen outside).
 pub fn load_in_cgroup(ns: &str, cg: &Cgroup, args: &[&str]) -> Proc {
-    let procs = cg.0.join("cgroup.procs");
+    let procs = std::ffi::CString::new(cg.0.join("cgroup.procs").into_os_string().into_vec())
+        .expect("cgroup path without NUL");
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, LOAD])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: the closure only writes a file (open/write/close), which is async-signal-safe
-    // enough for a child that has not started other threads.
+    // SAFETY: between fork and exec the closure makes only async-signal-safe calls (open,
+    // write, close) on a path prepared before the fork: no allocation, no locks.
     unsafe {
-        cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0": the writing process itself.
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        });
     }
     Proc {
         child: cmd.spawn().expect("spawn nsl-load in a cgroup"),
