@@ -40,7 +40,7 @@ struct {
 
 /* Index of the first bound at or above v (PROM_BOUNDS: +Inf), as Rust's PromHist::record.
  * Neighbouring bounds are at least 2x apart, so a power of two [2^m, 2^(m+1)) holds at most
- * one: the bucket is agg_first[m] or the next (kagg.rs tests the same walk). */
+ * one: the bucket is agg_first[m] or the next (src/join/kernel_spans.rs tests the same walk). */
 static __always_inline __u32 prom_bucket(__u64 v)
 {
 	__u32 b = agg_first[v ? msb64(v) & 63 : 0];

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
-/* In-kernel histograms in the log-linear buckets of Rust's hist.rs (struct fine_hist). */
+/* In-kernel histograms in the log-linear buckets of src/stats/hist.rs (struct fine_hist). */
 #ifndef HIST_BPF_H
 #define HIST_BPF_H
 
@@ -33,7 +33,7 @@ static __always_inline __u32 msb64(__u64 v)
 	return r;
 }
 
-/* Rust's hist.rs fine_index: exact below 16, then 16 sub-buckets per power of two. */
+/* src/stats/hist.rs fine_index: exact below 16, then 16 sub-buckets per power of two. */
 static __always_inline __u32 fine_index(__u64 v)
 {
 	__u32 e;

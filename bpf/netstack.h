@@ -191,7 +191,7 @@ struct rx_set {
 
 /* ---- histograms kept in the kernel (softirq, netfilter): Rust rebuilds exact stats ---- */
 
-/* Log-linear buckets as in Rust's hist.rs: 16 per power of two; the last one also holds
+/* Log-linear buckets as in src/stats/hist.rs: 16 per power of two; the last one also holds
  * everything above (about 17 s), whose exact max is kept apart. */
 #define FINE_BUCKETS 512
 
@@ -378,7 +378,7 @@ enum counter {
 
 /* ---- in-kernel span histograms (agg.bpf.h): serve's default, no ring record per packet ---- */
 
-/* Points in one numbering for spans, as Rust's events.rs point_name: RX 0-5 (5: the read),
+/* Points in one numbering for spans, as src/events/mod.rs point_name: RX 0-5 (5: the read),
  * TX from SP_TX, then the context points beside the paths. */
 enum span_point {
 	SP_RX_READ = 5,
@@ -402,7 +402,7 @@ struct span_key {
 	__u32 _pad2; /* 16 bytes: compared as two words */
 };
 
-/* The bounds of Rust's metrics.rs BOUNDS_NS (Rust writes them to agg_bounds) and +Inf. */
+/* The bounds of src/sink/prom/registry.rs BOUNDS_NS (Rust writes them to agg_bounds) and +Inf. */
 #define PROM_BOUNDS  22
 #define PROM_BUCKETS (PROM_BOUNDS + 1)
 

@@ -6,11 +6,11 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use netstack_lat::signals::{CongestionCollector, CongestionSignals};
+use netstack_lat::cmd::signals::{CongestionCollector, CongestionSignals};
 
 /// Stand-in for the QUIC governor of the seed: it only prints what it would act on.
 fn governor_update(s: &CongestionSignals) {
-    println!("{}", netstack_lat::signals::line(s.interval_s, s));
+    println!("{}", netstack_lat::cmd::signals::line(s.interval_s, s));
 }
 
 fn self_test() -> Result<()> {

@@ -524,7 +524,7 @@ frontend() {
 	done
 }
 
-# The rule-count sweep: its own namespaces, rules and traffic (see src/nfbench.rs).
+# The rule-count sweep: its own namespaces, rules and traffic (see src/cmd/bench/netfilter.rs).
 nf_sweep() {
 	if ! command -v iptables-legacy-restore >/dev/null || ! command -v nft >/dev/null; then
 		log "iptables or nftables not installed: the netfilter sweep is skipped"

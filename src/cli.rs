@@ -153,7 +153,7 @@ pub struct RuleCounts(pub Vec<u32>);
 
 /// `--backend` after parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backends(pub Vec<crate::nfrules::Backend>);
+pub struct Backends(pub Vec<crate::kernel::nfrules::Backend>);
 
 /// Most service rules one step installs: the service addresses come from a /16.
 pub const MAX_RULES: u32 = 60_000;
@@ -190,7 +190,7 @@ pub fn parse_backends(s: &str) -> Result<Backends, String> {
                 "empty backend in '{s}': use iptables-legacy, iptables-nft, nftables-map or nftables-linear"
             ));
         }
-        let b = crate::nfrules::Backend::parse(part)?;
+        let b = crate::kernel::nfrules::Backend::parse(part)?;
         if out.contains(&b) {
             return Err(format!("backend {part} is given twice"));
         }
@@ -558,7 +558,7 @@ pub fn parse_netns(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err("empty: give /run/netns/NAME, a bare NAME, or /proc/PID/ns/net".into());
     }
-    Ok(crate::netns::given_path(std::ffi::OsStr::new(s)))
+    Ok(crate::kernel::netns::given_path(std::ffi::OsStr::new(s)))
 }
 
 pub fn parse_cidr(s: &str) -> Result<Cidr, String> {

@@ -2,61 +2,43 @@
 //!
 //! CO-RE BPF programs (bpf/) stamp packets at each stage; this library loads them,
 //! joins their events into per-stage latencies and prints them. `main.rs` is a thin CLI.
+//!
+//! The folders are layers, each importing only the ones listed before it (docs/layout.md):
+//! `bpf` (skeletons) -> `kernel` (facts, hook planning, namespaces) -> `events` (decoding)
+//! -> `join` (events into spans) -> `stats` -> `sink` (text, JSON, Prometheus) -> `cmd`
+//! (one folder per command). `traffic` is ground-truth traffic for selftest and nsl-load.
 
+// First: it defines the filter macros the commands use.
 #[macro_use]
-mod macros;
-
-pub mod bench;
 pub mod bpf;
+
 pub mod cli;
-pub mod correlate;
-pub mod counters;
-pub mod drops;
+pub mod cmd;
 pub mod error;
 pub mod events;
-pub mod exchange;
-pub mod export;
-pub mod hist;
-pub mod http;
-pub mod k8s;
-pub mod kagg;
-pub mod marker;
-pub mod metrics;
-pub mod netfilter;
-pub mod netns;
-pub mod nfbench;
-pub mod nfrules;
-pub mod nfstat;
-pub mod nswatch;
-pub mod output;
-pub mod plot;
-pub mod probes;
-pub mod reorder;
+pub mod join;
+pub mod kernel;
 pub mod runloop;
-pub mod selftest;
-pub mod serve;
-pub mod signals;
-pub mod softirq;
-pub mod trace;
-pub mod txjoin;
-pub mod txsock;
+pub mod sink;
+pub mod stats;
+pub mod traffic;
 
 use cli::{Cli, Command};
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Trace(a)) => trace::run(&a),
-        Some(Command::Softirq(a)) => softirq::run(&a),
-        Some(Command::Netfilter(a)) => netfilter::run(&a),
-        Some(Command::Probes(a)) => probes::run(&a),
-        Some(Command::Serve(a)) => serve::run(&a),
-        Some(Command::Selftest(a)) => selftest::run(&a),
-        Some(Command::Signals(a)) => signals::run(&a),
-        Some(Command::Drops(a)) => drops::run(&a),
-        Some(Command::Marker(a)) => marker::run(&a),
-        Some(Command::Correlate(a)) => marker::pair::run(&a),
-        Some(Command::Bench(b)) => bench::run(&b),
-        None => trace::run(&cli.trace),
+        Some(Command::Trace(a)) => cmd::trace::run(&a),
+        Some(Command::Softirq(a)) => cmd::softirq::run(&a),
+        Some(Command::Netfilter(a)) => cmd::netfilter::run(&a),
+        Some(Command::Probes(a)) => kernel::probes::run(&a),
+        Some(Command::Serve(a)) => cmd::serve::run(&a),
+        Some(Command::Selftest(a)) => cmd::selftest::run(&a),
+        Some(Command::Signals(a)) => cmd::signals::run(&a),
+        Some(Command::Drops(a)) => cmd::drops::run(&a),
+        Some(Command::Marker(a)) => cmd::marker::run(&a),
+        Some(Command::Correlate(a)) => cmd::correlate::run(&a),
+        Some(Command::Bench(b)) => cmd::bench::run(&b),
+        None => cmd::trace::run(&cli.trace),
     }
 }

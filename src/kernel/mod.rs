@@ -1,0 +1,9 @@
+//! What the running kernel offers and where to hook: BTF and helper probing, hook planning
+//! (`probes`), network namespaces (`netns`, `nswatch`), Kubernetes pod names (`k8s`) and the
+//! iptables/nftables rulesets the netfilter benchmark installs (`nfrules`).
+
+pub mod k8s;
+pub mod netns;
+pub mod nfrules;
+pub mod nswatch;
+pub mod probes;
