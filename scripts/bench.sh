@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: what netstack-lat costs, measured on this machine, written to BENCHMARKS.md.
+# `make bench`: what netstack-lat costs, measured on this machine, written to BENCHMARKS.md
+# (tables) and BENCHMARKS.rounds.csv (every round) by scripts/bench_report.py.
 #
 # Two namespaces joined by a veth carry a 64-byte UDP flood; trace follows it through TX in
 # the sender's namespace and RX in the receiver's (the full RX+TX trace). Each round interleaves
@@ -13,7 +14,7 @@
 # Run as root from the repository root after `cargo build --release`.
 # Knobs (environment): ROUNDS (3), FLOOD_S (4: throughput flood), STATS_S (2: bpf_stats flood),
 # FRONTEND_EVENTS (2000000), IPERF_S (3: each TCP throughput run), SSE_N (20000: events of
-# each marker SSE run), OUT (BENCHMARKS.md),
+# each marker SSE run), OUT (BENCHMARKS.md; the rounds go to OUT's name with .rounds.csv),
 # NF_RULES (0,100,1000,5000,10000), NF_BACKENDS (all four), NF_RATE (10000), NF_S (10): the
 # `bench netfilter` sweep, whose plot goes to docs/netfilter-sweep.svg.
 set -euo pipefail
