@@ -724,7 +724,7 @@ fn kernel_spans(
     corr: &mut Correlator,
     k: &KernelCounters,
 ) -> Result<()> {
-    let mut series = crate::correlate::FxMap::default();
+    let mut series = rustc_hash::FxHashMap::default();
     kagg::read(&skel.maps.agg_hist, &mut series)?;
     kagg::read(&tx.maps.agg_hist, &mut series)?;
     corr.labelled = Some(series);
