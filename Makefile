@@ -54,6 +54,8 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+	python3 -m py_compile scripts/*.py && rm -rf scripts/__pycache__
+	pyflakes3 scripts/*.py
 	$(CARGO) test --release --test layers
 
 # Regenerate the committed vmlinux.h from the running kernel (see vmlinux/README.md).

@@ -54,7 +54,7 @@ flood() { # PREFIX
 	ip netns exec "$NS_A" "$LOAD" --timeout $((FLOOD_S + 10)) udp-flood --to "$DST:$PORT" \
 		--seconds "$FLOOD_S" --size 64 >/dev/null 2>&1 || true
 	wait "$sink" || true
-	python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "pps" in l][-1]["pps"])' "$1.sink"
+	python3 -B scripts/bench_util.py last-pps "$1.sink"
 }
 
 # Start trace; STARTUP is the seconds until it says it is tracing (not a subshell: TOOL
@@ -90,9 +90,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	# The namespace scan's own cost: the task iterator's runs (one per thread visited).
 	sysctl -qw kernel.bpf_stats_enabled=1
 	sleep 2
-	iter=$(bpftool prog show name ns_tasks -j 2>/dev/null | python3 -c 'import json,sys
-p=json.load(sys.stdin); p=p[0] if isinstance(p,list) else p
-print(p.get("run_time_ns",0), p.get("run_cnt",0))' || echo "0 0")
+	iter=$(bpftool prog show name ns_tasks -j 2>/dev/null | python3 -B scripts/bench_util.py prog-run || echo "0 0")
 	sysctl -qw kernel.bpf_stats_enabled=0
 	stop
 	rows+=$(awk -v r="$r" -v b1="$b1" -v g="$given" -v b2="$b2" -v a="$all" -v sg="$s_given" \

@@ -54,7 +54,7 @@ flood() { # PREFIX
 	ip netns exec "$NS_A" "$LOAD" --timeout $((FLOOD_S + 10)) udp-flood --to "$DST:$PORT" \
 		--seconds "$FLOOD_S" --size 64 >/dev/null 2>&1 || true
 	wait "$sink" || true
-	python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "pps" in l][-1]["pps"])' "$1.sink"
+	python3 -B scripts/bench_util.py last-pps "$1.sink"
 }
 
 
@@ -102,7 +102,7 @@ tcp() { # PREFIX
 	sleep 0.5
 	ip netns exec "$NS_A" timeout "$((TCP_S + 20))" iperf3 -c "$DST" -t "$TCP_S" -J >"$1.iperf" 2>/dev/null || true
 	wait "$srv" 2>/dev/null || true
-	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9)' "$1.iperf"
+	python3 -B scripts/bench_util.py iperf-gbps "$1.iperf"
 }
 
 tcp_rows=""
@@ -126,7 +126,7 @@ done
 # BPF ns per received packet of the tool's own programs (bpf_stats), over one flood.
 bpf_ns() { # ARGS...
 	local before
-	before=$(bpftool -j prog show | python3 -c 'import json,sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin)))')
+	before=$(bpftool -j prog show | python3 -B scripts/bench_util.py prog-ids)
 	start "$@"
 	sysctl -q kernel.bpf_stats_enabled=1
 	bpftool -j prog show >"$WORK/p0.json"
@@ -134,20 +134,7 @@ bpf_ns() { # ARGS...
 	bpftool -j prog show >"$WORK/p1.json"
 	sysctl -q kernel.bpf_stats_enabled=0
 	stop
-	python3 - "$WORK/p0.json" "$WORK/p1.json" "$WORK/s.sink" "$before" <<'PY'
-import json, sys
-p0 = {p["id"]: p for p in json.load(open(sys.argv[1]))}
-p1 = json.load(open(sys.argv[2]))
-old = set(int(i) for i in sys.argv[4].split())
-pkts = [json.loads(l) for l in open(sys.argv[3]) if "received" in l][-1]["received"]
-ns = 0
-for p in p1:
-    if p["id"] in old:
-        continue
-    q = p0.get(p["id"], {})
-    ns += p.get("run_time_ns", 0) - q.get("run_time_ns", 0)
-print(f"{ns / max(pkts, 1):.0f}")
-PY
+	python3 -B scripts/bench_util.py ns-per-packet "$WORK/p0.json" "$WORK/p1.json" "$WORK/s.sink" "$before"
 }
 
 prof_rows=""

@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(
 	clang llvm libelf-dev zlib1g-dev pkg-config make
 	iproute2 ethtool bpftool bpftrace iperf3 clang-format
-	file util-linux procps iptables nftables prometheus python3-venv curl
+	file util-linux procps iptables nftables prometheus python3-venv pyflakes3 curl
 	qemu-system-x86 busybox-static cpio xz-utils
 )
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Check `netstack-lat selftest --json` outputs against tests/data/kernels.json, and print
-the kernels x hook families table of the README.
+the kernels x hook families table of docs/selftest.md.
 
 usage: kernel-check.py [--table] SELFTEST.json...
 Exit 1 if a selftest failed or a kernel series in kernels.json got other hooks than its BTF

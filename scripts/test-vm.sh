@@ -176,7 +176,7 @@ for k in $KERNELS; do
 	printf '%-32s %-28s %-5s %6s\n' "$k" "${VER[$k]}" "${RES[$k]}" "${SECS[$k]}"
 done
 # Each guest's selftest against what its kernel's BTF offers (tests/data/kernels.json), and
-# the README's table of kernels x hook families.
+# the table of kernels x hook families in docs/selftest.md.
 jsons=()
 for k in $KERNELS; do
 	[ -s "$OUT/$k.json" ] && jsons+=("$OUT/$k.json")

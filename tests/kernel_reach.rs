@@ -58,7 +58,7 @@ fn selftest_passes_on_this_kernel() {
     }
     assert_no_new_bpf(&before, "selftest");
 
-    // The README's table row for this kernel comes from this file.
+    // docs/selftest.md's table row for this kernel comes from this file.
     std::fs::create_dir_all("target/vm").unwrap();
     std::fs::write("target/vm/host.json", stdout.as_bytes()).unwrap();
     let check = Command::new("python3")

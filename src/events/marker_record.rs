@@ -4,14 +4,17 @@
 
 use std::net::IpAddr;
 
+use anyhow::Result;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// The CSV header `marker` writes; `correlate` finds its columns by these names.
 pub const CSV_HEADER: &str =
     "timestamp_ns,point,iface,direction,src,sport,dst,dport,interval_id,position";
 
-/// The first sighting of one interval at one capture point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The first sighting of one interval at one capture point. Its fields, in order, are the CSV
+/// columns of CSV_HEADER (serde names them; a test holds the two together).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MarkerRow {
     /// Wall-clock (CLOCK_REALTIME) nanoseconds since the epoch when the segment holding the
     /// marker's last byte passed the hook.
@@ -31,21 +34,17 @@ pub struct MarkerRow {
 }
 
 impl MarkerRow {
-    /// The row in CSV_HEADER's order (labels never hold commas: see cli::parse_point).
-    pub fn csv(&self) -> String {
-        format!(
-            "{},{},{},{},{},{},{},{},{},{}",
-            self.timestamp_ns,
-            self.point,
-            self.iface,
-            self.direction,
-            self.src,
-            self.sport,
-            self.dst,
-            self.dport,
-            self.interval_id,
-            self.position.map(|p| p.to_string()).unwrap_or_default()
-        )
+    /// The row in CSV_HEADER's order, without its line end. The csv crate quotes a field
+    /// that holds a comma, a quote or a line break, so a label never shifts the columns.
+    pub fn csv(&self) -> Result<String> {
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        w.serialize(self)?;
+        let mut line = String::from_utf8(w.into_inner()?)?;
+        line.pop();
+        Ok(line)
     }
 
     pub fn json(&self) -> Value {
@@ -84,10 +83,42 @@ mod tests {
             position: None,
         };
         assert_eq!(
-            r.csv(),
+            r.csv().unwrap(),
             "1700000000000000123,veth0:egress@a,veth0,egress,10.0.0.1,8000,fd00::2,41000,42,"
         );
-        assert_eq!(CSV_HEADER.split(',').count(), r.csv().split(',').count());
         assert_eq!(r.json()["position"], Value::Null);
+    }
+
+    #[test]
+    fn serde_names_are_the_header() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(row("p", "eth0")).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(text.lines().next(), Some(CSV_HEADER));
+    }
+
+    #[test]
+    fn labels_with_commas_and_quotes_are_quoted() {
+        let r = row("a,b \"c\"", "eth\"0");
+        let line = r.csv().unwrap();
+        assert!(
+            line.contains(r#","a,b ""c""","eth""0","#),
+            "quoted as RFC 4180 says: {line}"
+        );
+    }
+
+    fn row(point: &str, iface: &str) -> MarkerRow {
+        MarkerRow {
+            timestamp_ns: 5,
+            point: point.into(),
+            iface: iface.into(),
+            direction: "ingress".into(),
+            src: "10.0.0.1".parse().unwrap(),
+            sport: 1,
+            dst: "10.0.0.2".parse().unwrap(),
+            dport: 2,
+            interval_id: 3,
+            position: Some(4),
+        }
     }
 }

@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::rx::types;
-use crate::join::rx::{FxMap, LabelKey};
+use crate::join::rx::LabelKey;
 use crate::sink::prom::registry::{PromHist, BOUNDS_NS};
+use rustc_hash::FxHashMap;
 
 /// The table size for `--max-series N`: the next power of two (the BPF side masks).
 pub fn table_size(max_series: u32) -> u32 {
@@ -62,7 +63,7 @@ pub fn decode(raw: &[u8]) -> Option<(LabelKey, PromHist)> {
 
 /// Sum entries into one histogram per series (a series has an entry on each CPU that saw it).
 pub fn merge(
-    into: &mut FxMap<LabelKey, PromHist>,
+    into: &mut FxHashMap<LabelKey, PromHist>,
     entries: impl IntoIterator<Item = (LabelKey, PromHist)>,
 ) {
     for (k, h) in entries {
@@ -76,7 +77,7 @@ pub fn merge(
 
 /// Every series of one object's agg_hist: one batched read of all CPUs' tables (arrays
 /// support batch lookups since Linux 5.6), else one lookup per index.
-pub fn read(map: &dyn MapCore, into: &mut FxMap<LabelKey, PromHist>) -> Result<()> {
+pub fn read(map: &dyn MapCore, into: &mut FxHashMap<LabelKey, PromHist>) -> Result<()> {
     let ncpu = libbpf_rs::num_possible_cpus()?;
     let size = map.max_entries();
     let vsz = (map.value_size() as usize).next_multiple_of(8);
@@ -169,7 +170,7 @@ mod tests {
     fn free_entries_decode_to_nothing_and_cpus_sum_per_series() {
         assert!(decode(&vec![0u8; std::mem::size_of::<types::agg_entry>()]).is_none());
         assert!(decode(&[1, 2, 3]).is_none());
-        let mut m = FxMap::default();
+        let mut m = FxHashMap::default();
         merge(
             &mut m,
             [

@@ -8,8 +8,7 @@
 //! inherit the old one's queued data or sequence space. State ends at TCP_CLOSE, or when
 //! idle past the age limit (UDP sockets have no close event).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::events::{
     point_name, Chain, Context, Flow, HeldReason, Read, SockClose, CHAIN_FROM_SOCK,
@@ -17,51 +16,9 @@ use crate::events::{
     RX_READ, RX_SIRQ_ENTRY, RX_SIRQ_RAISE, RX_SOCKQ, RX_TRANSPORT,
 };
 use crate::sink::prom::registry::PromHist;
-
-/// A fast non-cryptographic hasher (the Fx multiply-rotate scheme) for the per-event maps:
-/// keys are kernel addresses and 5-tuples of our own traffic, not attacker-chosen strings.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-        }
-        for &b in chunks.remainder() {
-            self.add(b as u64);
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.add(i as u64);
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.add(i as u64);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+// Fx: fast, not DoS-resistant; fine for per-event maps keyed by kernel addresses and
+// 5-tuples, not attacker-chosen strings.
+use rustc_hash::FxHashMap;
 
 /// Where a packet passed: (ifindex, netns inode); (0, 0) when unknown.
 pub type Place = (u32, u32);
@@ -271,12 +228,12 @@ pub struct Correlator {
     /// the BPF side then only reports reads of matching processes).
     pub(crate) owner_filter: bool,
     pub(crate) limits: Limits,
-    socks: FxMap<u64, Sock>,
-    pub(crate) tx_socks: FxMap<u64, crate::join::txsock::TxSock>,
+    socks: FxHashMap<u64, Sock>,
+    pub(crate) tx_socks: FxHashMap<u64, crate::join::txsock::TxSock>,
     pub spans: BTreeMap<SpanId, Hist>,
     /// Spans per (span, protocol, ifindex, netns), when the exporter asked for them.
-    pub labelled: Option<FxMap<LabelKey, PromHist>>,
-    pub conns: FxMap<ConnKey, Conn>,
+    pub labelled: Option<FxHashMap<LabelKey, PromHist>>,
+    pub conns: FxHashMap<ConnKey, Conn>,
     pub stats: JoinStats,
     /// Completed timelines, drained by the caller when it wants `--events`.
     pub timelines: Option<Vec<Timeline>>,
@@ -287,10 +244,10 @@ impl Correlator {
         Correlator {
             owner_filter,
             limits,
-            socks: FxMap::default(),
-            tx_socks: FxMap::default(),
+            socks: FxHashMap::default(),
+            tx_socks: FxHashMap::default(),
             spans: BTreeMap::new(),
-            conns: FxMap::default(),
+            conns: FxHashMap::default(),
             stats: JoinStats::default(),
             timelines: keep_timelines.then(Vec::new),
             labelled: None,
@@ -300,7 +257,7 @@ impl Correlator {
     /// Also keep span histograms per protocol, interface and namespace, in Prometheus
     /// buckets (for the exporter; off otherwise: it costs a hash lookup per span).
     pub fn keep_labelled(&mut self) {
-        self.labelled = Some(FxMap::default());
+        self.labelled = Some(FxHashMap::default());
     }
 
     /// Record spans overall and on the connection row; `packet` counts it as a packet

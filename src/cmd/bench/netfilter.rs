@@ -76,27 +76,55 @@ pub struct StepResult {
 pub const CSV_HEADER: &str =
     "backend,rules,count,avg_us,p50_us,p99_us,p90_us,min_us,max_us,sent,drops,installed_rules";
 
-pub fn csv(results: &[StepResult]) -> String {
-    let mut s = format!("{CSV_HEADER}\n");
-    for r in results {
-        let _ = writeln!(
-            s,
-            "{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{}",
-            r.backend,
-            r.rules,
-            r.count,
-            r.avg_us,
-            r.p50_us,
-            r.p99_us,
-            r.p90_us,
-            r.min_us,
-            r.max_us,
-            r.sent,
-            r.drops,
-            r.installed_rules
-        );
+/// A row of `--csv`: serde names the columns of CSV_HEADER, in its order; times keep three
+/// decimals (µs to the ns).
+#[derive(Serialize)]
+struct CsvRow<'a> {
+    backend: &'a str,
+    rules: u32,
+    count: u64,
+    avg_us: String,
+    p50_us: String,
+    p99_us: String,
+    p90_us: String,
+    min_us: String,
+    max_us: String,
+    sent: u64,
+    drops: u64,
+    installed_rules: usize,
+}
+
+impl<'a> From<&'a StepResult> for CsvRow<'a> {
+    fn from(r: &'a StepResult) -> CsvRow<'a> {
+        let us = |v: f64| format!("{v:.3}");
+        CsvRow {
+            backend: r.backend,
+            rules: r.rules,
+            count: r.count,
+            avg_us: us(r.avg_us),
+            p50_us: us(r.p50_us),
+            p99_us: us(r.p99_us),
+            p90_us: us(r.p90_us),
+            min_us: us(r.min_us),
+            max_us: us(r.max_us),
+            sent: r.sent,
+            drops: r.drops,
+            installed_rules: r.installed_rules,
+        }
     }
-    s
+}
+
+/// `--csv`: the header (also with no rows) and one line per step.
+pub fn csv(results: &[StepResult]) -> Result<String> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record(CSV_HEADER.split(','))?;
+    for r in results {
+        w.serialize(CsvRow::from(r))?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
 }
 
 /// Rows: rule counts; columns: avg / p50 / p99 per backend, in µs.
@@ -540,7 +568,7 @@ pub fn run(a: &NfBenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &a.csv {
-        std::fs::write(path, csv(&results))
+        std::fs::write(path, csv(&results)?)
             .map_err(|e| UserError::new(format!("cannot write {}: {e}", path.display())))?;
     }
     if let Some(path) = &a.plot {
@@ -626,7 +654,7 @@ mod tests {
 
     #[test]
     fn csv_has_the_contract_columns_first_and_one_row_per_step() {
-        let c = csv(&[r("iptables-legacy", 0, 1.0), r("nftables-map", 100, 1.25)]);
+        let c = csv(&[r("iptables-legacy", 0, 1.0), r("nftables-map", 100, 1.25)]).unwrap();
         let lines: Vec<&str> = c.lines().collect();
         assert!(lines[0].starts_with("backend,rules,count,avg_us,p50_us,p99_us"));
         assert_eq!(lines.len(), 3);
@@ -634,6 +662,18 @@ mod tests {
             lines[2],
             "nftables-map,100,100,1.250,1.250,2.500,1.250,0.500,3.750,100,0,10"
         );
+    }
+
+    #[test]
+    fn csv_header_is_serde_names_and_stays_without_rows() {
+        assert_eq!(csv(&[]).unwrap(), format!("{CSV_HEADER}\n"));
+        let c = csv(&[r("iptables-legacy", 0, 1.0)]).unwrap();
+        let mut rd = csv::Reader::from_reader(c.as_bytes());
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(CsvRow::from(&r("x", 1, 1.0))).unwrap();
+        let named = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(named.lines().next(), Some(CSV_HEADER));
+        assert_eq!(rd.records().count(), 1);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use anyhow::Result;
+use csv::StringRecord;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -50,8 +51,13 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
+    /// The header from one line of text (`correlate --follow` reads line by line).
     pub(crate) fn parse(name: &str, lineno: usize, line: &str) -> Result<Columns, UserError> {
-        let names: Vec<&str> = line.split(',').map(str::trim).collect();
+        Columns::from_record(name, lineno, &record(name, lineno, line)?)
+    }
+
+    fn from_record(name: &str, lineno: usize, header: &StringRecord) -> Result<Columns, UserError> {
+        let names: Vec<&str> = header.iter().map(str::trim).collect();
         // The first column of that name wins, as a reader scanning left to right would expect.
         let find = |col: &str| names.iter().position(|&n| n == col);
         let need = |col: &str| {
@@ -89,23 +95,76 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Vec<MarkerRow>, UserError> {
         .and_then(|n| n.to_str())
         .unwrap_or(name);
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
-    let Some((hline, header)) = lines.next() else {
+    let mut records = reader(text.as_bytes())
+        .into_records()
+        .map(|r| {
+            let r = r.map_err(|e| csv_error(name, text, &e))?;
+            let lineno = r.position().map_or(0, |p| line_at(text, p.byte()));
+            Ok((lineno, r))
+        })
+        .filter(|r| !matches!(r, Ok((_, rec)) if is_blank(rec)));
+    let Some(first) = records.next() else {
         return Err(UserError::new(format!(
             "{name}: empty file, no header line (marker writes: {CSV_HEADER})"
         )));
     };
-    let cols = Columns::parse(name, hline, header)?;
-    lines
-        .map(|(n, l)| parse_row(name, n, l, &cols, default_point))
+    let (hline, header) = first?;
+    let cols = Columns::from_record(name, hline, &header)?;
+    records
+        .map(|r| {
+            let (n, rec) = r?;
+            parse_record(name, n, &rec, &cols, default_point)
+        })
         .collect()
 }
 
-/// One data line; errors name the file, the 1-based line, the column and the bad value.
+/// The CSV reader of marker files: quoted fields may hold commas, quotes and line breaks;
+/// `#` starts a comment line; rows may differ in length (parse_record says which is wrong).
+fn reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .from_reader(bytes)
+}
+
+/// The 1-based line of a record that starts at byte `at`. The csv crate's own line count
+/// leaves out the empty lines it skips; a record's start may lie before them.
+fn line_at(text: &str, at: u64) -> usize {
+    let at = usize::try_from(at).unwrap_or(usize::MAX).min(text.len());
+    let skipped = text.as_bytes()[at..]
+        .iter()
+        .take_while(|&&b| b == b'\n' || b == b'\r')
+        .filter(|&&b| b == b'\n')
+        .count();
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + skipped
+        + 1
+}
+
+/// A line of spaces reads as one empty field: skipped like an empty line.
+fn is_blank(r: &StringRecord) -> bool {
+    r.iter().all(|f| f.trim().is_empty()) && r.len() <= 1
+}
+
+fn csv_error(name: &str, text: &str, e: &csv::Error) -> UserError {
+    let line = e.position().map_or(0, |p| line_at(text, p.byte()));
+    UserError::new(format!("{name}:{line}: not CSV: {e}"))
+}
+
+/// One line of text as a CSV record (a quoted field may hold commas and doubled quotes).
+fn record(name: &str, lineno: usize, line: &str) -> Result<StringRecord, UserError> {
+    let mut r = StringRecord::new();
+    reader(line.as_bytes())
+        .read_record(&mut r)
+        .map_err(|e| UserError::new(format!("{name}:{lineno}: not CSV: {e}")))?;
+    Ok(r)
+}
+
+/// One data line of text (`correlate --follow` reads line by line).
 pub(crate) fn parse_row(
     name: &str,
     lineno: usize,
@@ -113,7 +172,18 @@ pub(crate) fn parse_row(
     c: &Columns,
     default_point: &str,
 ) -> Result<MarkerRow, UserError> {
-    let f: Vec<&str> = line.split(',').map(str::trim).collect();
+    parse_record(name, lineno, &record(name, lineno, line)?, c, default_point)
+}
+
+/// One data record; errors name the file, the 1-based line, the column and the bad value.
+fn parse_record(
+    name: &str,
+    lineno: usize,
+    rec: &StringRecord,
+    c: &Columns,
+    default_point: &str,
+) -> Result<MarkerRow, UserError> {
+    let f: Vec<&str> = rec.iter().map(str::trim).collect();
     if f.len() != c.len {
         return Err(UserError::new(format!(
             "{name}:{lineno}: {} fields, the header has {} (columns: {})",
@@ -402,19 +472,50 @@ impl Joined {
         m
     }
 
-    /// `--csv`: the header and one line per joined interval.
-    pub fn csv(&self, from: &str, to: &str) -> String {
-        let mut s = format!("{JOINED_CSV_HEADER}\n");
+    /// `--csv`: the header and one line per joined interval (labels quoted where needed).
+    pub fn csv(&self, from: &str, to: &str) -> Result<String> {
+        let mut w = csv_writer();
+        w.write_record(JOINED_CSV_HEADER.split(','))?;
         for r in &self.rows {
-            let pos = r.position.map(|p| p.to_string()).unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "{},{pos},{},{},{},{from},{to}",
-                r.interval_id, r.t1_ns, r.t2_ns, r.latency_ns
-            );
+            w.serialize(JoinedCsvRow::new(r, from, to))?;
         }
-        s
+        Ok(String::from_utf8(w.into_inner()?)?)
     }
+}
+
+/// A line of `--csv`: serde names the columns of JOINED_CSV_HEADER, in its order.
+#[derive(Serialize)]
+struct JoinedCsvRow<'a> {
+    interval_id: u64,
+    position: Option<u64>,
+    t1_ns: u64,
+    t2_ns: u64,
+    latency_ns: i64,
+    from: &'a str,
+    to: &'a str,
+}
+
+impl<'a> JoinedCsvRow<'a> {
+    fn new(r: &JoinedRow, from: &'a str, to: &'a str) -> JoinedCsvRow<'a> {
+        JoinedCsvRow {
+            interval_id: r.interval_id,
+            position: r.position,
+            t1_ns: r.t1_ns,
+            t2_ns: r.t2_ns,
+            latency_ns: r.latency_ns,
+            from,
+            to,
+        }
+    }
+}
+
+/// A CSV writer with `\n` line ends; the header is written by the caller, so an empty
+/// result still has one.
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new())
 }
 
 /// (T2 - offset) - T1 without overflow, saturated to i64 (only absurd inputs get there).
@@ -849,7 +950,7 @@ pub fn run(a: &CorrelateArgs) -> Result<()> {
     if a.json {
         writeln!(out, "{}", summary.json_line())?;
     } else if a.csv {
-        out.write_all(joined.csv(&from, &to).as_bytes())?;
+        out.write_all(joined.csv(&from, &to)?.as_bytes())?;
         out.flush()?;
         eprint!("{}", summary.human());
     } else {
@@ -903,8 +1004,56 @@ mod tests {
             interval_id: 42,
             position: Some(7),
         };
-        let text = format!("{CSV_HEADER}\n{}\n", row.csv());
+        let text = format!("{CSV_HEADER}\n{}\n", row.csv().unwrap());
         assert_eq!(parse_csv("A.csv", &text).unwrap(), vec![row]);
+    }
+
+    #[test]
+    fn labels_with_commas_and_quotes_round_trip() {
+        let row = MarkerRow {
+            timestamp_ns: BASE,
+            point: "eth0:egress@pod \"a,b\", c".into(),
+            iface: "e,\"x\"".into(),
+            direction: "egress".into(),
+            src: "10.0.0.1".parse().unwrap(),
+            sport: 8000,
+            dst: "10.0.0.2".parse().unwrap(),
+            dport: 41000,
+            interval_id: 42,
+            position: None,
+        };
+        let text = format!("{CSV_HEADER}\n{}\n", row.csv().unwrap());
+        assert_eq!(parse_csv("A.csv", &text).unwrap(), vec![row.clone()]);
+        // Line by line, as `correlate --follow` reads.
+        let cols = Columns::parse("A.csv", 1, CSV_HEADER).unwrap();
+        let line = row.csv().unwrap();
+        assert_eq!(parse_row("A.csv", 2, &line, &cols, "A.csv").unwrap(), row);
+
+        let mut from = sightings(&[(1, 50)]);
+        from.get_mut(&1).unwrap().position = Some(7);
+        let to = sightings(&[(1, 80)]);
+        let (a, b) = ("x,\"y\"", "z, w");
+        let out = join(&from, &to, 0).csv(a, b).unwrap();
+        let mut r = csv::Reader::from_reader(out.as_bytes());
+        assert_eq!(
+            r.headers().unwrap().iter().collect::<Vec<_>>().join(","),
+            JOINED_CSV_HEADER
+        );
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].iter().collect::<Vec<_>>(),
+            ["1", "7", "50", "80", "30", a, b]
+        );
+    }
+
+    #[test]
+    fn a_broken_quote_is_a_one_line_error() {
+        let h = "timestamp_ns,point,interval_id";
+        // An unclosed quote runs to the end of the file: too few fields, not a panic.
+        let e = err(&format!("{h}\n1,\"p,1\n2,q,2\n"));
+        assert!(e.starts_with("B.csv:2: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]
@@ -1211,7 +1360,7 @@ mod tests {
         let mut to = sightings(&[(1, 80), (2, 90)]);
         to.get_mut(&2).unwrap().position = Some(8);
         assert_eq!(
-            join(&from, &to, 0).csv("a", "b"),
+            join(&from, &to, 0).csv("a", "b").unwrap(),
             format!("{JOINED_CSV_HEADER}\n1,7,50,80,30,a,b\n2,8,100,90,-10,a,b\n")
         );
     }

@@ -363,7 +363,7 @@ struct Sinks {
 impl Sinks {
     fn row(&mut self, r: &MarkerRow) -> Result<()> {
         if let Some(w) = &mut self.csv {
-            writeln!(w, "{}", r.csv())?;
+            writeln!(w, "{}", r.csv()?)?;
         }
         if let Some(w) = &mut self.json {
             writeln!(w, "{}", r.json())?;

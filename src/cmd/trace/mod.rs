@@ -724,7 +724,7 @@ fn kernel_spans(
     corr: &mut Correlator,
     k: &KernelCounters,
 ) -> Result<()> {
-    let mut series = crate::join::rx::FxMap::default();
+    let mut series = rustc_hash::FxHashMap::default();
     kernel_spans::read(&skel.maps.agg_hist, &mut series)?;
     kernel_spans::read(&tx.maps.agg_hist, &mut series)?;
     corr.labelled = Some(series);
