@@ -1270,7 +1270,7 @@ mod fuzz {
                 "--max-series", "--cpu", "--window", "--", "-", "--help",
             ]).prop_map(str::to_string),
             text(),
-        ], 0..8)) {
+        ], 0..5)) {
             let mut argv = vec!["netstack-lat".to_string()];
             argv.extend(words);
             let _ = Cli::try_parse_from(argv);

@@ -752,8 +752,8 @@ mod fuzz {
             any::<u8>().prop_map(|b| vec![b]),
         ];
         prop_oneof![
-            proptest::collection::vec(piece, 0..80).prop_map(|p| p.concat()),
-            proptest::collection::vec(any::<u8>(), 0..512),
+            proptest::collection::vec(piece, 0..48).prop_map(|p| p.concat()),
+            proptest::collection::vec(any::<u8>(), 0..256),
         ]
     }
 
