@@ -11,7 +11,7 @@ ARCH := $(shell uname -m)
 BIN := target/release/netstack-lat
 STATIC_TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: all deps build run test test-vm static bench lint vmlinux clean
+.PHONY: all deps build run test test-vm static bench lint fuzz vmlinux clean
 
 all: build
 
@@ -49,6 +49,12 @@ bench: deps build
 	bash scripts/bench.sh
 	bash scripts/bench-netns.sh
 	bash scripts/bench-serve.sh
+
+# Every fuzz_* property (in the `fuzz` module at the end of the file it exercises) at 10^6
+# cases; `make test` runs each at proptest's default 256. CPU only: no root, no BPF.
+FUZZ_CASES ?= 1000000
+fuzz: deps
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib fuzz_
 
 lint:
 	$(CARGO) fmt --check

@@ -594,32 +594,65 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
     Ok(Cidr { addr: masked, len })
 }
 
-/// "10s", "250ms", "2m", "1h", "1.5" (seconds), "900us".
+/// Longest duration taken: about 31 years.
+pub const MAX_DURATION_S: u64 = 1_000_000_000;
+
+/// "10s", "250ms", "2m", "1h", "1.5" (seconds), "900us". Decimal arithmetic, so "0.3s" is
+/// 300 ms exactly; digits below a nanosecond are dropped, and what rounds to zero is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: 10s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "ms" => v / 1e3,
-        "us" => v / 1e6,
-        "m" | "min" => v * 60.0,
-        "h" => v * 3600.0,
+    let not = || format!("'{s}' is not a duration (examples: 10s, 500ms, 2m)");
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+        return Err(not());
+    }
+    let unit_ns: u128 = match unit {
+        "" | "s" => 1_000_000_000,
+        "ms" => 1_000_000,
+        "us" => 1_000,
+        "m" | "min" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => {
             return Err(format!(
                 "unknown unit '{unit}' in '{s}' (use us, ms, s, m or h)"
             ))
         }
     };
-    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
-        return Err(format!("'{s}' must be a positive duration"));
+    let max_ns = u128::from(MAX_DURATION_S) * 1_000_000_000;
+    let too_long = || format!("'{s}' is too long: at most {MAX_DURATION_S}s");
+    // Past 20 digits the whole part is beyond the maximum whatever the unit (leading zeros
+    // aside, which are dropped first).
+    let int = int.trim_start_matches('0');
+    if int.len() > 20 {
+        return Err(too_long());
     }
-    Ok(Duration::from_secs_f64(secs))
+    let whole: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| not())?
+    };
+    // 18 fraction digits are below a nanosecond even in hours.
+    let frac = &frac[..frac.len().min(18)];
+    let part: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| not())?
+    };
+    let ns = whole * unit_ns + part * unit_ns / 10u128.pow(frac.len() as u32);
+    if ns == 0 {
+        return Err(format!("'{s}' must be a positive duration (1ns or more)"));
+    }
+    if ns > max_ns {
+        return Err(too_long());
+    }
+    Ok(Duration::new(
+        (ns / 1_000_000_000) as u64,
+        (ns % 1_000_000_000) as u32,
+    ))
 }
 
 #[cfg(test)]
@@ -637,6 +670,47 @@ mod tests {
         assert!(parse_duration("5parsecs")
             .unwrap_err()
             .contains("unknown unit"));
+    }
+
+    #[test]
+    fn duration_regressions_from_fuzzing() {
+        // Decimal, not binary: 0.3s is 300 ms, not 299.999999 ms.
+        assert_eq!(parse_duration("0.3").unwrap(), Duration::from_millis(300));
+        assert_eq!(
+            parse_duration("1.001ms").unwrap(),
+            Duration::from_micros(1001)
+        );
+        // Below a nanosecond was taken as a zero duration.
+        assert!(parse_duration("0.0000001us")
+            .unwrap_err()
+            .contains("positive"));
+        assert!(parse_duration("2000000000s")
+            .unwrap_err()
+            .contains("too long"));
+        assert!(parse_duration("1.2.3s").is_err());
+        assert!(parse_duration(".").is_err());
+        assert_eq!(parse_duration(".5").unwrap(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn points_and_their_labels() {
+        let p = parse_point("veth0:egress@ns-a").unwrap();
+        assert_eq!(p.label(), "veth0:egress@ns-a");
+        assert_eq!(p.netns, Some(PathBuf::from("/run/netns/ns-a")));
+        assert_eq!(
+            parse_point("eth0:IN").unwrap().direction,
+            Direction::Ingress
+        );
+        // Regressions from fuzzing: labels are CSV fields, and the kernel refuses these names.
+        assert!(parse_point("a,b:in").unwrap_err().contains("comma"));
+        assert!(parse_point("eth0:in@ns,x").unwrap_err().contains("comma"));
+        assert!(parse_point("eth0:in@n\ns").unwrap_err().contains("control"));
+        assert!(parse_point("a:b:in")
+            .unwrap_err()
+            .contains("interface name"));
+        assert!(parse_point("..:in").unwrap_err().contains("interface name"));
+        assert!(parse_point("e\tth0:in").is_err());
+        assert!(parse_point("eth0").unwrap_err().contains("no direction"));
     }
 
     #[test]
@@ -789,6 +863,13 @@ impl PointSpec {
 
 /// "veth0:egress", "eth0:ingress@ns-a", "eth0:in@/proc/42/ns/net".
 pub fn parse_point(s: &str) -> Result<PointSpec, String> {
+    // The label goes into CSV rows and Prometheus labels unquoted.
+    if s.contains(',') || s.chars().any(char::is_control) {
+        return Err(format!(
+            "'{}' holds a comma or a control character: give the interface and netns without",
+            s.escape_debug()
+        ));
+    }
     let (main, netns) = match s.split_once('@') {
         Some((m, n)) if !n.is_empty() => (m, Some(n)),
         Some(_) => {
@@ -812,9 +893,17 @@ pub fn parse_point(s: &str) -> Result<PointSpec, String> {
             ))
         }
     };
-    if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+    // The kernel's own rule (dev_valid_name): 1 to 15 bytes, not . or .., no '/', ':' or
+    // white space.
+    if iface.is_empty()
+        || iface.len() > 15
+        || iface == "."
+        || iface == ".."
+        || iface.contains(['/', ':'])
+        || iface.chars().any(char::is_whitespace)
+    {
         return Err(format!(
-            "'{iface}' is not an interface name (1 to 15 characters, no '/' or spaces)"
+            "'{iface}' is not an interface name (1 to 15 characters, no '/', ':' or spaces)"
         ));
     }
     let netns = netns.map(|n| {
@@ -974,4 +1063,217 @@ pub struct CorrelateArgs {
     /// counts as missing there
     #[arg(long, value_parser = parse_duration, default_value = "5s", requires = "follow")]
     pub grace: Duration,
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text near what users type for these options, or any text.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-zA-Z.:/@,_ -]{0,24}",
+            "[0-9.]{0,30}(us|ms|s|m|min|h|)",
+            "[0-9a-f:.]{0,40}(/[0-9]{0,4})?",
+            any::<String>(),
+        ]
+    }
+
+    /// A rejection is a message, one line when the input was.
+    fn message(input: &str, e: &str) -> Result<(), TestCaseError> {
+        prop_assert!(!e.is_empty());
+        if !input.contains(['\n', '\r']) {
+            prop_assert!(!e.contains(['\n', '\r']), "{e:?}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any text: a positive duration within the maximum, or a message.
+        #[test]
+        fn fuzz_cli_duration_any(s in text()) {
+            match parse_duration(&s) {
+                Ok(d) => prop_assert!(!d.is_zero() && d <= Duration::from_secs(MAX_DURATION_S)),
+                Err(e) => message(&s, &e)?,
+            }
+        }
+
+        /// Written durations read back exactly (decimal, not binary, fractions).
+        #[test]
+        fn fuzz_cli_duration_exact(
+            whole in 0u64..100_000,
+            frac in 0u32..1000,
+            unit in 0usize..5,
+        ) {
+            let (name, ns): (&str, u128) = [
+                ("us", 1_000),
+                ("ms", 1_000_000),
+                ("s", 1_000_000_000),
+                ("m", 60_000_000_000),
+                ("h", 3_600_000_000_000),
+            ][unit];
+            let s = format!("{whole}.{frac:03}{name}");
+            let want = u128::from(whole) * ns + u128::from(frac) * ns / 1000;
+            match parse_duration(&s) {
+                Ok(d) => prop_assert_eq!(d.as_nanos(), want),
+                Err(e) => {
+                    prop_assert_eq!(want, 0, "{} refused: {}", s, e);
+                }
+            }
+        }
+
+        /// Any text: a masked prefix no longer than its family allows, or a message.
+        #[test]
+        fn fuzz_cli_cidr_any(s in text()) {
+            match parse_cidr(&s) {
+                Ok(c) => {
+                    let max = if c.addr.is_ipv4() { 32 } else { 128 };
+                    prop_assert!(c.len <= max);
+                    // Written back, it reads the same.
+                    prop_assert_eq!(parse_cidr(&format!("{}/{}", c.addr, c.len)), Ok(c));
+                }
+                Err(e) => message(&s, &e)?,
+            }
+        }
+
+        /// Any address and prefix length: the bits past the prefix are cleared, the others
+        /// kept; lengths past the family's are refused.
+        #[test]
+        fn fuzz_cli_cidr_masks(raw in any::<[u8; 16]>(), v6 in any::<bool>(), len in 0u8..=255) {
+            let (addr, max): (IpAddr, u8) = if v6 {
+                (raw.into(), 128)
+            } else {
+                ([raw[0], raw[1], raw[2], raw[3]].into(), 32)
+            };
+            let got = parse_cidr(&format!("{addr}/{len}"));
+            if len > max {
+                prop_assert!(got.is_err());
+                return Ok(());
+            }
+            let c = got.map_err(TestCaseError::fail)?;
+            prop_assert_eq!(c.len, len);
+            let (want, have) = (match addr {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            }, c.bytes());
+            for bit in 0..usize::from(max) {
+                let w = want[bit / 8] >> (7 - bit % 8) & 1;
+                let h = have[bit / 8] >> (7 - bit % 8) & 1;
+                prop_assert_eq!(h, if bit < usize::from(len) { w } else { 0 }, "bit {}", bit);
+            }
+        }
+
+        /// Any text: a point whose label is one CSV field (no comma, no control character)
+        /// and parses back to the same point, or a message.
+        #[test]
+        fn fuzz_cli_point_any(s in text()) {
+            match parse_point(&s) {
+                Ok(p) => {
+                    let label = p.label();
+                    prop_assert!(!label.contains(',') && !label.chars().any(char::is_control), "{label:?}");
+                    prop_assert!(!p.iface.is_empty() && p.iface.len() <= 15);
+                    prop_assert!(!p.iface.contains([':', '/']));
+                    prop_assert_eq!(parse_point(&label), Ok(p));
+                }
+                Err(e) => message(&s, &e)?,
+            }
+        }
+
+        /// Points written as the help says are read as written.
+        #[test]
+        fn fuzz_cli_point_valid(
+            iface in "[a-zA-Z0-9_.-]{1,15}",
+            dir in prop::sample::select(vec!["ingress", "in", "EGRESS", "out", "Egress"]),
+            ns in proptest::option::of(prop_oneof!["[a-z0-9_-]{1,20}", "/proc/[0-9]{1,7}/ns/net"]),
+        ) {
+            prop_assume!(iface != "." && iface != "..");
+            let s = match &ns {
+                Some(n) => format!("{iface}:{dir}@{n}"),
+                None => format!("{iface}:{dir}"),
+            };
+            let p = parse_point(&s).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(&p.iface, &iface);
+            let ingress = dir.eq_ignore_ascii_case("ingress") || dir == "in";
+            prop_assert_eq!(p.direction == Direction::Ingress, ingress);
+            let want = ns.map(|n| if n.starts_with('/') { PathBuf::from(n) } else { PathBuf::from("/run/netns").join(n) });
+            prop_assert_eq!(p.netns, want);
+        }
+
+        /// Port lists: 1 to MAX_MARKER_PORTS distinct non-zero ports, as written; else a message.
+        #[test]
+        fn fuzz_cli_ports(
+            s in prop_oneof![text(), proptest::collection::vec(0u32..70_000, 0..12).prop_map(|v| {
+                v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            })],
+        ) {
+            match parse_ports(&s) {
+                Ok(Ports(p)) => {
+                    prop_assert!(!p.is_empty() && p.len() <= MAX_MARKER_PORTS);
+                    prop_assert!(p.iter().all(|&x| x > 0));
+                    let want: Vec<u16> = s.split(',').map(|x| x.trim().parse().unwrap_or(0)).collect();
+                    prop_assert_eq!(&p, &want);
+                }
+                Err(e) => message(&s, &e)?,
+            }
+        }
+
+        /// The other list and name options: a value within their rules, or a message.
+        #[test]
+        fn fuzz_cli_lists(s in text()) {
+            match parse_rule_counts(&s) {
+                Ok(RuleCounts(v)) => {
+                    prop_assert!(!v.is_empty() && v.iter().all(|&n| n <= MAX_RULES));
+                    let mut d = v.clone();
+                    d.sort_unstable();
+                    d.dedup();
+                    prop_assert_eq!(d.len(), v.len());
+                }
+                Err(e) => message(&s, &e)?,
+            }
+            match parse_backends(&s) {
+                Ok(Backends(v)) => prop_assert!(!v.is_empty()),
+                Err(e) => message(&s, &e)?,
+            }
+            match parse_nf_hooks(&s) {
+                Ok(m) => prop_assert!(m != 0 && m < 1 << NF_HOOK_NAMES.len()),
+                Err(e) => message(&s, &e)?,
+            }
+            match parse_vectors(&s) {
+                Ok(m) => prop_assert!(m != 0 && m < 1 << VECTORS.len()),
+                Err(e) => message(&s, &e)?,
+            }
+            match parse_field_name(&s) {
+                Ok(n) => prop_assert!(!n.is_empty() && n.len() <= 64 && !n.contains(['"', '\\', ' '])),
+                Err(e) => message(&s, &e)?,
+            }
+            match parse_netns(&s) {
+                Ok(p) => prop_assert!(!p.as_os_str().is_empty()),
+                Err(e) => message(&s, &e)?,
+            }
+            match crate::probes::parse_families(&s) {
+                Ok(f) => prop_assert!(!f.is_empty()),
+                Err(e) => message(&s, &e)?,
+            }
+        }
+
+        /// Whole command lines from the options' own words: parsed or refused, never a panic.
+        #[test]
+        fn fuzz_cli_args(words in proptest::collection::vec(prop_oneof![
+            prop::sample::select(vec![
+                "trace", "serve", "softirq", "netfilter", "bench", "drops", "signals", "marker",
+                "correlate", "probes", "selftest", "empty", "frontend", "--json", "--duration",
+                "--interval", "--port", "--addr", "--iface", "--netns", "--rules", "--backend",
+                "--hooks", "--vectors", "--key", "--offset-ns", "--follow", "--csv", "-4", "-6",
+                "--max-series", "--cpu", "--window", "--", "-", "--help",
+            ]).prop_map(str::to_string),
+            text(),
+        ], 0..5)) {
+            let mut argv = vec!["netstack-lat".to_string()];
+            argv.extend(words);
+            let _ = Cli::try_parse_from(argv);
+        }
+    }
 }

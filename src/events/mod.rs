@@ -672,3 +672,81 @@ pub(crate) mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use std::mem::size_of;
+
+    /// The record size each known kind needs; None for a kind decode must refuse.
+    fn needed(kind: u32) -> Option<usize> {
+        use types::event_kind as k;
+        [
+            (k::EV_RX_CHAIN.0, size_of::<types::rx_chain_event>()),
+            (k::EV_RX_READ.0, size_of::<types::rx_read_event>()),
+            (k::EV_TX_CHAIN.0, size_of::<txt::tx_chain_event>()),
+            (k::EV_TX_SEND.0, size_of::<txt::tx_send_event>()),
+            (k::EV_TX_HELD.0, size_of::<txt::tx_send_event>()),
+            (k::EV_SOCK_CLOSE.0, size_of::<types::sock_close_event>()),
+        ]
+        .into_iter()
+        .find(|&(id, _)| id == kind)
+        .map(|(_, n)| n)
+    }
+
+    fn largest() -> usize {
+        (0..16).filter_map(needed).max().unwrap_or(0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any kind (every small one, and any u32), any length from empty to twice the
+        /// largest record: decode answers the kind's event exactly when the record is long
+        /// enough, Short when it is not, UnknownKind otherwise; never a panic.
+        #[test]
+        fn fuzz_events_decode(
+            kind in prop_oneof![0u32..16, any::<u32>()],
+            body in proptest::collection::vec(any::<u8>(), 0..2 * largest()),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut raw = kind.to_ne_bytes().to_vec();
+            raw.extend_from_slice(&body);
+            // Truncated anywhere, including inside the kind itself.
+            let raw = &raw[..cut.index(raw.len() + 1)];
+            let got = decode(raw);
+            if raw.len() < 4 {
+                prop_assert_eq!(got, Err(DecodeError::Short { kind: 0, len: raw.len() }));
+                return Ok(());
+            }
+            match needed(kind) {
+                None => prop_assert_eq!(got, Err(DecodeError::UnknownKind(kind))),
+                Some(n) if raw.len() < n => {
+                    prop_assert_eq!(got, Err(DecodeError::Short { kind, len: raw.len() }))
+                }
+                Some(_) => {
+                    let ev = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    use types::event_kind as k;
+                    let want = match &ev {
+                        Event::Chain(_) => k::EV_RX_CHAIN.0,
+                        Event::Read(_) => k::EV_RX_READ.0,
+                        Event::TxChain(_) => k::EV_TX_CHAIN.0,
+                        Event::TxSend(_) => k::EV_TX_SEND.0,
+                        Event::TxHeld(_) => k::EV_TX_HELD.0,
+                        Event::SockClose(_) => k::EV_SOCK_CLOSE.0,
+                    };
+                    prop_assert_eq!(want, kind);
+                    // What the frontend then does with any decoded event must not panic.
+                    let _ = ev.order_ts();
+                    if let Event::Chain(c) = &ev {
+                        let _ = (c.flow.to_string(), c.context());
+                    }
+                }
+            }
+            if let Err(e) = decode(raw) {
+                prop_assert!(!e.to_string().contains('\n'));
+            }
+        }
+    }
+}

@@ -976,3 +976,146 @@ mod tests {
         assert_eq!(kind_of(&p, "tx_driver"), Some(HookKind::TpBtf));
     }
 }
+
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A small raw BTF file (what /sys/kernel/btf/vmlinux is, only shorter): an int, an
+    /// `enum skb_drop_reason` with these members, the `btf_trace_<tp>` typedefs of the
+    /// tracepoints given, the `bpf_rdonly_cast` func and `struct tcx_entry`.
+    pub(crate) fn btf(reasons: &[(String, u32)], tracepoints: &[&str]) -> Vec<u8> {
+        let mut strs = vec![0u8];
+        let mut name = |s: &str| {
+            let off = strs.len() as u32;
+            strs.extend_from_slice(s.as_bytes());
+            strs.push(0);
+            off
+        };
+        let mut types: Vec<u32> = Vec::new();
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        // [1] int: 4 bytes, signed, 32 bits.
+        types.extend([name("int"), info(1, 0), 4, (1 << 24) | 32]);
+        // [2] void (*)(void): [2] func_proto, [3] pointer to it.
+        types.extend([0, info(13, 0), 0]);
+        types.extend([0, info(2, 0), 2]);
+        // [4] enum skb_drop_reason.
+        types.extend([name("skb_drop_reason"), info(6, reasons.len() as u32), 4]);
+        for (n, v) in reasons {
+            types.extend([name(n), *v]);
+        }
+        // [5] bpf_rdonly_cast, global; [6] struct tcx_entry (empty).
+        types.extend([name("bpf_rdonly_cast"), info(12, 1), 2]);
+        types.extend([name("tcx_entry"), info(4, 0), 0]);
+        for tp in tracepoints {
+            types.extend([name(&format!("btf_trace_{tp}")), info(8, 0), 3]);
+        }
+        let type_len = (types.len() * 4) as u32;
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xeb9fu16.to_ne_bytes());
+        out.extend_from_slice(&[1, 0]); // version 1, no flags
+        for v in [24, 0, type_len, type_len, strs.len() as u32] {
+            out.extend_from_slice(&u32::to_ne_bytes(v));
+        }
+        for t in types {
+            out.extend_from_slice(&t.to_ne_bytes());
+        }
+        out.extend_from_slice(&strs);
+        out
+    }
+
+    /// A directory for one test's BTF files (in memory where /dev/shm is), removed at the
+    /// end also when the test fails.
+    pub(crate) struct Scratch(pub PathBuf);
+
+    impl Scratch {
+        pub(crate) fn new(what: &str) -> Scratch {
+            let base = Path::new("/dev/shm");
+            let base = if base.is_dir() {
+                base.to_path_buf()
+            } else {
+                std::env::temp_dir()
+            };
+            let d = base.join(format!("nsl-fuzz-{what}-{}", std::process::id()));
+            std::fs::create_dir_all(&d).expect("creating the scratch directory");
+            // libbpf would print its complaint about every corrupt file.
+            libbpf_rs::set_print(None);
+            Scratch(d)
+        }
+
+        pub(crate) fn write(&self, bytes: &[u8]) -> PathBuf {
+            let p = self.0.join("btf");
+            std::fs::write(&p, bytes).expect("writing the BTF file");
+            p
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Byte edits of a file: (where, byte, 0 set / 1 remove / 2 insert), then a cut.
+    pub(crate) fn corrupt(
+        mut b: Vec<u8>,
+        edits: &[(prop::sample::Index, u8, u8)],
+        cut: Option<prop::sample::Index>,
+    ) -> Vec<u8> {
+        for (at, v, op) in edits {
+            let i = at.index(b.len() + 1);
+            match op {
+                0 if i < b.len() => b[i] = *v,
+                1 if i < b.len() => {
+                    b.remove(i);
+                }
+                _ => b.insert(i, *v),
+            }
+        }
+        if let Some(c) = cut {
+            b.truncate(c.index(b.len() + 1));
+        }
+        b
+    }
+
+    pub(crate) fn edits() -> impl Strategy<Value = Vec<(prop::sample::Index, u8, u8)>> {
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The tracepoints a BTF file describes, from whole files (exactly those written) and
+        /// corrupted ones (an error naming the file, or some answer): never a panic.
+        #[test]
+        fn fuzz_btf_tracepoints(
+            tps in proptest::sample::subsequence(vec!["kfree_skb", "softirq_entry", "net_dev_queue", "tcp_probe"], 0..=4),
+            edits in edits(),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let dir = Scratch::new("tp");
+            let whole = btf(&[], &tps);
+            let asked = ["kfree_skb", "softirq_entry", "net_dev_queue", "tcp_probe", "nope"];
+            let clean = edits.is_empty() && cut.is_none();
+            let path = dir.write(&corrupt(whole, &edits, cut));
+            match gather_tracepoints(&path, &asked) {
+                Ok((found, cast)) => {
+                    if clean {
+                        prop_assert_eq!(found, tps.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+                        prop_assert!(cast);
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(!clean, "{}", e);
+                    let m = e.to_string();
+                    prop_assert!(m.starts_with("cannot read BTF at ") && !m.contains('\n'), "{}", m);
+                }
+            }
+            if let Ok(b) = Btf::from_path(&path) {
+                let tcx = crate::marker::tc::has_tcx(&b);
+                prop_assert!(!clean || tcx);
+            }
+        }
+    }
+}

@@ -69,7 +69,8 @@ impl Columns {
         };
         Ok(Columns {
             len: names.len(),
-            header: names.join(","),
+            // Quoted in every row's error: a header of junk must not make huge messages.
+            header: cut(&names.join(","), 300),
             timestamp_ns: need("timestamp_ns")?,
             interval_id: need("interval_id")?,
             point: find("point"),
@@ -239,12 +240,24 @@ fn parse_record(
 
 /// A bad value as quoted in a message: long ones cut, so the message stays one short line.
 fn shorten(v: &str) -> String {
-    const MAX: usize = 40;
-    if v.chars().count() <= MAX {
-        v.to_string()
-    } else {
-        format!("{}...", v.chars().take(MAX).collect::<String>())
+    cut(v, 40)
+}
+
+/// At most `max` characters of `v`, then `...`; control characters (a lone CR, a tab)
+/// escaped, so a message quoting it stays one line.
+fn cut(v: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in v.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
     }
+    if v.chars().nth(max).is_some() {
+        out += "...";
+    }
+    out
 }
 
 /// Read and parse one marker CSV file.
@@ -1429,5 +1442,162 @@ mod tests {
             choose_points(&b, Some(&empty), None, None).unwrap(),
             ("eth0:ingress".into(), "E.csv".into())
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A row as `marker` could write it: labels from what parse_point accepts.
+    fn row() -> impl Strategy<Value = MarkerRow> {
+        let label = "[a-z0-9._-]{1,6}";
+        let addr = prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+        ];
+        (
+            (
+                any::<u64>(),
+                label,
+                any::<bool>(),
+                proptest::option::of("[a-z0-9-]{1,6}"),
+            ),
+            (addr.clone(), any::<u16>(), addr, any::<u16>()),
+            (any::<u64>(), proptest::option::of(any::<u64>())),
+        )
+            .prop_map(
+                |((ts, iface, ing, ns), (src, sport, dst, dport), (id, position))| {
+                    let direction = if ing { "ingress" } else { "egress" }.to_string();
+                    let mut point = format!("{iface}:{direction}");
+                    if let Some(ns) = ns {
+                        point += &format!("@{ns}");
+                    }
+                    MarkerRow {
+                        timestamp_ns: ts,
+                        point,
+                        iface,
+                        direction,
+                        src,
+                        sport,
+                        dst,
+                        dport,
+                        interval_id: id,
+                        position,
+                    }
+                },
+            )
+    }
+
+    /// What correlate does with the rows of one file: every step, every output.
+    fn correlate(rows: &[MarkerRow], offset: i64) -> Result<(), TestCaseError> {
+        let c = Capture {
+            name: "A.csv".into(),
+            rows: rows.to_vec(),
+        };
+        for r in [
+            choose_points(&c, Some(&c), None, None),
+            choose_points(&c, None, None, None),
+            choose_points(&c, None, Some("x:in"), Some(&c.name)),
+        ] {
+            if let Err(e) = r {
+                one_line(&e)?;
+            }
+        }
+        let points = c.points();
+        let Some(&from) = points.first() else {
+            return Ok(());
+        };
+        let to = points.get(1).copied().unwrap_or(from);
+        let (t1, d1) = first_sightings(c.rows.iter().filter(|r| r.point == from));
+        let (t2, d2) = first_sightings(c.rows.iter().filter(|r| r.point == to));
+        prop_assert_eq!(
+            t1.len() as u64 + t2.len() as u64 + d1 + d2,
+            c.rows.iter().filter(|r| r.point == from).count() as u64
+                + c.rows.iter().filter(|r| r.point == to).count() as u64
+        );
+        let j = join(&t1, &t2, offset);
+        prop_assert_eq!(j.rows.len() + j.missing_at_to.len(), t1.len());
+        prop_assert_eq!(j.rows.len() + j.missing_at_from.len(), t2.len());
+        let mut p = PairSummary::new(&j, from, to);
+        (p.duplicates_from, p.duplicates_to) = (d1, d2);
+        let _ = (p.human(), j.csv(from, to));
+        let line = p.json_line();
+        prop_assert!(!line.contains('\n'));
+        prop_assert!(serde_json::from_str::<Value>(&line).is_ok());
+        Ok(())
+    }
+
+    fn one_line(e: &UserError) -> Result<(), TestCaseError> {
+        prop_assert!(!e.0.is_empty());
+        prop_assert!(!e.0.contains(['\n', '\r']), "{:?}", e.0);
+        // Bad values are quoted short: a long line does not make a long message.
+        prop_assert!(e.0.len() < 2048, "{} bytes", e.0.len());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// What marker writes reads back as the same rows, and correlates.
+        #[test]
+        fn fuzz_correlate_csv_roundtrip(
+            rows in proptest::collection::vec(row(), 0..8),
+            offset in any::<i64>(),
+        ) {
+            let mut text = format!("{CSV_HEADER}\n");
+            for r in &rows {
+                text += &r.csv();
+                text.push('\n');
+            }
+            let back = parse_csv("A.csv", &text).map_err(|e| TestCaseError::fail(e.0))?;
+            prop_assert_eq!(&back, &rows);
+            correlate(&back, offset)?;
+        }
+
+        /// That text with bytes changed, inserted or cut anywhere, or any text at all: rows or
+        /// a one-line error naming the file, never a panic; and the rows correlate.
+        #[test]
+        fn fuzz_correlate_csv_mutated(
+            rows in proptest::collection::vec(row(), 0..8),
+            edits in proptest::collection::vec(
+                (any::<prop::sample::Index>(), any::<u8>(), 0u8..3),
+                0..6,
+            ),
+            cut in any::<prop::sample::Index>(),
+            noise in proptest::collection::vec(any::<u8>(), 0..400),
+            use_noise in any::<bool>(),
+        ) {
+            let mut bytes = if use_noise {
+                noise
+            } else {
+                let mut t = format!("{CSV_HEADER}\n");
+                for r in &rows {
+                    t += &r.csv();
+                    t.push('\n');
+                }
+                t.into_bytes()
+            };
+            for (at, b, op) in edits {
+                let i = at.index(bytes.len() + 1);
+                match op {
+                    0 if i < bytes.len() => bytes[i] = b,
+                    1 if i < bytes.len() => {
+                        bytes.remove(i);
+                    }
+                    _ => bytes.insert(i, b),
+                }
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let text = String::from_utf8_lossy(&bytes);
+            match parse_csv("dir/A.csv", &text) {
+                Ok(rows) => correlate(&rows, 0)?,
+                Err(e) => {
+                    one_line(&e)?;
+                    prop_assert!(e.0.starts_with("dir/A.csv"), "{}", e.0);
+                }
+            }
+        }
     }
 }

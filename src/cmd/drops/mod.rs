@@ -92,7 +92,7 @@ impl Tally {
         v
     }
 
-    pub fn json(&self, lost: u64, filtered: u64, seconds: f64) -> Value {
+    pub fn json(&self, lost: u64, filtered: u64, decode_errors: u64, seconds: f64) -> Value {
         let list = |m: &BTreeMap<String, u64>, key: &str| -> Vec<Value> {
             Self::sorted(m)
                 .into_iter()
@@ -103,7 +103,7 @@ impl Tally {
             "type": "summary", "duration_s": seconds, "drops": self.total,
             "by_reason": list(&self.by_reason, "reason"),
             "by_location": list(&self.by_location, "location"),
-            "lost_events": lost, "filtered": filtered,
+            "lost_events": lost, "filtered": filtered, "decode_errors": decode_errors,
         })
     }
 }
@@ -152,6 +152,7 @@ impl Locations {
     }
 }
 
+/// One ring record; None (counted as a decode error) when it is shorter than a drop_event.
 fn decode(raw: &[u8]) -> Option<drop_event> {
     let mut e = drop_event::default();
     plain::copy_from_bytes(&mut e, raw).ok()?;
@@ -202,11 +203,13 @@ pub fn run(a: &DropsArgs) -> Result<()> {
     eprintln!("netstack-lat: tracing drops (tp_btf kfree_skb); stop with Ctrl-C");
 
     let got: Rc<RefCell<Vec<drop_event>>> = Rc::new(RefCell::new(Vec::new()));
-    let sink = Rc::clone(&got);
+    let bad = Rc::new(std::cell::Cell::new(0u64));
+    let (sink, bad_sink) = (Rc::clone(&got), Rc::clone(&bad));
     let mut rb = RingBufferBuilder::new();
     rb.add(&skel.maps.drop_events, move |raw| {
-        if let Some(e) = decode(raw) {
-            sink.borrow_mut().push(e);
+        match decode(raw) {
+            Some(e) => sink.borrow_mut().push(e),
+            None => bad_sink.set(bad_sink.get() + 1),
         }
         0
     })?;
@@ -248,12 +251,13 @@ pub fn run(a: &DropsArgs) -> Result<()> {
     let filtered: u64 = filt.iter().sum();
     let secs = run.started().elapsed().as_secs_f64();
     if a.json {
-        writeln!(out, "{}", tally.json(lost, filtered, secs))?;
+        writeln!(out, "{}", tally.json(lost, filtered, bad.get(), secs))?;
     } else {
         writeln!(
             out,
-            "\n{} drops in {secs:.1}s (lost events {lost}, filtered out {filtered})",
-            tally.total
+            "\n{} drops in {secs:.1}s (lost events {lost}, filtered out {filtered}, decode errors {})",
+            tally.total,
+            bad.get()
         )?;
         writeln!(out, "{:>8}  reason", "count")?;
         for (r, n) in Tally::sorted(&tally.by_reason) {
@@ -333,7 +337,7 @@ mod tests {
             t.add(&drop_at("NETFILTER_DROP", "nf_hook_slow+0x9c"));
         }
         t.add(&drop_at("NO_SOCKET", "__udp4_lib_rcv+0x1"));
-        let v = t.json(0, 2, 1.0);
+        let v = t.json(0, 2, 1, 1.0);
         assert_eq!(v["type"], "summary");
         assert_eq!(
             v["by_reason"][0],
@@ -342,5 +346,38 @@ mod tests {
         assert_eq!(v["by_reason"][1]["reason"], "NO_SOCKET");
         assert_eq!(v["by_location"][0]["location"], "nf_hook_slow+0x9c");
         assert_eq!(v["drops"], 4);
+        assert_eq!(v["decode_errors"], 1);
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Records of any length up to twice a drop_event, any bytes: whole ones decode to
+        /// exactly their bytes, short ones are refused (and counted by the caller).
+        #[test]
+        fn fuzz_drops_decode(
+            raw in proptest::collection::vec(any::<u8>(), 0..2 * std::mem::size_of::<drop_event>()),
+        ) {
+            let n = std::mem::size_of::<drop_event>();
+            match decode(&raw) {
+                None => prop_assert!(raw.len() < n),
+                Some(e) => {
+                    prop_assert!(raw.len() >= n);
+                    // SAFETY: drop_event is Plain: its bytes are a value.
+                    prop_assert_eq!(unsafe { plain::as_bytes(&e) }, &raw[..n]);
+                    // The parts the printed line takes from the raw event, whatever they hold.
+                    let f = &e.flow;
+                    let _ = events::flow_of(f.family, f.proto, &f.saddr, f.sport, &f.daddr, f.dport)
+                        .to_string();
+                    prop_assert!(!events::comm_str(&e.comm.map(|c| c as u8)).contains('\0'));
+                }
+            }
+        }
     }
 }

@@ -484,7 +484,11 @@ pub fn run(a: &MarkerArgs) -> Result<()> {
         for e in got.borrow_mut().drain(..) {
             let h = &e.h;
             let point = usize::from(h.point);
-            let Some(p) = points.get(point) else { continue };
+            let Some(p) = points.get(point) else {
+                // Not a point this run attached: a corrupt record, counted like a short one.
+                bad.set(bad.get() + 1);
+                continue;
+            };
             let f = &h.flow;
             let key = StreamKey {
                 point: h.point,
@@ -730,5 +734,48 @@ mod tests {
         assert_eq!(v["missing"], json!([2]));
         b.prune(40_001 + 60_000_000_000);
         assert!(b.first.iter().all(|m| m.is_empty()));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::bpf::marker::types::marker_hdr;
+    use proptest::prelude::*;
+    use std::mem::size_of;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A header saying it holds `len` bytes (any u16, so also more than a record can),
+        /// then data, cut anywhere or padded past a whole event: decode takes the record
+        /// exactly when it holds the header and `len` bytes, with its bytes unchanged.
+        #[test]
+        fn fuzz_marker_decode(
+            len in prop_oneof![0u16..=300, any::<u16>()],
+            fields in any::<(u64, u32, u8, u8)>(),
+            data in proptest::collection::vec(any::<u8>(), 0..size_of::<marker_event>() + 64),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let hdr_len = size_of::<marker_hdr>();
+            let mut h = marker_hdr::default();
+            (h.ts, h.seq, h.point, h.flags) = fields;
+            h.len = len;
+            // SAFETY: marker_hdr is Plain: viewing it as bytes is sound.
+            let mut raw = unsafe { plain::as_bytes(&h) }.to_vec();
+            raw.extend_from_slice(&data);
+            let raw = &raw[..cut.index(raw.len() + 1)];
+            let fits = raw.len().min(size_of::<marker_event>()) >= hdr_len + usize::from(len);
+            match decode(raw) {
+                None => prop_assert!(!fits),
+                Some(e) => {
+                    prop_assert!(fits);
+                    prop_assert_eq!((e.h.len, e.h.seq, e.h.ts), (len, h.seq, h.ts));
+                    // What the run loop slices: always inside the record that came.
+                    let n = usize::from(e.h.len).min(e.data.len());
+                    prop_assert_eq!(&e.data[..n], &raw[hdr_len..hdr_len + n]);
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! the marker. A marker is reported when its object closes, at an SSE event boundary (a
 //! blank line), at the next marker of the same object, or at the end of the stream; its
 //! time is that of the segment holding the value's last digit.
-//! Anything else (a string, a fraction, a negative or too long number) counts as
+//! Anything else (a string, a fraction, a negative number or one past u64::MAX) counts as
 //! unparseable; a marker cut by a gap in the stream counts as missed. Neither is ever
 //! reported as a marker.
 
@@ -83,9 +83,6 @@ enum Field {
 }
 
 const FIELDS: [Field; 2] = [Field::Marker, Field::Position];
-
-/// Longest integer taken: 19 digits always fit in a u64.
-const MAX_DIGITS: u8 = 19;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lex {
@@ -325,7 +322,8 @@ impl Parser {
                         value: next.unwrap_or(0),
                         digits: digits.saturating_add(1),
                         quoted,
-                        ok: ok && next.is_some() && digits < MAX_DIGITS,
+                        // Every u64 is taken (20 digits up to u64::MAX); beyond is not one.
+                        ok: ok && next.is_some(),
                     };
                     return;
                 }
@@ -604,6 +602,21 @@ mod tests {
     }
 
     #[test]
+    fn every_u64_is_a_marker() {
+        // Regression from fuzzing: 20-digit ids (>= 10^19) were refused as too long.
+        let (f, c) = scan(&[concat!(
+            "data: {\"interval_id\": 18446744073709551615}\n\n",
+            "data: {\"interval_id\": \"10000000000000000000\"}\n\n",
+            "data: {\"interval_id\": 18446744073709551616}\n\n",
+        )]);
+        assert_eq!(
+            ids(&f),
+            vec![(u64::MAX, None), (10_000_000_000_000_000_000, None)]
+        );
+        assert_eq!(c.unparseable, 1);
+    }
+
+    #[test]
     fn lookalikes_are_not_markers() {
         let (f, c) = scan(&[concat!(
             "data: {\"note\": \"interval_id\", \"x\": 3}\n\n",
@@ -704,5 +717,161 @@ mod tests {
         assert_eq!(ids(&out), vec![(4, None)]);
         assert_eq!(ended.len(), 1);
         assert!(ended[0].1.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn keys() -> Keys {
+        Keys::new("interval_id", "position")
+    }
+
+    /// Byte streams made of the pieces markers are made of (so the scanner's states are all
+    /// reached), or of any bytes at all.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"\"interval_id\"".to_vec()),
+            Just(b"\"position\"".to_vec()),
+            Just(b"\"interval_".to_vec()),
+            Just(b"data: ".to_vec()),
+            Just(b":".to_vec()),
+            Just(b" ".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"{".to_vec()),
+            Just(b"}".to_vec()),
+            Just(b",".to_vec()),
+            Just(b"\"".to_vec()),
+            Just(b"\\".to_vec()),
+            Just(b"18446744073709551616".to_vec()),
+            Just(b"-1.5e3".to_vec()),
+            (0u64..100_000).prop_map(|n| n.to_string().into_bytes()),
+            any::<u8>().prop_map(|b| vec![b]),
+        ];
+        prop_oneof![
+            proptest::collection::vec(piece, 0..48).prop_map(|p| p.concat()),
+            proptest::collection::vec(any::<u8>(), 0..256),
+        ]
+    }
+
+    fn scan_parts(parts: &[&[u8]], at_start: bool) -> (Vec<Found>, Counts) {
+        let (k, mut p) = (keys(), Parser::new(at_start));
+        let (mut out, mut c) = (Vec::new(), Counts::default());
+        for (i, part) in parts.iter().enumerate() {
+            p.feed(&k, part, i as u64, &mut out, &mut c);
+        }
+        p.finish(&mut out, &mut c);
+        (out, c)
+    }
+
+    fn ids(f: &[Found]) -> Vec<(u64, Option<u64>)> {
+        f.iter().map(|f| (f.id, f.position)).collect()
+    }
+
+    /// Cut points (sorted, deduplicated, within the stream).
+    fn cuts(len: usize, at: &[prop::sample::Index]) -> Vec<usize> {
+        let mut c: Vec<usize> = at.iter().map(|i| i.index(len + 1)).collect();
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+
+    fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for &c in cuts.iter().chain([data.len()].iter()) {
+            parts.push(&data[from..c]);
+            from = c;
+        }
+        parts
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A stream split at any points (also into single bytes) gives the markers and counts
+        /// of the whole stream; their times are the parts' and never go back.
+        #[test]
+        fn fuzz_marker_scan_split(
+            data in stream(),
+            at in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+            at_start in any::<bool>(),
+        ) {
+            let (whole, wc) = scan_parts(&[&data], at_start);
+            let parts = split(&data, &cuts(data.len(), &at));
+            let (got, gc) = scan_parts(&parts, at_start);
+            prop_assert_eq!(ids(&got), ids(&whole));
+            prop_assert_eq!(gc, wc);
+            prop_assert!(got.windows(2).all(|w| w[0].ts <= w[1].ts));
+            prop_assert!(got.iter().all(|f| f.ts < parts.len() as u64));
+            let bytes: Vec<&[u8]> = data.chunks(1).collect();
+            let (one, oc) = scan_parts(&bytes, at_start);
+            prop_assert_eq!(ids(&one), ids(&whole));
+            prop_assert_eq!(oc, wc);
+        }
+
+        /// Well-formed SSE events with any ids, positions and JSON whitespace, each then cut
+        /// anywhere: every id is found once, in order, with its position.
+        #[test]
+        fn fuzz_marker_scan_finds_what_was_written(
+            events in proptest::collection::vec(
+                (any::<u64>(), proptest::option::of(any::<u64>()), any::<bool>(), 0usize..4),
+                0..12,
+            ),
+            at in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            const WS: [&str; 4] = ["", " ", "\t", "\r\n "];
+            let mut text = String::new();
+            for &(id, pos, pos_first, ws) in &events {
+                let w = WS[ws];
+                let m = format!("\"interval_id\"{w}:{w}{id}");
+                let body = match pos {
+                    Some(p) if pos_first => format!("\"position\":{w}\"{p}\",{w}{m}"),
+                    Some(p) => format!("{m}{w},\"position\":{w}{p}"),
+                    None => m,
+                };
+                text += &format!("data: {{{w}\"note\": \"x\\\"y\",{w}{body}{w}}}\n\n");
+            }
+            let data = text.as_bytes();
+            let parts = split(data, &cuts(data.len(), &at));
+            let (got, c) = scan_parts(&parts, true);
+            let want: Vec<(u64, Option<u64>)> = events.iter().map(|e| (e.0, e.1)).collect();
+            prop_assert_eq!(ids(&got), want);
+            prop_assert_eq!(c, Counts::default());
+        }
+
+        /// The same stream as TCP segments after a SYN, some sent again overlapping what
+        /// came before (retransmissions): the markers of the stream once, no gap.
+        #[test]
+        fn fuzz_marker_streams_retransmitted(
+            data in stream(),
+            at in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+            back in proptest::collection::vec(0usize..64, 8),
+            isn in any::<u32>(),
+        ) {
+            let (whole, wc) = scan_parts(&[&data], true);
+            let k = keys();
+            let key = StreamKey {
+                point: 0,
+                flow: crate::events::flow_of(2, 6, &[0; 16], 1, &[0; 16], 2),
+            };
+            let (mut s, mut out, mut c) = (Streams::default(), Vec::new(), Counts::default());
+            s.feed(&k, key, isn, SYN, 0, b"", &mut out, &mut c);
+            let mut from = 0;
+            for (i, &to) in cuts(data.len(), &at).iter().chain([data.len()].iter()).enumerate() {
+                // Start up to `back` bytes early: those were sent before.
+                let start = from - back[i % back.len()].min(from);
+                let seq = isn.wrapping_add(1).wrapping_add(start as u32);
+                s.feed(&k, key, seq, 0, 1, &data[start..to], &mut out, &mut c);
+                from = to;
+            }
+            s.feed(&k, key, isn.wrapping_add(1).wrapping_add(data.len() as u32), FIN, 2, b"", &mut out, &mut c);
+            prop_assert!(s.is_empty());
+            prop_assert_eq!(ids(&out), ids(&whole));
+            prop_assert_eq!((c.gaps, c.missed, c.unparseable), (0, wc.missed, wc.unparseable));
+        }
     }
 }

@@ -596,3 +596,51 @@ impl Summary {
         self.event_count += s.event_count;
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::probes::fuzz::{btf, corrupt, edits, Scratch};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// `enum skb_drop_reason` with any members: the table maps each value to its name
+        /// without the prefix (a later member of the same value wins); a corrupted file gives
+        /// an error naming it, or some table, never a panic.
+        #[test]
+        fn fuzz_btf_drop_reasons(
+            members in proptest::collection::vec(
+                (
+                    (prop::sample::select(vec!["SKB_DROP_REASON_", "SKB_", ""]), "[A-Z0-9_]{1,8}")
+                        .prop_map(|(p, n)| format!("{p}{n}")),
+                    prop_oneof![0u32..200, any::<u32>()],
+                ),
+                0..8,
+            ),
+            edits in edits(),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let dir = Scratch::new("reasons");
+            let clean = edits.is_empty() && cut.is_none();
+            let path = dir.write(&corrupt(btf(&members, &[]), &edits, cut));
+            match drop_reasons(&path) {
+                Ok(table) => {
+                    if clean {
+                        let mut want = BTreeMap::new();
+                        for (n, v) in &members {
+                            want.insert(*v, reason_name(n).to_string());
+                        }
+                        prop_assert_eq!(table, want);
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(!clean, "{}", e);
+                    let m = e.to_string();
+                    prop_assert!(m.starts_with("cannot read BTF at ") && !m.contains('\n'), "{}", m);
+                }
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! ksoftirqd runs; per device and CPU, NAPI batch sizes. BPF aggregates in per-CPU maps
 //! (softirqs are far more frequent than packets); this module reads, sums and prints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::mem::MaybeUninit;
@@ -75,7 +75,7 @@ pub fn fmt_cpus(cpus: &[u32]) -> String {
     let mut i = 0;
     while i < cpus.len() {
         let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+        while j + 1 < cpus.len() && Some(cpus[j + 1]) == cpus[j].checked_add(1) {
             j += 1;
         }
         out.push(if i == j {
@@ -88,24 +88,40 @@ pub fn fmt_cpus(cpus: &[u32]) -> String {
     out.join(",")
 }
 
-/// Parse the kernel's CPU list format ("0-3,6").
-pub fn parse_cpu_list(s: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
-        let mut ends = part.splitn(2, '-').map(|x| x.trim().parse::<u32>());
-        match (ends.next(), ends.next()) {
-            (Some(Ok(a)), None) => out.push(a),
-            (Some(Ok(a)), Some(Ok(b))) if a <= b => out.extend(a..=b),
-            _ => {}
+/// Highest CPU number a CPU list may name: the kernel's NR_CPUS is at most 8192. Bounds what
+/// a range like "0-4294967295" would otherwise allocate.
+pub const MAX_CPU: u32 = 8191;
+
+/// Parse the kernel's CPU list format ("0-3,6"): sorted, each CPU once. A part that is not a
+/// CPU or an ascending range of them up to MAX_CPU is an error naming it.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = BTreeSet::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || {
+            format!(
+                "'{}' is not a CPU or a range of them (0 to {MAX_CPU}, e.g. 0-3,6)",
+                part.escape_debug()
+            )
+        };
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let a: u32 = a.trim().parse().map_err(|_| bad())?;
+        let b: u32 = b.trim().parse().map_err(|_| bad())?;
+        if a > b || b > MAX_CPU {
+            return Err(bad());
         }
+        out.extend(a..=b);
     }
-    out
+    Ok(out.into_iter().collect())
 }
 
-fn online_cpus() -> Vec<u32> {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .map(|s| parse_cpu_list(&s))
-        .unwrap_or_default()
+const ONLINE: &str = "/sys/devices/system/cpu/online";
+
+fn online_cpus() -> Result<Vec<u32>, UserError> {
+    match std::fs::read_to_string(ONLINE) {
+        Ok(s) => parse_cpu_list(&s).map_err(|e| UserError::new(format!("{ONLINE}: {e}"))),
+        // Without the list --cpu is checked against none (sysfs not mounted).
+        Err(_) => Ok(Vec::new()),
+    }
 }
 
 fn read_counts(skel: &SoftirqSkel<'_>, ncpu: usize) -> Result<Snapshot> {
@@ -700,7 +716,7 @@ pub fn run(a: &SoftirqArgs) -> Result<()> {
     if !a.verbose {
         libbpf_rs::set_print(None);
     }
-    check_cpu(a.cpu, &online_cpus())?;
+    check_cpu(a.cpu, &online_cpus()?)?;
     let mask = vector_mask(a);
     let vecs = vectors_of(mask);
     let mut obj = MaybeUninit::uninit();
@@ -782,8 +798,16 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
-        assert_eq!(parse_cpu_list("0"), vec![0]);
+        assert_eq!(parse_cpu_list("0-3,6\n"), Ok(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("0"), Ok(vec![0]));
+        assert_eq!(parse_cpu_list(""), Ok(vec![]));
+        // Regressions from fuzzing: a range to u32::MAX allocated 16 GiB; junk was skipped.
+        assert!(parse_cpu_list("0-4294967295")
+            .unwrap_err()
+            .contains("'0-4294967295'"));
+        assert!(parse_cpu_list("0-3,x").unwrap_err().contains("'x'"));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert_eq!(fmt_cpus(&[u32::MAX - 1, u32::MAX]), "4294967294-4294967295");
         assert_eq!(fmt_cpus(&[0, 1, 2, 3, 6]), "0-3,6");
         assert!(check_cpu(Some(1), &[0, 1]).is_ok());
         let e = check_cpu(Some(7), &[0, 1]).unwrap_err().to_string();
@@ -871,5 +895,51 @@ mod tests {
         assert_eq!(all.full_budget, 2);
         assert_eq!(all.batch.max, 3);
         assert_eq!(all.batch.buckets, vec![0, 1, 1, 1]);
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any text: the CPUs it names, sorted and each once, all within MAX_CPU (so at most
+        /// MAX_CPU + 1 of them), or a one-line message.
+        #[test]
+        fn fuzz_cpu_list_any(s in prop_oneof!["[0-9, \n-]{0,40}", any::<String>()]) {
+            match parse_cpu_list(&s) {
+                Ok(v) => {
+                    prop_assert!(v.windows(2).all(|w| w[0] < w[1]));
+                    prop_assert!(v.iter().all(|&c| c <= MAX_CPU));
+                    // Formatted back, it reads the same.
+                    prop_assert_eq!(parse_cpu_list(&fmt_cpus(&v)), Ok(v));
+                }
+                Err(e) => prop_assert!(!e.contains('\n') || s.contains(['\n', '\r'])),
+            }
+        }
+
+        /// Lists written from a set of CPUs (ranges and singles, any order) read back as it.
+        #[test]
+        fn fuzz_cpu_list_written(
+            parts in proptest::collection::vec((0u32..=MAX_CPU, 0u32..64, any::<bool>()), 0..10),
+        ) {
+            let mut want = BTreeSet::new();
+            let mut text = Vec::new();
+            for (a, n, single) in parts {
+                let b = a.saturating_add(n).min(MAX_CPU);
+                if single {
+                    text.push(a.to_string());
+                    want.insert(a);
+                } else {
+                    text.push(format!("{a}-{b}"));
+                    want.extend(a..=b);
+                }
+            }
+            let got = parse_cpu_list(&format!("{}\n", text.join(",")));
+            prop_assert_eq!(got, Ok(want.into_iter().collect::<Vec<_>>()));
+        }
     }
 }
