@@ -20,6 +20,7 @@ pub mod hist;
 pub mod http;
 pub mod k8s;
 pub mod kagg;
+pub mod leftovers;
 pub mod marker;
 pub mod metrics;
 pub mod netfilter;
@@ -45,6 +46,13 @@ use cli::{Cli, Command};
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // What killed runs left (TC filters, clsact qdiscs, namespaces) goes at every start as root.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        for line in leftovers::sweep() {
+            eprintln!("{line}");
+        }
+    }
     match cli.command {
         Some(Command::Trace(a)) => trace::run(&a),
         Some(Command::Softirq(a)) => softirq::run(&a),
