@@ -27,14 +27,23 @@ fn bpftool(kind: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// (id, name) of the programs or links a process holds.
-fn held_by(kind: &str, pid: u32) -> Vec<(u64, String)> {
-    bpftool(kind)
-        .iter()
+/// (id, name) of the programs or links a run made: held by its pid when bpftool can tell,
+/// else those new since it started (BPF runs are serialized by the shared lock).
+fn held_by(kind: &str, pid: u32, before: &BTreeSet<u64>) -> Vec<(u64, String)> {
+    let all = bpftool(kind);
+    let by_pid = |o: &&Value| {
+        o["pids"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["pid"] == pid))
+    };
+    let any_pids = all.iter().any(|o| o["pids"].is_array());
+    all.iter()
         .filter(|o| {
-            o["pids"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["pid"] == pid))
+            if any_pids {
+                by_pid(o)
+            } else {
+                o["id"].as_u64().is_some_and(|i| !before.contains(&i))
+            }
         })
         .map(|o| {
             let name = o["name"].as_str().unwrap_or_default().to_string();
@@ -109,6 +118,7 @@ struct Killed {
 /// Start the tool, run UDP from a to b, SIGKILL the tool while the traffic flows.
 fn kill_mid_run(t: &Topo, args: &[&str]) -> Killed {
     let before = ids("prog");
+    let links_before = ids("link");
     let p = tool(args);
     let pid = p.pid();
     let to = format!("{}:{PORT}", t.b4);
@@ -126,8 +136,8 @@ fn kill_mid_run(t: &Topo, args: &[&str]) -> Killed {
         ],
     );
     std::thread::sleep(Duration::from_millis(800));
-    let progs = held_by("prog", pid);
-    let links = held_by("link", pid);
+    let progs = held_by("prog", pid, &before);
+    let links = held_by("link", pid, &links_before);
     assert!(!progs.is_empty(), "the run holds no programs: {args:?}");
     let mut traffic = traffic;
     assert!(
@@ -420,7 +430,7 @@ fn foreign_filters_and_qdiscs_survive_the_cleanup() {
     let pid = p.pid();
     // a's qdisc is the run's; someone adds a filter to it while the run is on.
     u32_pass(&t.a, &t.va, "egress");
-    let progs = held_by("prog", pid);
+    let progs = held_by("prog", pid, &before);
     kill(p);
     let said = next_start();
     assert!(said.contains("removed"), "{said}");
