@@ -27,6 +27,13 @@ use cli::{Cli, Command};
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // What killed runs left (TC filters, clsact qdiscs, namespaces) goes at every start as root.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        for line in kernel::leftovers::sweep() {
+            eprintln!("{line}");
+        }
+    }
     match cli.command {
         Some(Command::Trace(a)) => cmd::trace::run(&a),
         Some(Command::Softirq(a)) => cmd::softirq::run(&a),

@@ -3,6 +3,7 @@
 //! iptables/nftables rulesets the netfilter benchmark installs (`nfrules`).
 
 pub mod k8s;
+pub mod leftovers;
 pub mod netns;
 pub mod nfrules;
 pub mod nswatch;

@@ -32,10 +32,12 @@ use crate::events::IPPROTO_UDP;
 use crate::kernel::netns;
 use crate::kernel::nfrules::{self, Backend, Layout};
 use crate::kernel::probes;
+use crate::kernel::leftovers::{self, Object};
 use crate::runloop::{RunLoop, Step};
 use crate::sink::plot;
 
-/// Namespace names start with this, then the pid, so a later run can tell stale ones.
+/// Namespace names start with this, then the pid; the run record (leftovers.rs) lets a
+/// later start remove those of a killed run.
 const NS_PREFIX: &str = "nslnfb-";
 const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 1);
 const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 2);
@@ -226,6 +228,15 @@ impl Topology {
             client: format!("{NS_PREFIX}{pid}-{step}-c"),
             node: format!("{NS_PREFIX}{pid}-{step}-n"),
         };
+        // Noted before they exist, so a kill at any point leaves a record of them.
+        for name in [&t.client, &t.node] {
+            leftovers::note(
+                "bench netfilter",
+                Object::Netns {
+                    name: name.to_string(),
+                },
+            );
+        }
         ip(&["netns", "add", &t.client])?;
         // From here on, Drop cleans up whatever was made.
         let t = t;
@@ -264,6 +275,11 @@ impl Drop for Topology {
                 .args(["netns", "del", ns])
                 .stderr(Stdio::null())
                 .status();
+            if !Topology::path(ns).exists() {
+                leftovers::forget(&Object::Netns {
+                    name: ns.to_string(),
+                });
+            }
         }
     }
 }
@@ -315,29 +331,6 @@ fn check_tools(backends: &[Backend]) -> Result<(), UserError> {
         }
     }
     Ok(())
-}
-
-/// Namespaces of earlier runs that were killed before they could clean up.
-fn remove_stale() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
-            .strip_prefix(NS_PREFIX)
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &name])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 fn install(backend: Backend, layout: &Layout, node: &str) -> Result<()> {
@@ -470,7 +463,6 @@ pub fn run(a: &NfBenchArgs) -> Result<()> {
     let btf = probes::btf_path(a.btf.as_deref());
     probes::require_btf(&btf)?;
     libbpf_rs::set_print(None);
-    remove_stale();
 
     // Only the probe traffic: UDP to the probed service's port (before DNAT rewrites it).
     let filters = Filters {

@@ -1,7 +1,8 @@
 //! Attaching TC programs: a tcx link where the kernel has tcx (6.6+), which the kernel
 //! detaches by itself when the link's fd closes, even if this process is killed; otherwise a
 //! clsact qdisc and a direct-action filter, removed again on drop (the qdisc only if we
-//! made it).
+//! made it). Those two outlive a killed process: the run record (leftovers.rs) names them
+//! so that the next start removes them.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use libbpf_rs::{AsRawLibbpf, Link, Program, TcHook, TcHookBuilder, TC_EGRESS, TC
 
 use crate::cli::Direction;
 use crate::error::UserError;
+use crate::kernel::leftovers::{self, Object, Place};
 use crate::kernel::netns;
 
 /// How programs are attached.
@@ -49,6 +51,7 @@ enum One {
     Filter {
         hook: TcHook,
         netns: Option<PathBuf>,
+        record: Object,
     },
 }
 
@@ -56,8 +59,8 @@ enum One {
 #[derive(Default)]
 pub struct Attached {
     parts: Vec<One>,
-    /// clsact qdiscs this run created, and their namespaces.
-    qdiscs: Vec<(Option<PathBuf>, sys::bpf_tc_hook)>,
+    /// clsact qdiscs this run created, their namespaces and records.
+    qdiscs: Vec<(Option<PathBuf>, sys::bpf_tc_hook, Object)>,
 }
 
 impl Attached {
@@ -113,7 +116,14 @@ impl Attached {
                 };
                 // SAFETY: a valid, sized hook description.
                 match unsafe { sys::bpf_tc_hook_create(&mut q) } {
-                    0 => self.qdiscs.push((netns.clone(), q)),
+                    // Noted once made (never before): a qdisc that was there is not ours.
+                    0 => {
+                        let record = Object::Clsact {
+                            at: Place::here(ns, ifindex),
+                        };
+                        leftovers::note("marker", record.clone());
+                        self.qdiscs.push((netns.clone(), q, record));
+                    }
                     // A clsact qdisc is there already: it is not ours, it stays.
                     e if e == -libc::EEXIST => {}
                     e => {
@@ -130,7 +140,21 @@ impl Attached {
                         "cannot attach the TC filter at {label}: {e} (on 6.6+ try --attach tcx)"
                     ))
                 })?;
-                self.parts.push(One::Filter { hook, netns });
+                // The kernel chose handle and priority; with the program id they prove
+                // the filter ours to a later start.
+                let record = Object::TcFilter {
+                    at: Place::here(ns, ifindex),
+                    ingress: d == Direction::Ingress,
+                    handle: hook.get_handle(),
+                    priority: hook.get_priority(),
+                    prog_id: prog_id(prog),
+                };
+                leftovers::note("marker", record.clone());
+                self.parts.push(One::Filter {
+                    hook,
+                    netns,
+                    record,
+                });
             }
         }
         Ok(())
@@ -140,16 +164,42 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         for p in self.parts.drain(..) {
-            if let One::Filter { mut hook, netns } = p {
+            if let One::Filter {
+                mut hook,
+                netns,
+                record,
+            } = p
+            {
                 let _inside = netns.as_deref().map(netns::Entered::enter);
                 let _ = hook.detach();
+                leftovers::forget(&record);
             }
         }
-        for (netns, mut q) in self.qdiscs.drain(..) {
+        for (netns, mut q, record) in self.qdiscs.drain(..) {
             let _inside = netns.as_deref().map(netns::Entered::enter);
             // SAFETY: the hook description that created this qdisc.
             unsafe { sys::bpf_tc_hook_destroy(&mut q) };
+            leftovers::forget(&record);
         }
+    }
+}
+
+/// The kernel's id of a loaded program.
+fn prog_id(prog: &Program) -> u32 {
+    let mut info = sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: a loaded program's fd and an info struct of the size we pass.
+    let rc = unsafe {
+        sys::bpf_prog_get_info_by_fd(
+            std::os::fd::AsRawFd::as_raw_fd(&prog.as_fd()),
+            &mut info,
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        info.id
+    } else {
+        0
     }
 }
 
