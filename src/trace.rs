@@ -306,6 +306,14 @@ fn chosen_programs(plan: &[PointPlan]) -> Vec<&'static str> {
                 "rx_close_raw"
             });
         }
+        // A TCP socket's close ends its write state, beside tx_send (same tracepoint).
+        if p.point == "tx_send" {
+            out.push(if kind == HookKind::TpBtf {
+                "tx_close_tp_btf"
+            } else {
+                "tx_close_raw"
+            });
+        }
         // TCP segments the TCP backlog delays come back to their chain at tcp_probe.
         if p.point == "rx_sockq" {
             out.push(if kind == HookKind::TpBtf {
@@ -1380,6 +1388,7 @@ mod tests {
                 "tx_send_sys_enter",
                 "tx_send_tcp",
                 "tx_send_end",
+                "tx_close_tp_btf",
                 "tx_transport4_fentry",
                 "tx_transport6_fentry",
                 "tx_nf_done4_fentry",
