@@ -731,10 +731,13 @@ fn kernel_spans(
     tx: &TxSkel<'_>,
     corr: &mut Correlator,
     k: &KernelCounters,
+    live: &Names,
 ) -> Result<()> {
     let mut series = crate::correlate::FxMap::default();
     kagg::read(&skel.maps.agg_hist, &mut series)?;
     kagg::read(&tx.maps.agg_hist, &mut series)?;
+    // The kernel's table keeps the series of namespaces gone: shown only while covered.
+    crate::correlate::retain_netns(&mut series, |n| live.contains_key(&n));
     corr.labelled = Some(series);
     let st = &mut corr.stats;
     st.chains = k.rx_chains;
@@ -1205,6 +1208,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         // The loop turns at every ring wake-up under load: names only when they changed.
         if watch.tick(&mut || each_netns(&skel, &tx))? {
             timelines.names = watch.names();
+            corr.forget_netns(&watch.take_departed());
         }
         let now = now_monotonic_ns();
         rings.release(now.saturating_sub(reorder::HOLD_NS), &mut corr);
@@ -1218,7 +1222,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
                 ..counters_now(&skel, in_flight, (stale, backlog_stale))
             };
             if args.in_kernel {
-                kernel_spans(&skel, &tx, &mut corr, &k)?;
+                kernel_spans(&skel, &tx, &mut corr, &k, &watch.names())?;
             }
             let secs = published.0.elapsed().as_secs_f64();
             let rate = k.events.saturating_sub(published.1) as f64 / secs;
@@ -1263,7 +1267,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         ..counters_now(&skel, (parked, cached), (stale + removed, backlog_stale))
     };
     if args.in_kernel {
-        kernel_spans(&skel, &tx, &mut corr, &counters)?;
+        kernel_spans(&skel, &tx, &mut corr, &counters, &watch.names())?;
         eprintln!("netstack-lat: {}", in_kernel_line(&corr.stats, &counters));
     }
     let names = watch.names();
