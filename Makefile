@@ -11,7 +11,7 @@ ARCH := $(shell uname -m)
 BIN := target/release/netstack-lat
 STATIC_TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: all deps build run test test-vm static bench lint fuzz vmlinux clean
+.PHONY: all deps build run test test-vm static bench soak lint fuzz vmlinux clean
 
 all: build
 
@@ -32,6 +32,7 @@ test: deps
 	$(CARGO) build --release --examples
 	$(CARGO) test --release --test '*' -- --test-threads=1
 	bash scripts/cargo-run.sh
+	$(SUDO) env SOAK_SECONDS=60 OUT=target/soak-test bash scripts/soak.sh
 	$(MAKE) test-vm
 
 # The static binary's selftest inside Debian's 6.1 and 6.12 cloud kernels under qemu (TCG);
@@ -55,6 +56,12 @@ bench: deps build
 FUZZ_CASES ?= 1000000
 fuzz: deps
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib fuzz_
+
+# serve and trace for MINUTES under 50k packets/s of UDP and TCP with connection and
+# namespace churn; fails on growth or uncounted loss. Results in bench/soak/.
+MINUTES ?= 60
+soak: deps build
+	$(SUDO) env MINUTES=$(MINUTES) bash scripts/soak.sh
 
 lint:
 	$(CARGO) fmt --check

@@ -752,6 +752,39 @@ int BPF_PROG(tx_send_tcp_raw, const struct sock *sk, const struct msghdr *msg)
 	return 0;
 }
 
+/* inet_sock_set_state to TCP_CLOSE: the socket's write state ends. Without this, every
+ * short connection left its entry until the LRU pushed it out: the map sat full under
+ * connection churn, evicting live sockets' writes. */
+#define TX_TCP_CLOSE 7
+
+static __always_inline void on_tx_close(const void *sk, int newstate, bool typed)
+{
+	struct tx_cache *c;
+	__u64 key;
+
+	if (newstate != TX_TCP_CLOSE)
+		return;
+	c = cache_get();
+	if (!c)
+		return;
+	key = sock_id(sk, tx_scalar(c, sk), typed);
+	bpf_map_delete_elem(&tx_socks, &key);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tx_close_tp_btf, const struct sock *sk, const int oldstate, const int newstate)
+{
+	on_tx_close(sk, newstate, true);
+	return 0;
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(tx_close_raw, const struct sock *sk, const int oldstate, const int newstate)
+{
+	on_tx_close(sk, newstate, false);
+	return 0;
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tx_send_end, struct sock *sk, int ret, int flags)
 {

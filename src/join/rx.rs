@@ -26,6 +26,11 @@ pub type Place = (u32, u32);
 pub type LabelKey = (SpanId, u8, u32, u32);
 use crate::stats::hist::Hist;
 
+/// Keeps the series whose namespace `keep` accepts, and those of no known namespace (0).
+pub fn retain_netns(series: &mut FxHashMap<LabelKey, PromHist>, keep: impl Fn(u32) -> bool) {
+    series.retain(|k, _| k.3 == 0 || keep(k.3));
+}
+
 /// A span between two points, as indices into the combined point list (RX, then TX).
 pub type SpanId = (usize, usize);
 
@@ -258,6 +263,15 @@ impl Correlator {
     /// buckets (for the exporter; off otherwise: it costs a hash lookup per span).
     pub fn keep_labelled(&mut self) {
         self.labelled = Some(FxHashMap::default());
+    }
+
+    /// Forget the labelled series of namespaces that went away: a host that creates and
+    /// deletes namespaces all day would otherwise keep every one's series, in memory and
+    /// on /metrics (the soak run saw both grow without end).
+    pub fn forget_netns(&mut self, gone: &[u32]) {
+        if let Some(l) = self.labelled.as_mut().filter(|_| !gone.is_empty()) {
+            retain_netns(l, |n| !gone.contains(&n));
+        }
     }
 
     /// Record spans overall and on the connection row; `packet` counts it as a packet
@@ -539,6 +553,25 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_of_gone_namespaces_are_forgotten() {
+        let mut c = Correlator::new(false, Limits::default(), false);
+        c.keep_labelled();
+        let l = c.labelled.as_mut().unwrap();
+        for netns in [0, 7, 8, 9] {
+            l.insert(((0, 1), 17, 2, netns), PromHist::default());
+        }
+        c.forget_netns(&[8]);
+        let mut left: Vec<u32> = c.labelled.as_ref().unwrap().keys().map(|k| k.3).collect();
+        left.sort();
+        assert_eq!(left, vec![0, 7, 9]);
+        let l = c.labelled.as_mut().unwrap();
+        retain_netns(l, |n| n == 9);
+        let mut left: Vec<u32> = l.keys().map(|k| k.3).collect();
+        left.sort();
+        assert_eq!(left, vec![0, 9], "unknown (0) stays");
+    }
     use crate::events::Comm;
     use crate::events::{IPPROTO_UDP, RX_DRIVER};
     use std::net::{IpAddr, Ipv4Addr};

@@ -90,6 +90,8 @@ pub struct Watch<'o> {
     next: Instant,
     seen: u64,
     gone: u64,
+    /// Namespaces released since take_departed last ran.
+    departed: Vec<u32>,
     pods: Pods,
 }
 
@@ -131,6 +133,7 @@ impl<'o> Watch<'o> {
             next: Instant::now(),
             seen: 0,
             gone: 0,
+            departed: Vec::new(),
             pods,
         };
         if !given.is_empty() {
@@ -231,6 +234,7 @@ impl<'o> Watch<'o> {
             // Dropping the links detaches them; the kernel can then free the namespace.
             self.spaces.remove(&inode);
             self.gone += 1;
+            self.departed.push(inode);
         }
         Ok(renamed || before != (self.seen, self.gone))
     }
@@ -312,6 +316,11 @@ impl<'o> Watch<'o> {
             }
         }
         Ok(found)
+    }
+
+    /// The namespaces released since the last call (their series can go).
+    pub fn take_departed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.departed)
     }
 
     /// Inode -> pod of every namespace covered that is a pod's.

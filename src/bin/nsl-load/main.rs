@@ -21,6 +21,7 @@ use netstack_lat::traffic::loopback::wait_readable;
 use serde_json::json;
 
 mod shapes;
+mod soak;
 
 const EXIT_ERROR: u8 = 2;
 const EXIT_TIMEOUT: i32 = 3;
@@ -333,6 +334,45 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         start_after_ms: u64,
     },
+    /// For SECONDS: UDP_PPS datagrams/s of SIZE bytes, plus CONNS_PER_S short TCP
+    /// connections/s (every other one from a pool of PORTS local ports from PORT_BASE,
+    /// closed with a reset) each followed by a one-datagram UDP socket (the soak run).
+    SoakSend {
+        #[arg(long, value_name = "ADDR")]
+        to: SocketAddr,
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        seconds: Duration,
+        #[arg(long = "udp-pps", default_value_t = 45_000,
+              value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+        udp_pps: u64,
+        #[arg(long = "conns-per-s", default_value_t = 300,
+              value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        conns_per_s: u64,
+        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        size: usize,
+        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        req: usize,
+        #[arg(long, value_name = "BYTES", default_value_t = 256)]
+        reply: usize,
+        /// Above the default ephemeral range (32768-60999): connect() would take pool
+        /// ports for its own connections and leave them in TIME_WAIT
+        #[arg(long = "port-base", default_value_t = 61_000)]
+        port_base: u16,
+        #[arg(long, default_value_t = 64)]
+        ports: u16,
+    },
+    /// For SECONDS after READY: count UDP datagrams on ADDR and serve soak-send's TCP
+    /// connections on the same port (read REQ bytes, answer REPLY, await the close).
+    SoakSink {
+        #[arg(long, value_name = "ADDR")]
+        bind: SocketAddr,
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        seconds: Duration,
+        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        req: usize,
+        #[arg(long, value_name = "BYTES", default_value_t = 256)]
+        reply: usize,
+    },
 }
 
 /// Positive, finite seconds; checked here because `Duration::from_secs_f64` panics.
@@ -578,6 +618,46 @@ fn run(cli: Cli) -> Result<()> {
             }
             sleep_ms(start_after_ms);
             shapes::udp_mixed_send(to, rounds, batch, &file)
+        }
+        Cmd::SoakSend {
+            to,
+            seconds,
+            udp_pps,
+            conns_per_s,
+            size,
+            req,
+            reply,
+            port_base,
+            ports,
+        } => {
+            check_udp_size(size, &to)?;
+            check_tcp_size(req, "--req")?;
+            check_tcp_size(reply, "--reply")?;
+            check_within_timeout(seconds, cli.timeout)?;
+            if port_base.checked_add(ports).is_none() {
+                bail!("--port-base {port_base} + --ports {ports} runs past port 65535");
+            }
+            let mix = soak::Mix {
+                udp_pps,
+                conns_per_s,
+                size,
+                req,
+                reply,
+                port_base,
+                ports,
+            };
+            soak::soak_send(to, seconds, mix)
+        }
+        Cmd::SoakSink {
+            bind,
+            seconds,
+            req,
+            reply,
+        } => {
+            check_tcp_size(req, "--req")?;
+            check_tcp_size(reply, "--reply")?;
+            check_within_timeout(seconds, cli.timeout)?;
+            soak::soak_sink(bind, seconds, req, reply)
         }
     }
 }

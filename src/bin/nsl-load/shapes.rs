@@ -413,7 +413,7 @@ pub fn tcp_rr_many_client(
 }
 
 /// A TCP connection to `to` from local port `port`.
-fn connect_from(to: SocketAddr, port: u16) -> Result<TcpStream> {
+pub fn connect_from(to: SocketAddr, port: u16) -> Result<TcpStream> {
     use std::os::fd::FromRawFd;
     let domain = if to.is_ipv4() {
         libc::AF_INET

@@ -306,6 +306,14 @@ fn chosen_programs(plan: &[PointPlan]) -> Vec<&'static str> {
                 "rx_close_raw"
             });
         }
+        // A TCP socket's close ends its write state, beside tx_send (same tracepoint).
+        if p.point == "tx_send" {
+            out.push(if kind == HookKind::TpBtf {
+                "tx_close_tp_btf"
+            } else {
+                "tx_close_raw"
+            });
+        }
         // TCP segments the TCP backlog delays come back to their chain at tcp_probe.
         if p.point == "rx_sockq" {
             out.push(if kind == HookKind::TpBtf {
@@ -723,10 +731,13 @@ fn kernel_spans(
     tx: &TxSkel<'_>,
     corr: &mut Correlator,
     k: &KernelCounters,
+    live: &Names,
 ) -> Result<()> {
     let mut series = rustc_hash::FxHashMap::default();
     kernel_spans::read(&skel.maps.agg_hist, &mut series)?;
     kernel_spans::read(&tx.maps.agg_hist, &mut series)?;
+    // The kernel's table keeps the series of namespaces gone: shown only while covered.
+    crate::join::rx::retain_netns(&mut series, |n| live.contains_key(&n));
     corr.labelled = Some(series);
     let st = &mut corr.stats;
     st.chains = k.rx_chains;
@@ -1199,6 +1210,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         // The loop turns at every ring wake-up under load: names only when they changed.
         if watch.tick(&mut || each_netns(&skel, &tx))? {
             timelines.names = watch.names();
+            corr.forget_netns(&watch.take_departed());
         }
         let now = now_monotonic_ns();
         rings.release(now.saturating_sub(reorder::HOLD_NS), &mut corr);
@@ -1212,7 +1224,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
                 ..counters_now(&skel, in_flight, (stale, backlog_stale))
             };
             if args.in_kernel {
-                kernel_spans(&skel, &tx, &mut corr, &k)?;
+                kernel_spans(&skel, &tx, &mut corr, &k, &watch.names())?;
             }
             let secs = published.0.elapsed().as_secs_f64();
             let rate = k.events.saturating_sub(published.1) as f64 / secs;
@@ -1257,7 +1269,7 @@ pub fn run_with(args: &TraceArgs, export: Option<Export<'_>>) -> Result<()> {
         ..counters_now(&skel, (parked, cached), (stale + removed, backlog_stale))
     };
     if args.in_kernel {
-        kernel_spans(&skel, &tx, &mut corr, &counters)?;
+        kernel_spans(&skel, &tx, &mut corr, &counters, &watch.names())?;
         eprintln!("netstack-lat: {}", in_kernel_line(&corr.stats, &counters));
     }
     let names = watch.names();
@@ -1382,6 +1394,7 @@ mod tests {
                 "tx_send_sys_enter",
                 "tx_send_tcp",
                 "tx_send_end",
+                "tx_close_tp_btf",
                 "tx_transport4_fentry",
                 "tx_transport6_fentry",
                 "tx_nf_done4_fentry",

@@ -153,10 +153,11 @@ pub fn trace_families(
         .with(&[("why", "socket_fifo_full")], Value::Counter(k.fifo_full)),
         Family::new(
             "netstack_lat_join_misses",
-            "Where the joins found no partner, by why: read_unmatched (a read found no queued data that was seen), unread (queued data never read), tx_unattributed (a TCP segment whose write was not seen), tx_retransmit (data sent before: no tx_send span)",
+            "Where the joins found no partner, by why: read_unmatched (a read found no queued data that was seen), unread (queued data never read), sockq_unjoined (data queued to a socket whose packet was not in flight on that CPU: no spans before rx_sockq), tx_unattributed (a TCP segment whose write was not seen), tx_retransmit (data sent before: no tx_send span)",
         )
         .with(&[("why", "read_unmatched")], Value::Counter(st.reads_unmatched))
         .with(&[("why", "unread")], Value::Counter(st.unread))
+        .with(&[("why", "sockq_unjoined")], Value::Counter(k.sockq_unjoined))
         .with(&[("why", "tx_unattributed")], Value::Counter(st.tx_unattributed))
         .with(&[("why", "tx_retransmit")], Value::Counter(st.tx_retransmits)),
     ]
