@@ -25,12 +25,13 @@ build: deps
 run: deps build
 	$(SUDO) ./$(BIN) trace $(ARGS)
 
-# Unit tests, then the privileged integration tests: one at a time, they share the kernel.
-# Those skip (and say why) when not run as root. Then the static binary on other kernels.
+# Unit tests, then every integration test including the privileged ones (#[ignore]d so a
+# plain `cargo test` lists them as skipped): one at a time, they share the kernel; not being
+# root fails them. Then the static binary on other kernels.
 test: deps
 	$(CARGO) test --release --lib --bins
 	$(CARGO) build --release --examples
-	$(CARGO) test --release --test '*' -- --test-threads=1
+	$(CARGO) test --release --test '*' -- --test-threads=1 --include-ignored
 	bash scripts/cargo-run.sh
 	$(SUDO) env SOAK_SECONDS=60 OUT=target/soak-test bash scripts/soak.sh
 	$(MAKE) test-vm

@@ -6,7 +6,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{assert_no_new_bpf, bpf_state, root_or_skip, sh, stop_summary, tool, Topo};
+use common::{assert_no_new_bpf, bpf_state, sh, stop_summary, tool, Topo};
 use serde_json::Value;
 
 fn count_of(list: &Value, key: &str, name: &str) -> u64 {
@@ -19,10 +19,9 @@ fn count_of(list: &Value, key: &str, name: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn netfilter_drops_are_counted_with_reason_and_location() {
-    if !root_or_skip("netfilter_drops_are_counted_with_reason_and_location") {
-        return;
-    }
+    common::require_root();
     const K: u64 = 23;
     let before = bpf_state();
     let t = Topo::new();
@@ -63,10 +62,9 @@ fn netfilter_drops_are_counted_with_reason_and_location() {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn closed_port_drops_name_the_reason_and_flow() {
-    if !root_or_skip("closed_port_drops_name_the_reason_and_flow") {
-        return;
-    }
+    common::require_root();
     let closed = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -144,26 +144,25 @@ fn created_after_start(proto: &str, v6: bool, port: u16) {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn udp4_in_namespaces_created_after_start() {
-    if root_or_skip("udp4_in_namespaces_created_after_start") {
-        created_after_start("udp", false, 9601);
-    }
+    common::require_root();
+    created_after_start("udp", false, 9601);
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn tcp6_in_namespaces_created_after_start() {
-    if root_or_skip("tcp6_in_namespaces_created_after_start") {
-        created_after_start("tcp", true, 9602);
-    }
+    common::require_root();
+    created_after_start("tcp", true, 9602);
 }
 
 /// A TBF on the sender's veth, made after the tool started: a burst of B bytes at rate R
 /// waits about B / R in the qdisc.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn tbf_in_a_namespace_created_after_start() {
-    if !root_or_skip("tbf_in_a_namespace_created_after_start") {
-        return;
-    }
+    common::require_root();
     const N: u64 = 50;
     const SIZE: u64 = 1000;
     const RATE_BPS: u64 = 1_000_000;
@@ -228,10 +227,9 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// `serve` without --netns exports the spans of traffic in namespaces made after it
 /// started, labelled by namespace name.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn serve_exports_namespaces_created_after_start() {
-    if !root_or_skip("serve_exports_namespaces_created_after_start") {
-        return;
-    }
+    common::require_root();
     const K: u64 = 15;
     const D_MS: u64 = 30;
     let listen = format!("127.0.0.1:{}", free_port());
@@ -297,10 +295,9 @@ fn named(prefix: &str) -> usize {
 /// counts for the traffic, links back to the start when they are gone, memory bounded,
 /// and BPF programs and links back to the start after exit.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn namespace_churn() {
-    if !root_or_skip("namespace_churn") {
-        return;
-    }
+    common::require_root();
     const ROUNDS: usize = 10;
     const PER_ROUND: usize = 20;
     const K: u64 = 5;
@@ -376,10 +373,9 @@ fn namespace_churn() {
 /// so the kernel frees the namespace (its veth, whose peer lives here, disappears) while
 /// the tool still runs; the run ends cleanly.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn deleted_namespace_is_let_go() {
-    if !root_or_skip("deleted_namespace_is_let_go") {
-        return;
-    }
+    common::require_root();
     let ns = format!("nsld-{}", std::process::id());
     let host_end = format!("nsld{}", std::process::id() % 100000);
     // Whatever happens below, nothing of this test stays behind.
@@ -443,10 +439,9 @@ fn deleted_namespace_is_let_go() {
 /// A namespace whose PRE_ROUTING priorities are all taken by another BPF user refuses
 /// the attach: the tool runs on, and names it in the summary, /metrics and /healthz.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn refusing_namespace_is_reported() {
-    if !root_or_skip("refusing_namespace_is_reported") {
-        return;
-    }
+    common::require_root();
     let t = Topo::new();
     let mut hold = load_in(&t.b, &["nf-hold", "--count", "64", "--seconds", "40"]);
     wait_ready(&mut hold);
@@ -488,10 +483,9 @@ fn refusing_namespace_is_reported() {
 /// --netns narrows to the namespaces given (more than 4 work); traffic elsewhere is left
 /// out; a bare name means /run/netns/NAME.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn given_namespaces_narrow() {
-    if !root_or_skip("given_namespaces_narrow") {
-        return;
-    }
+    common::require_root();
     let (t, u) = (Topo::new(), Topo::new());
     let extra: Vec<String> = (0..4)
         .map(|i| format!("nslg-{}-{i}", std::process::id()))
@@ -529,10 +523,9 @@ fn given_namespaces_narrow() {
 /// exist, count an iptables DROP rule's K packets in a namespace made afterwards, and the
 /// K that pass it.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn drops_signals_netfilter_see_later_namespaces() {
-    if !root_or_skip("drops_signals_netfilter_see_later_namespaces") {
-        return;
-    }
+    common::require_root();
     const DROPPED: u64 = 17;
     const PASSED: u64 = 9;
     let before = bpf_state();

@@ -88,10 +88,9 @@ fn netns_inode(ns: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn flows_carry_their_pods_labels() {
-    if !root_or_skip("flows_carry_their_pods_labels") {
-        return;
-    }
+    common::require_root();
     const N: u64 = 20;
     let (t, t2) = (Topo::new(), Topo::new());
     let tag = std::process::id();
@@ -213,10 +212,9 @@ fn flows_carry_their_pods_labels() {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn without_a_pods_dir_or_with_no_k8s_nothing_breaks() {
-    if !root_or_skip("without_a_pods_dir_or_with_no_k8s_nothing_breaks") {
-        return;
-    }
+    common::require_root();
     let p = tool(&["trace", "--json", "--no-k8s", "--duration", "1s"]);
     let (code, out, _) = p.finish(Duration::from_secs(20));
     assert_eq!(code, Some(0));

@@ -9,8 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    assert_no_new_bpf, bpf_state, load_in, root_or_skip, summary_of, tool, wait_ready, Line3, Proc,
-    TOOL,
+    assert_no_new_bpf, bpf_state, load_in, summary_of, tool, wait_ready, Line3, Proc, TOOL,
 };
 use serde_json::Value;
 
@@ -83,10 +82,9 @@ fn script(t: &Line3, to: &str, writes: &[&str]) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn relay_delay_is_measured_for_every_interval() {
-    if !root_or_skip("relay_delay_is_measured_for_every_interval") {
-        return;
-    }
+    common::require_root();
     const N: u64 = 50;
     const DELAY_MS: u64 = 30;
     let before = bpf_state();
@@ -287,10 +285,9 @@ fn relay_delay_is_measured_for_every_interval() {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn a_large_write_is_read_whole() {
-    if !root_or_skip("a_large_write_is_read_whole") {
-        return;
-    }
+    common::require_root();
     // 1000 events in one write: one GSO super-packet at the veth, read in many chunks.
     const N: u64 = 1000;
     let before = bpf_state();
@@ -329,10 +326,9 @@ fn a_large_write_is_read_whole() {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn split_several_and_malformed_markers_over_ipv6() {
-    if !root_or_skip("split_several_and_malformed_markers_over_ipv6") {
-        return;
-    }
+    common::require_root();
     let before = bpf_state();
     let t = Line3::new();
     let p = watch_a(&t, "8000", &[]);
@@ -394,10 +390,9 @@ fn split_several_and_malformed_markers_over_ipv6() {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn other_ports_are_never_read() {
-    if !root_or_skip("other_ports_are_never_read") {
-        return;
-    }
+    common::require_root();
     let before = bpf_state();
     let t = Line3::new();
     let p = watch_a(&t, "8000", &[]);
@@ -423,10 +418,9 @@ fn other_ports_are_never_read() {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn clsact_fallback_leaves_no_qdisc_after_sigterm() {
-    if !root_or_skip("clsact_fallback_leaves_no_qdisc_after_sigterm") {
-        return;
-    }
+    common::require_root();
     let before = bpf_state();
     let t = Line3::new();
     let p = watch_a(&t, "8000", &["--attach", "clsact"]);

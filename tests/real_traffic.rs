@@ -95,10 +95,9 @@ fn multi_packet_polls(v: &Value, ns: &str) -> u64 {
 /// Bursts of 100 datagrams, then a bulk TCP stream, into a batched receiver: every read
 /// has its whole chain, and rx_driver->rx_netif (one NAPI poll) stays short.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn batched_receive_keeps_every_chain() {
-    if !root_or_skip("batched_receive_keeps_every_chain") {
-        return;
-    }
+    common::require_root();
     const K: u64 = 400;
     let before = bpf_state();
     let t = Topo::new();
@@ -233,26 +232,25 @@ fn short_lived(client_port: Option<u16>) {
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn short_lived_tcp_connections() {
-    if root_or_skip("short_lived_tcp_connections") {
-        short_lived(None);
-    }
+    common::require_root();
+    short_lived(None);
 }
 
 /// The same 4-tuple reborn 200 times (one client port, reset at close).
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn short_lived_tcp_connections_from_one_port() {
-    if root_or_skip("short_lived_tcp_connections_from_one_port") {
-        short_lived(Some(45_123));
-    }
+    common::require_root();
+    short_lived(Some(45_123));
 }
 
 /// A real HTTP server and client on loopback: python3's http.server and curl, 50 requests.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn http_server_and_curl() {
-    if !root_or_skip("http_server_and_curl") {
-        return;
-    }
+    common::require_root();
     let before = bpf_state();
     let t = Topo::new();
     let netns = t.netns_path(&t.b);
@@ -320,10 +318,9 @@ fn http_server_and_curl() {
 /// Sockets closed with data unread and reopened on the same port at once: no sample joins
 /// one socket's read to another's data (that would be >= the 20 ms pause between rounds).
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn udp_socket_reuse_never_crosses_sockets() {
-    if !root_or_skip("udp_socket_reuse_never_crosses_sockets") {
-        return;
-    }
+    common::require_root();
     let before = bpf_state();
     let t = Topo::new();
     let netns = t.netns_path(&t.b);
@@ -362,10 +359,9 @@ fn udp_socket_reuse_never_crosses_sockets() {
 /// A UDP sender mixing file writes, failing sendmsg calls, sendmmsg batches and CPU moves:
 /// with --pid, every datagram is kept with its owner and a send time from its own call.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn udp_sender_owner_and_send_time() {
-    if !root_or_skip("udp_sender_owner_and_send_time") {
-        return;
-    }
+    common::require_root();
     const ROUNDS: u64 = 20;
     const BATCH: u64 = 4;
     let before = bpf_state();
@@ -432,17 +428,17 @@ fn udp_sender_owner_and_send_time() {
 /// length; IPv4, Linux 6.3+: a 0 total length): every byte written is counted once on TX
 /// and once on RX, and no segment is taken for a retransmission.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn big_tcp_ipv6_lengths_and_no_false_retransmits() {
-    if root_or_skip("big_tcp_ipv6_lengths_and_no_false_retransmits") {
-        big_tcp(true);
-    }
+    common::require_root();
+    big_tcp(true);
 }
 
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn big_tcp_ipv4_lengths_and_no_false_retransmits() {
-    if root_or_skip("big_tcp_ipv4_lengths_and_no_false_retransmits") {
-        big_tcp(false);
-    }
+    common::require_root();
+    big_tcp(false);
 }
 
 fn big_tcp(v6: bool) {
@@ -528,10 +524,9 @@ fn in_flight(body: &str, place: &str) -> Option<f64> {
 /// qdisc that parks chains): while it runs, chains are in flight; once traffic stops, the
 /// parked and cached TX entries return to zero. `make soak` runs the long version.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn serve_in_flight_entries_return_to_zero() {
-    if !root_or_skip("serve_in_flight_entries_return_to_zero") {
-        return;
-    }
+    common::require_root();
     let secs: u64 = std::env::var("NSL_SERVE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -645,10 +640,9 @@ fn serve_in_flight_entries_return_to_zero() {
 /// would pass, so the count and the upper bound are both checked), and every datagram
 /// whose chain the other CPU could not see is counted.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn udp_two_cpus_one_socket() {
-    if !root_or_skip("udp_two_cpus_one_socket") {
-        return;
-    }
+    common::require_root();
     const K: u64 = 8000;
     let before = bpf_state();
     let t = Topo::new();
@@ -723,10 +717,9 @@ fn veth_tx_dropped(ns: &str, dev: &str) -> u64 {
 /// end at once as drops (nothing waits in the cache for a completion that never comes), and
 /// their number is the veth's own drop count.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn driver_drops_end_their_chains() {
-    if !root_or_skip("driver_drops_end_their_chains") {
-        return;
-    }
+    common::require_root();
     const N: u64 = 2000;
     let t = Topo::new();
     let _xdp = batched_receiver(&t);
@@ -794,10 +787,9 @@ fn driver_drops_end_their_chains() {
 /// the queue (D plus the gaps between segments) is not measured: the kernel gives no event
 /// for their queueing.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn rcvlowat_reads_are_timed_from_the_completing_segment() {
-    if !root_or_skip("rcvlowat_reads_are_timed_from_the_completing_segment") {
-        return;
-    }
+    common::require_root();
     const GROUPS: u64 = 8;
     const LOWAT: u64 = 3;
     const D_MS: u64 = 10;

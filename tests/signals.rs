@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use common::{assert_no_new_bpf, bpf_state, load_in, root_or_skip, sh, stop_summary, tool, Topo};
+use common::{assert_no_new_bpf, bpf_state, load_in, sh, stop_summary, tool, Topo};
 use serde_json::Value;
 
 fn reason(v: &Value, name: &str) -> u64 {
@@ -32,10 +32,9 @@ fn set_rcvbuf(s: &UdpSocket, bytes: libc::c_int) {
 
 /// K packets matched by an iptables DROP rule: K drops, reason NETFILTER_DROP.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn netfilter_drop_rule_gives_its_count() {
-    if !root_or_skip("netfilter_drop_rule_gives_its_count") {
-        return;
-    }
+    common::require_root();
     const K: u64 = 37;
     let before = bpf_state();
     let t = Topo::new();
@@ -57,10 +56,9 @@ fn netfilter_drop_rule_gives_its_count() {
 /// UDP to a closed port: one NO_SOCKET drop each. A receiver with a tiny buffer that does
 /// not read: SOCKET_RCVBUFF drops = sent - arrived.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn closed_port_and_full_receive_buffer() {
-    if !root_or_skip("closed_port_and_full_receive_buffer") {
-        return;
-    }
+    common::require_root();
     let closed = {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
@@ -96,10 +94,9 @@ fn closed_port_and_full_receive_buffer() {
 
 /// Bytes the sender wrote, exactly (the test's own writes, all returned in full).
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn send_bytes_match_what_was_written() {
-    if !root_or_skip("send_bytes_match_what_was_written") {
-        return;
-    }
+    common::require_root();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let p = tool(&["signals", "--json", "--port", &port.to_string()]);
@@ -142,10 +139,9 @@ fn send_bytes_match_what_was_written() {
 
 /// A sender whose reader stops reading fills its send buffer; a reading peer keeps it low.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn wmem_pressure_follows_the_reader() {
-    if !root_or_skip("wmem_pressure_follows_the_reader") {
-        return;
-    }
+    common::require_root();
     for stalled in [true, false] {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -192,11 +188,13 @@ fn wmem_pressure_follows_the_reader() {
 
 /// A burst into a TBF qdisc: backlog above zero while it drains, zero after.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn qdisc_backlog_during_a_tbf_burst() {
-    if !root_or_skip("qdisc_backlog_during_a_tbf_burst") {
-        return;
-    }
-    let t = Topo::new();
+    common::require_root();
+    // Qdisc rows are keyed by ifindex alone, and a fresh namespace's veth would share its
+    // index with a host device: one no host device has keeps the check on the test's own.
+    let t = Topo::with_ifindex(700_000 + std::process::id() % 100_000 * 2);
+    let va_index = u64::from(700_000 + std::process::id() % 100_000 * 2);
     // 1 Mbit/s: 100 datagrams of 1000 bytes take about 0.8 s to leave.
     sh(&[
         "ip", "netns", "exec", &t.a, "tc", "qdisc", "add", "dev", &t.va, "root", "tbf", "rate",
@@ -225,23 +223,38 @@ fn qdisc_backlog_during_a_tbf_burst() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|v: &Value| v["type"] == "interval")
         .collect();
+    let ours = |v: &Value| -> Option<Value> {
+        v["qdisc"]
+            .as_array()?
+            .iter()
+            .find(|q| q["ifindex"].as_u64() == Some(va_index))
+            .cloned()
+    };
     let peak = lines
         .iter()
-        .flat_map(|v| v["qdisc"].as_array().cloned().unwrap_or_default())
+        .filter_map(ours)
         .map(|q| q["peak_bytes"].as_u64().unwrap_or(0))
         .max()
         .unwrap_or(0);
-    assert!(peak > 10_000, "backlog peak {peak} during the burst: {out}");
+    // The 100 datagrams leave the sender at once; the TBF bucket (5 kB) lets about five
+    // through, the rest queues: the peak is most of the ~104 kB (1042 bytes a frame).
+    assert!(
+        (80_000..=100 * 1042).contains(&peak),
+        "backlog peak {peak} on {} during the burst: {out}",
+        t.va
+    );
+    // Drained: the last interval's row of va (present while the qdisc had a backlog, or
+    // gone) holds nothing.
     let last = lines.last().expect("interval lines");
-    assert_eq!(last["qdisc_backlog_bytes"], 0, "drained: {last}");
+    let left = ours(last).map_or(0, |q| q["bytes"].as_u64().unwrap_or(0));
+    assert_eq!(left, 0, "drained: {last}");
 }
 
 /// The library example (the seed's usage made real) runs and reports the bytes it sent.
 #[test]
+#[ignore = "needs root (BPF, namespaces): make test runs it with --include-ignored"]
 fn library_example_runs() {
-    if !root_or_skip("library_example_runs") {
-        return;
-    }
+    common::require_root();
     let exe = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/target/release/examples/signals"

@@ -27,16 +27,6 @@ pub fn require_root() {
     );
 }
 
-/// Privileged tests skip (and say so) when not root; a plain `cargo test` never needs root.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping {test}: needs root (CAP_BPF, CAP_NET_ADMIN)");
-    }
-    root
-}
-
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -68,6 +58,16 @@ pub struct Topo {
 
 impl Topo {
     pub fn new() -> Topo {
+        Topo::build(None)
+    }
+
+    /// Like `new`, with the veth ends at ifindex `base` (in `a`) and `base + 1` (in `b`):
+    /// an index no host device has, for output keyed by ifindex alone.
+    pub fn with_ifindex(base: u32) -> Topo {
+        Topo::build(Some(base))
+    }
+
+    fn build(index: Option<u32>) -> Topo {
         let n = std::process::id() % 10000 * 10 + SEQ.fetch_add(1, Ordering::Relaxed);
         let octet = 1 + n % 200;
         let t = Topo {
@@ -85,10 +85,20 @@ impl Topo {
         let (ma, mb) = (mac(1), mac(2));
         sh(&["ip", "netns", "add", &t.a]);
         sh(&["ip", "netns", "add", &t.b]);
-        sh(&[
-            "ip", "link", "add", &va, "address", &ma, "netns", &t.a, "type", "veth", "peer",
-            "name", &vb, "address", &mb, "netns", &t.b,
+        let (ia, ib) = index.map_or((String::new(), String::new()), |i| {
+            (i.to_string(), (i + 1).to_string())
+        });
+        let mut add = vec!["ip", "link", "add", &va, "address", &ma, "netns", &t.a];
+        if index.is_some() {
+            add.extend(["index", &ia]);
+        }
+        add.extend([
+            "type", "veth", "peer", "name", &vb, "address", &mb, "netns", &t.b,
         ]);
+        if index.is_some() {
+            add.extend(["index", &ib]);
+        }
+        sh(&add);
         for (ns, dev, v4, v6) in [(&t.a, &va, &t.a4, &t.a6), (&t.b, &vb, &t.b4, &t.b6)] {
             sh(&[
                 "ip",
@@ -343,63 +353,233 @@ impl Drop for BpfStats {
     }
 }
 
-/// run_cnt of the loaded program with this name (needs BpfStats), summed over instances.
-pub fn prog_runs(name: &str) -> u64 {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .expect("bpftool");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|p| p["name"] == name)
-                .filter_map(|p| p["run_cnt"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
+/// One program or link as bpftool lists it: id, name (a link: its program's), owning pids.
+#[derive(Debug, Clone)]
+pub struct BpfObj {
+    pub id: u64,
+    pub name: String,
+    pub pids: Vec<u32>,
+    pub run_cnt: u64,
 }
 
-/// Program and link ids, as bpftool sees them.
-pub fn bpf_ids(kind: &str) -> Vec<u64> {
+fn bpftool_list(kind: &str) -> Vec<Value> {
     let out = Command::new("bpftool")
         .args([kind, "show", "--json"])
         .output()
         .expect("bpftool");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
-    let mut ids: Vec<u64> = v
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["id"].as_u64()).collect())
-        .unwrap_or_default();
-    ids.sort();
-    ids
+    v.as_array().cloned().unwrap_or_default()
 }
 
-/// Program and link ids now.
+/// Which processes hold which programs and links open, from /proc/PID/fdinfo (bpftool's
+/// own pid column needs a bpftool built with it): (prog id, pid) and (link id, pid).
+/// (object id, pid holding it open)
+type Held = Vec<(u64, u32)>;
+
+fn holders() -> (Held, Held) {
+    let (mut progs, mut links) = (Vec::new(), Vec::new());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return (progs, links);
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+            };
+            // A link's fdinfo names its program too: the link id decides.
+            if let Some(id) = field("link_id:") {
+                links.push((id, pid));
+            } else if let Some(id) = field("prog_id:") {
+                progs.push((id, pid));
+            }
+        }
+    }
+    (progs, links)
+}
+
+fn pids_of(held: &[(u64, u32)], id: u64) -> Vec<u32> {
+    held.iter()
+        .filter(|(i, _)| *i == id)
+        .map(|(_, p)| *p)
+        .collect()
+}
+
+/// Programs and links now; a link carries its program's name.
+pub fn bpf_objs() -> (Vec<BpfObj>, Vec<BpfObj>) {
+    let (held_progs, held_links) = holders();
+    let progs: Vec<BpfObj> = bpftool_list("prog")
+        .iter()
+        .filter_map(|p| {
+            Some(BpfObj {
+                id: p["id"].as_u64()?,
+                name: p["name"].as_str().unwrap_or("").to_string(),
+                pids: pids_of(&held_progs, p["id"].as_u64()?),
+                run_cnt: p["run_cnt"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect();
+    let links = bpftool_list("link")
+        .iter()
+        .filter_map(|l| {
+            let prog = l["prog_id"].as_u64();
+            Some(BpfObj {
+                id: l["id"].as_u64()?,
+                name: progs
+                    .iter()
+                    .find(|p| Some(p.id) == prog)
+                    .map_or(String::new(), |p| p.name.clone()),
+                pids: pids_of(&held_links, l["id"].as_u64()?),
+                run_cnt: 0,
+            })
+        })
+        .collect();
+    (progs, links)
+}
+
+/// Every name a program of ours can have: the identifiers of bpf/*.bpf.c, also with each
+/// `##suffix` its macros paste on, cut to the kernel's 15 characters. A superset (it holds
+/// `skb` too), which is fine: it only narrows the leak check to names we could have made.
+pub fn our_prog_names() -> std::collections::BTreeSet<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf");
+    let mut idents = std::collections::BTreeSet::new();
+    let mut suffixes = vec![String::new()];
+    for e in std::fs::read_dir(dir).expect("bpf/") {
+        let path = e.expect("bpf/ entry").path();
+        if !path.to_string_lossy().ends_with(".bpf.c") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read bpf source");
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '#')) {
+            let mut parts = word.split("##");
+            if let Some(head) = parts.next() {
+                idents.insert(head.to_string());
+            }
+            for suffix in parts {
+                suffixes.push(suffix.to_string());
+            }
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for id in &idents {
+        for s in &suffixes {
+            names.insert(format!("{id}{s}").chars().take(15).collect::<String>());
+        }
+    }
+    names
+}
+
+/// Whether `pid` is this test process or one of its descendants.
+fn in_our_tree(pid: u32) -> bool {
+    let me = std::process::id();
+    let mut p = pid;
+    // Bounded: a parent chain is short, and a vanished process ends it.
+    for _ in 0..64 {
+        if p == me {
+            return true;
+        }
+        if p <= 1 {
+            return false;
+        }
+        let stat = match std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        // The comm field may hold spaces: the ppid is the second field after its ')'.
+        p = match stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|x| x.parse().ok())
+        {
+            Some(pp) => pp,
+            None => return false,
+        };
+    }
+    false
+}
+
+/// Program and link ids that exist now: the baseline for `assert_no_new_bpf`.
 pub fn bpf_state() -> (Vec<u64>, Vec<u64>) {
-    (bpf_ids("prog"), bpf_ids("link"))
+    let (p, l) = bpf_objs();
+    (
+        p.iter().map(|o| o.id).collect(),
+        l.iter().map(|o| o.id).collect(),
+    )
+}
+
+/// The programs and links `pid` holds open now.
+pub fn owned_by(pid: u32) -> (Vec<BpfObj>, Vec<BpfObj>) {
+    let (p, l) = bpf_objs();
+    let mine = |o: &BpfObj| o.pids.contains(&pid);
+    (
+        p.into_iter().filter(mine).collect(),
+        l.into_iter().filter(mine).collect(),
+    )
+}
+
+/// run_cnt (needs BpfStats), summed over the programs named `name` that this test's processes
+/// (the tool it started) hold, so another BPF user's program of that name never counts.
+pub fn prog_runs(name: &str) -> u64 {
+    bpf_objs()
+        .0
+        .iter()
+        .filter(|p| p.name == name && p.pids.iter().any(|&pid| in_our_tree(pid)))
+        .map(|p| p.run_cnt)
+        .sum()
+}
+
+/// Ids of the programs (`kind` "prog") or links ("link") this test's processes hold now.
+pub fn bpf_ids(kind: &str) -> Vec<u64> {
+    let (p, l) = bpf_objs();
+    let objs = if kind == "link" { l } else { p };
+    objs.iter()
+        .filter(|o| o.pids.iter().any(|&pid| in_our_tree(pid)))
+        .map(|o| o.id)
+        .collect()
 }
 
 /// Wait (bounded: the kernel frees programs after an RCU grace period) until no program or
-/// link exists that was not there `before`, else fail. Ids that were there and have gone
-/// since (another test's tool still being released) are fine.
+/// link of ours exists that was not there `before`, else fail. Ours: new since `before`,
+/// named like a program in bpf/, and held by no live process outside this test's process
+/// tree, so another BPF user on the host (even another netstack-lat) neither fails the check
+/// nor hides a leak; a leaked program or link outlives its process and is held by nobody.
 pub fn assert_no_new_bpf(before: &(Vec<u64>, Vec<u64>), what: &str) {
-    let new = || {
-        let (p, l) = bpf_state();
-        let np: Vec<u64> = p.into_iter().filter(|i| !before.0.contains(i)).collect();
-        let nl: Vec<u64> = l.into_iter().filter(|i| !before.1.contains(i)).collect();
-        (np, nl)
+    let names = our_prog_names();
+    let ours = |o: &BpfObj, old: &[u64]| {
+        !old.contains(&o.id) && names.contains(&o.name) && o.pids.iter().all(|&p| in_our_tree(p))
+    };
+    let left = || {
+        let (p, l) = bpf_objs();
+        let p: Vec<String> = p
+            .iter()
+            .filter(|o| ours(o, &before.0))
+            .map(|o| format!("prog {} {}", o.id, o.name))
+            .collect();
+        let l: Vec<String> = l
+            .iter()
+            .filter(|o| ours(o, &before.1))
+            .map(|o| format!("link {} ({})", o.id, o.name))
+            .collect();
+        [p, l].concat()
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut left = new();
-    while (!left.0.is_empty() || !left.1.is_empty()) && Instant::now() < deadline {
+    let mut now = left();
+    while !now.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        left = new();
+        now = left();
     }
-    assert_eq!(
-        left,
-        (vec![], vec![]),
-        "{what}: BPF programs/links left behind"
+    assert!(
+        now.is_empty(),
+        "{what}: BPF programs/links left behind: {now:?}"
     );
 }
 
@@ -692,6 +872,30 @@ pub fn unmatched_rules(ns: &str, table: &str, chain: &str, n: u32) {
         .write_all(text.as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success(), "iptables-legacy-restore");
+}
+
+/// The mean in seconds of histogram `family` in a text exposition (`_sum` over `_count`),
+/// summed over the label sets holding every `key="value"` of `labels`: exact, where the
+/// buckets only bracket a value.
+pub fn histogram_mean(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+    let needles: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let total = |suffix: &str| -> f64 {
+        let plain = format!("{family}_{suffix} ");
+        let labelled = format!("{family}_{suffix}{{");
+        text.lines()
+            .filter(|l| {
+                (needles.is_empty() && l.starts_with(&plain))
+                    || (l.starts_with(&labelled) && needles.iter().all(|n| l.contains(n)))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let count = total("count");
+    assert!(
+        count > 0.0,
+        "no {family} histogram for {labels:?} in:\n{text}"
+    );
+    total("sum") / count
 }
 
 /// The bucket (lower, upper] in seconds that holds the median of histogram `family` in a
