@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::error::UserError;
-use crate::sink::prom::http::{Handler, Response, Server};
+use crate::sink::prom::http::{Dropped, Handler, Response, Server, Stats};
 use crate::stats::hist::Hist;
 
 /// Histogram bucket bounds, in seconds: a 1-2.5-5 ladder from 1 µs to 10 s.
@@ -424,33 +424,61 @@ impl Endpoint {
     pub fn start(listen: &str, exporter: Arc<Exporter>) -> Result<Endpoint, UserError> {
         let server = Server::bind(listen)?;
         let addr = server.local_addr();
+        let stats = server.stats();
         let stop = Arc::new(AtomicBool::new(false));
-        let handler: Handler = Arc::new(move |path: &str, accept: &str| match path {
-            "/metrics" if accept.contains("application/openmetrics-text") => Response {
-                status: 200,
-                content_type: OPENMETRICS,
-                body: exporter.render().into_bytes(),
-            },
-            "/metrics" => Response {
-                status: 200,
-                content_type: TEXT,
-                body: exporter.render_text().into_bytes(),
-            },
-            // Still 200 when degraded: a restart would not attach what the kernel refused.
-            "/healthz" => Response {
-                status: 200,
-                content_type: "text/plain; charset=utf-8",
-                body: exporter.health_text().into_bytes(),
-            },
-            _ => Response {
-                status: 404,
-                content_type: "text/plain; charset=utf-8",
-                body: b"not found: try /metrics or /healthz\n".to_vec(),
-            },
+        let handler: Handler = Arc::new(move |path: &str, accept: &str| {
+            if path == "/metrics" {
+                exporter.publish("http", http_families(&stats));
+            }
+            match path {
+                "/metrics" if accept.contains("application/openmetrics-text") => Response {
+                    status: 200,
+                    content_type: OPENMETRICS,
+                    body: exporter.render().into_bytes(),
+                },
+                "/metrics" => Response {
+                    status: 200,
+                    content_type: TEXT,
+                    body: exporter.render_text().into_bytes(),
+                },
+                // Still 200 when degraded: a restart would not attach what the kernel refused.
+                "/healthz" => Response {
+                    status: 200,
+                    content_type: "text/plain; charset=utf-8",
+                    body: exporter.health_text().into_bytes(),
+                },
+                _ => Response {
+                    status: 404,
+                    content_type: "text/plain; charset=utf-8",
+                    body: b"not found: try /metrics or /healthz\n".to_vec(),
+                },
+            }
         });
         let thread = Some(server.spawn(handler, Arc::clone(&stop)));
         Ok(Endpoint { addr, stop, thread })
     }
+}
+
+/// The endpoint's own state: open connections and those it cut off, by reason.
+pub fn http_families(stats: &Stats) -> Vec<Family> {
+    let mut dropped = Family::new(
+        "netstack_lat_http_connections_dropped",
+        "Connections the metrics endpoint closed unserved, by reason (see docs/http.md)",
+    );
+    for why in Dropped::ALL {
+        dropped.push(
+            &[("reason", why.label())],
+            Value::Counter(stats.dropped(why)),
+        );
+    }
+    vec![
+        Family::new(
+            "netstack_lat_http_open_connections",
+            "Connections open to the metrics endpoint",
+        )
+        .with(&[], Value::Gauge(stats.open() as f64)),
+        dropped,
+    ]
 }
 
 impl Drop for Endpoint {
