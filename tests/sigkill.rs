@@ -416,7 +416,7 @@ fn foreign_filters_and_qdiscs_survive_the_cleanup() {
     let u32_pass = |ns: &str, dev: &str, dir: &str| {
         common::sh(&[
             "ip", "netns", "exec", ns, "tc", "filter", "add", "dev", dev, dir, "protocol", "all",
-            "prio", "7", "u32", "match", "u32", "0", "0", "action", "pass",
+            "prio", "7", "u32", "match", "u32", "0", "0",
         ]);
     };
     common::sh(&[
