@@ -1253,7 +1253,7 @@ mod fuzz {
                 Ok(p) => prop_assert!(!p.as_os_str().is_empty()),
                 Err(e) => message(&s, &e)?,
             }
-            match crate::probes::parse_families(&s) {
+            match crate::kernel::probes::parse_families(&s) {
                 Ok(f) => prop_assert!(!f.is_empty()),
                 Err(e) => message(&s, &e)?,
             }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use netstack_lat::metrics::{Endpoint, Exporter};
+use netstack_lat::sink::prom::registry::{Endpoint, Exporter};
 
 const IDLE: usize = 1000;
 const TRICKLE: usize = 50;

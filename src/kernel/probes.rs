@@ -1112,10 +1112,6 @@ pub(crate) mod fuzz {
                     prop_assert!(m.starts_with("cannot read BTF at ") && !m.contains('\n'), "{}", m);
                 }
             }
-            if let Ok(b) = Btf::from_path(&path) {
-                let tcx = crate::marker::tc::has_tcx(&b);
-                prop_assert!(!clean || tcx);
-            }
         }
     }
 }

@@ -1548,7 +1548,7 @@ mod fuzz {
         ) {
             let mut text = format!("{CSV_HEADER}\n");
             for r in &rows {
-                text += &r.csv();
+                text += &r.csv().unwrap();
                 text.push('\n');
             }
             let back = parse_csv("A.csv", &text).map_err(|e| TestCaseError::fail(e.0))?;
@@ -1574,7 +1574,7 @@ mod fuzz {
             } else {
                 let mut t = format!("{CSV_HEADER}\n");
                 for r in &rows {
-                    t += &r.csv();
+                    t += &r.csv().unwrap();
                     t.push('\n');
                 }
                 t.into_bytes()

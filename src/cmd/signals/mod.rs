@@ -600,7 +600,7 @@ impl Summary {
 #[cfg(test)]
 mod fuzz {
     use super::*;
-    use crate::probes::fuzz::{btf, corrupt, edits, Scratch};
+    use crate::kernel::probes::fuzz::{btf, corrupt, edits, Scratch};
     use proptest::prelude::*;
 
     proptest! {
