@@ -16,7 +16,7 @@ use crate::events::{
     CHAIN_PLACEHOLDER, CHAIN_SEQ_FLAG, IPPROTO_TCP, RX_IP, RX_NETIF, RX_NF_IN, RX_NF_PRE_DONE,
     RX_READ, RX_SIRQ_ENTRY, RX_SIRQ_RAISE, RX_SOCKQ, RX_TRANSPORT,
 };
-use crate::sink::prom::registry::PromHist;
+use crate::stats::prom_hist::PromHist;
 
 /// A fast non-cryptographic hasher (the Fx multiply-rotate scheme) for the per-event maps:
 /// keys are kernel addresses and 5-tuples of our own traffic, not attacker-chosen strings.
