@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::kernel::names::{NF_HOOK_NAMES, VECTORS};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -273,15 +274,6 @@ pub struct K8sArgs {
     pub no_k8s: bool,
 }
 
-/// Netfilter hooks, in the kernel's order (index = NF_INET_* number).
-pub const NF_HOOK_NAMES: [&str; 5] = [
-    "PRE_ROUTING",
-    "LOCAL_IN",
-    "FORWARD",
-    "LOCAL_OUT",
-    "POST_ROUTING",
-];
-
 /// "LOCAL_OUT,prerouting,INPUT" -> a bit mask of hook numbers (iptables chain names too).
 pub fn parse_nf_hooks(s: &str) -> Result<u32, String> {
     let mut mask = 0u32;
@@ -494,11 +486,6 @@ pub struct SoftirqArgs {
     #[arg(long, short)]
     pub verbose: bool,
 }
-
-/// Softirq vector names, in the kernel's order (index = vector number).
-pub const VECTORS: [&str; 10] = [
-    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
-];
 
 /// "NET_RX,TIMER" -> a bit mask of vector numbers.
 pub fn parse_vectors(s: &str) -> Result<u32, String> {

@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Trace(a)) => cmd::trace::run(&a),
         Some(Command::Softirq(a)) => cmd::softirq::run(&a),
         Some(Command::Netfilter(a)) => cmd::netfilter::run(&a),
-        Some(Command::Probes(a)) => kernel::probes::run(&a),
+        Some(Command::Probes(a)) => cmd::probes::run(&a),
         Some(Command::Serve(a)) => cmd::serve::run(&a),
         Some(Command::Selftest(a)) => cmd::selftest::run(&a),
         Some(Command::Signals(a)) => cmd::signals::run(&a),

@@ -1,7 +1,12 @@
-//! The modules import each other one way only: no import cycle between the rooms of src/ (a
-//! room is a module file, or a folder's module, one or two levels deep: src/trace.rs is
-//! `trace`, src/marker/pair.rs is `marker/pair`). An edge is any `crate::` path in a room's
-//! files that names another room. Also part of `make lint`.
+//! The modules import each other one way only. Two checks, both part of `make lint`:
+//! - layers: a room imports only rooms of its own layer or of the layers below it, in the
+//!   order of [`LAYERS`] (docs/layout.md says what each layer holds);
+//! - no import cycle between the rooms of src/, also inside one layer.
+//!
+//! A room is a module file, or a folder's module, one or two levels deep: src/cli.rs is
+//! `cli`, src/cmd/trace/mod.rs is `cmd/trace`, src/sink/prom/http.rs is `sink/prom`. Its
+//! layer is its first component. An edge is any `crate::` path in a room's files that names
+//! another room.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -137,8 +142,27 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     t.out
 }
 
-#[test]
-fn no_import_cycles_between_modules() {
+/// The layers, lowest first: each may import the ones before it. `error`, `runloop` and
+/// `traffic` import nothing of the crate, so everything may use them.
+const LAYERS: &[&[&str]] = &[
+    &["error", "runloop", "traffic"],
+    &["bpf"],
+    &["kernel"],
+    &["cli"],
+    &["events"],
+    &["stats"],
+    &["join"],
+    &["sink"],
+    &["cmd"],
+];
+
+fn layer_of(room: &str) -> Option<usize> {
+    let top = room.split('/').next().unwrap_or(room);
+    LAYERS.iter().position(|l| l.contains(&top))
+}
+
+/// The import edges between the rooms of src/.
+fn src_edges() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut texts = BTreeMap::new();
     rooms(&src, &[], &mut texts);
@@ -155,6 +179,39 @@ fn no_import_cycles_between_modules() {
             }
         }
     }
+    edges
+}
+
+/// Every edge that goes up (or sideways into another layer), and every room of no layer.
+fn layer_violations(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (room, targets) in edges {
+        let Some(from) = layer_of(room) else {
+            out.push(format!(
+                "{room}: in no layer; add its folder to LAYERS (tests/layers.rs) and docs/layout.md"
+            ));
+            continue;
+        };
+        for t in targets {
+            let same_folder = t.split('/').next() == room.split('/').next();
+            match layer_of(t) {
+                Some(to) if to < from || same_folder => {}
+                _ => out.push(format!("{room} imports {t}, which is not in a layer below")),
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn each_layer_imports_only_the_layers_below() {
+    let bad = layer_violations(&src_edges());
+    assert!(bad.is_empty(), "layer order broken:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn no_import_cycles_between_modules() {
+    let edges = src_edges();
     let found = cycles(&edges);
     let detail: Vec<String> = found
         .iter()
@@ -183,5 +240,28 @@ fn the_check_sees_a_cycle() {
     assert_eq!(
         crate_paths("use crate::a::{b, c::d};\nlet x = crate::e::f(); // crate::g"),
         [vec!["a", "b"], vec!["a", "c"], vec!["e", "f"]]
+    );
+}
+
+#[test]
+fn the_check_sees_an_upward_import() {
+    fn edge(e: &mut BTreeMap<String, BTreeSet<String>>, a: &str, b: &str) {
+        e.entry(a.into()).or_default().insert(b.into());
+    }
+    let mut e = BTreeMap::new();
+    edge(&mut e, "cmd/trace", "join/rx");
+    edge(&mut e, "cmd/trace", "cmd/serve");
+    edge(&mut e, "join/rx", "stats/hist");
+    assert!(layer_violations(&e).is_empty());
+    edge(&mut e, "join/rx", "sink/prom");
+    edge(&mut e, "error", "runloop");
+    edge(&mut e, "gadgets/x", "error");
+    assert_eq!(
+        layer_violations(&e),
+        [
+            "error imports runloop, which is not in a layer below",
+            "gadgets/x: in no layer; add its folder to LAYERS (tests/layers.rs) and docs/layout.md",
+            "join/rx imports sink/prom, which is not in a layer below",
+        ]
     );
 }

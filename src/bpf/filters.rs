@@ -23,10 +23,11 @@ macro_rules! write_filters {
         ro.f_ifindex = f.ifindex;
         ro.f_netns_on = u8::from(!f.netns.is_empty());
         if let Some(c) = &f.cidr {
+            // libc's, not events', numbers: the BPF layer sits below event decoding.
             ro.f_cidr_family = if c.addr.is_ipv4() {
-                $crate::events::AF_INET
+                libc::AF_INET as u8
             } else {
-                $crate::events::AF_INET6
+                libc::AF_INET6 as u8
             };
             ro.f_cidr_len = c.len;
             ro.f_cidr_addr = c.bytes();

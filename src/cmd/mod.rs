@@ -7,6 +7,7 @@ pub mod correlate;
 pub mod drops;
 pub mod marker;
 pub mod netfilter;
+pub mod probes;
 pub mod selftest;
 pub mod serve;
 pub mod signals;

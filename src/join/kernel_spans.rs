@@ -9,7 +9,7 @@ use libbpf_rs::{MapCore, MapFlags};
 
 use crate::bpf::rx::types;
 use crate::join::rx::LabelKey;
-use crate::sink::prom::registry::{PromHist, BOUNDS_NS};
+use crate::stats::prom_hist::{PromHist, BOUNDS_NS};
 use rustc_hash::FxHashMap;
 
 /// The table size for `--max-series N`: the next power of two (the BPF side masks).
@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(sp::SP_TX_NF_OUT_DONE.0 as usize, TX_NF_OUT_DONE);
         assert_eq!(sp::SP_TX_NF_POST.0 as usize, TX_NF_POST);
         let e = types::agg_entry::default();
-        assert_eq!(e.b.len(), crate::sink::prom::registry::BUCKETS_S.len() + 1);
+        assert_eq!(e.b.len(), crate::stats::prom_hist::BUCKETS_S.len() + 1);
     }
 
     #[test]

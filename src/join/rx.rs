@@ -15,7 +15,7 @@ use crate::events::{
     CHAIN_PLACEHOLDER, CHAIN_SEQ_FLAG, IPPROTO_TCP, RX_IP, RX_NETIF, RX_NF_IN, RX_NF_PRE_DONE,
     RX_READ, RX_SIRQ_ENTRY, RX_SIRQ_RAISE, RX_SOCKQ, RX_TRANSPORT,
 };
-use crate::sink::prom::registry::PromHist;
+use crate::stats::prom_hist::PromHist;
 // Fx: fast, not DoS-resistant; fine for per-event maps keyed by kernel addresses and
 // 5-tuples, not attacker-chosen strings.
 use rustc_hash::FxHashMap;

@@ -171,7 +171,7 @@ fn attach_empty(
 
 /// `netfilter`'s bracket, empty: first and last priority of every hook, both families.
 fn attach_empty_bracket(skel: &EmptySkel<'_>, links: &mut Vec<Link>) -> Result<()> {
-    for hooknum in 0..crate::cli::NF_HOOK_NAMES.len() as i32 {
+    for hooknum in 0..crate::kernel::names::NF_HOOK_NAMES.len() as i32 {
         for (prog, priority) in [
             (&skel.progs.empty_nf_first, NF_FIRST),
             (&skel.progs.empty_nf_last, NF_LAST),

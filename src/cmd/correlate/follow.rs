@@ -20,8 +20,9 @@ use crate::cli::CorrelateArgs;
 use crate::error::UserError;
 use crate::events::marker_record::MarkerRow;
 use crate::runloop::{RunLoop, Step};
-use crate::sink::prom::registry::{Endpoint, Exporter, Family, PromHist, Value};
+use crate::sink::prom::registry::{Endpoint, Exporter, Family, Value};
 use crate::stats::hist::Hist;
+use crate::stats::prom_hist::PromHist;
 
 /// A file being followed: where we are in it, and the header of its current generation.
 pub struct Tail {

@@ -28,7 +28,8 @@ use crate::events;
 use crate::events::marker_record::{MarkerRow, CSV_HEADER};
 use crate::kernel::netns;
 use crate::runloop::{RunLoop, Step};
-use crate::sink::prom::registry::{Endpoint, Exporter, Family, PromHist, Value as MValue};
+use crate::sink::prom::registry::{Endpoint, Exporter, Family, Value as MValue};
+use crate::stats::prom_hist::PromHist;
 use scan::{Counts, Found, Keys, StreamKey, Streams};
 
 /// Most capture points one run attaches (bpf/netstack.h MARKER_POINTS).

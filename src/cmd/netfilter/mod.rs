@@ -16,9 +16,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bpf::netfilter::{types, NetfilterSkel, NetfilterSkelBuilder};
-use crate::cli::{NetfilterArgs, PacketFilterArgs, NF_HOOK_NAMES};
+use crate::cli::{NetfilterArgs, PacketFilterArgs};
 use crate::cmd::trace::{self, Filters, NF_FIRST, NF_LAST};
 use crate::error::{require_root, UserError};
+use crate::kernel::names::NF_HOOK_NAMES;
 use crate::kernel::netns;
 use crate::kernel::nswatch::{Coverage, Watch as NsWatch};
 use crate::kernel::probes;

@@ -17,8 +17,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bpf::softirq::{types, SoftirqSkel, SoftirqSkelBuilder};
-use crate::cli::{SoftirqArgs, VECTORS};
+use crate::cli::SoftirqArgs;
 use crate::error::{require_root, UserError};
+use crate::kernel::names::VECTORS;
 use crate::kernel::probes;
 use crate::runloop::{RunLoop, Step};
 use crate::stats::hist::{fmt_ns, Hist, Stats, Unit};

@@ -2,14 +2,15 @@
 //! (see registry.rs for the encoding and serving). Pure functions of that state, so the
 //! names, labels and values are unit-tested without a kernel.
 
-use crate::cli::{NF_HOOK_NAMES, VECTORS};
 use crate::events::{proto_name, RX_SIRQ_RAISE, TX_BASE, TX_NF_OUT_DONE, TX_NF_POST};
 use crate::join::rx::{span_name, Correlator, Dir, SpanId};
+use crate::kernel::names::{NF_HOOK_NAMES, VECTORS};
 use crate::kernel::nswatch::{Coverage, Names, PodMap};
-use crate::sink::prom::registry::{Family, PromHist, Value};
+use crate::sink::prom::registry::{Family, Value};
 use crate::stats::counters::KernelCounters;
 use crate::stats::hist::Hist;
 use crate::stats::nf_hooks::{family_name, HookStat};
+use crate::stats::prom_hist::PromHist;
 
 /// The direction a span belongs to, from its first point.
 pub fn span_direction(id: SpanId) -> &'static str {
