@@ -33,7 +33,6 @@ test: deps
 	$(CARGO) build --release --examples
 	$(CARGO) test --release --test '*' -- --test-threads=1 --include-ignored
 	bash scripts/cargo-run.sh
-	$(SUDO) env SOAK_SECONDS=60 OUT=target/soak-test bash scripts/soak.sh
 	$(MAKE) test-vm
 
 # The static binary's selftest inside Debian's 6.1 and 6.12 cloud kernels under qemu (TCG);

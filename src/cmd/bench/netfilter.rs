@@ -29,10 +29,10 @@ use crate::cmd::netfilter::{Bracket, HookStat};
 use crate::cmd::trace::Filters;
 use crate::error::{require_root, UserError};
 use crate::events::IPPROTO_UDP;
+use crate::kernel::leftovers::{self, Object};
 use crate::kernel::netns;
 use crate::kernel::nfrules::{self, Backend, Layout};
 use crate::kernel::probes;
-use crate::kernel::leftovers::{self, Object};
 use crate::runloop::{RunLoop, Step};
 use crate::sink::plot;
 

@@ -304,7 +304,7 @@ fn describe_points(points: &[&str]) -> String {
     let mut list = points
         .iter()
         .take(SHOWN)
-        .copied()
+        .map(|p| cut(p, 64))
         .collect::<Vec<_>>()
         .join(", ");
     if n > SHOWN {
@@ -323,10 +323,18 @@ fn named_point(c: &Capture, opt: &str, want: &str) -> Result<String, UserError> 
     let there = if points.is_empty() {
         "it holds no marker rows".to_string()
     } else {
-        format!("it holds {}", points.join(", "))
+        format!(
+            "it holds {}",
+            points
+                .iter()
+                .map(|p| cut(p, 64))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     Err(UserError::new(format!(
-        "{opt} {want}: no such capture point in {}: {there}",
+        "{opt} {}: no such capture point in {}: {there}",
+        cut(want, 64),
         c.name
     )))
 }
